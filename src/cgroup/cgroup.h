@@ -1,0 +1,75 @@
+// cgroup managers: cgroupfs v1 (one directory per mounted hierarchy) and cgroupfs v2
+// (one directory in the unified tree), behind one interface. The host's mode is
+// detected from the mounts, never configured.
+//
+// Every manager takes the cgroupfs mount root as a parameter so unit tests can run
+// against fixture trees in a temp dir.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "oci/spec.h"
+#include "util/error.h"
+#include "util/fd.h"
+
+namespace berth::cgroup {
+
+enum class Mode { legacy, hybrid, unified };
+
+struct Hierarchy {
+  std::string mountpoint;               // /sys/fs/cgroup/memory
+  std::vector<std::string> controllers;  // {"memory"} or {"cpu","cpuacct"} or {"name=systemd"}
+};
+
+// What the host has, read from /proc/self/mountinfo.
+struct Layout {
+  Mode mode = Mode::unified;
+  std::string unified_root;  // cgroup2 mount ("" if none)
+  std::vector<Hierarchy> v1;
+};
+Result<Layout> detect_layout(const std::string& mountinfo_path = "/proc/self/mountinfo");
+// Layout from mountinfo text (for tests).
+Layout parse_layout(const std::string& mountinfo);
+
+class Manager {
+ public:
+  virtual ~Manager() = default;
+  // Creates the cgroup (all missing levels) and applies `res`. On error nothing the
+  // call created is left behind.
+  virtual Result<> create(const oci::Resources* res) = 0;
+  virtual Result<> apply(const oci::Resources& res) = 0;
+  virtual Result<> add_pid(pid_t pid) = 0;
+  // An O_DIRECTORY fd of the v2 cgroup for clone3(CLONE_INTO_CGROUP); invalid on v1.
+  virtual UniqueFd dir_fd() { return {}; }
+  virtual Result<std::vector<pid_t>> pids() = 0;
+  virtual Result<> freeze(bool frozen) = 0;
+  virtual Result<bool> frozen() = 0;
+  // Kills every process in the cgroup with `sig`.
+  virtual Result<> kill_all(int sig) = 0;
+  // Removes the cgroup and the cgroups made beneath it, killing what is left.
+  virtual Result<> destroy() = 0;
+  // Removes the parent cgroup if it is empty now (for default paths such as
+  // /berth/<id>, whose /berth no one else owns). Errors are ignored: a sibling
+  // may still live there.
+  virtual void prune_parent() = 0;
+  // Path (relative to a hierarchy root) the container uses, e.g. "/berth/web".
+  virtual const std::string& path() const = 0;
+  // Directory of the given v1 controller ("memory") or the v2 directory ("").
+  virtual std::string dir(const std::string& controller) const = 0;
+  virtual Mode mode() const = 0;
+};
+
+// A manager for `path` ("/a/b", relative paths are taken from the hierarchy root).
+Result<std::unique_ptr<Manager>> open(const Layout& layout, const std::string& path);
+
+// Conversions shared with the v2 manager and tested directly.
+uint64_t shares_to_weight(uint64_t shares);
+std::string cpu_max(std::optional<int64_t> quota, std::optional<uint64_t> period);
+// Whether a v1 controller name belongs to `h` ("cpu" matches "cpu,cpuacct").
+bool has_controller(const Hierarchy& h, const std::string& name);
+
+}  // namespace berth::cgroup

@@ -1,0 +1,653 @@
+#include "runtime/container.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <functional>
+
+#include "cgroup/cgroup.h"
+#include "runtime/foreground.h"
+#include "runtime/hooks.h"
+#include "runtime/init.h"
+#include "runtime/namespaces.h"
+#include "runtime/seccomp.h"
+#include "runtime/state.h"
+#include "runtime/sync.h"
+#include "runtime/terminal.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/syscalls.h"
+
+namespace berth::runtime {
+
+namespace {
+
+// Rolls back a multi-step operation: every step registers its undo, and unless
+// release() is called the undos run in reverse order on scope exit.
+class Cleanup {
+ public:
+  ~Cleanup() {
+    if (!armed_) return;
+    for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) (*it)();
+  }
+  void add(std::function<void()> f) { undo_.push_back(std::move(f)); }
+  void release() { armed_ = false; }
+
+ private:
+  std::vector<std::function<void()>> undo_;
+  bool armed_ = true;
+};
+
+// Devices every container may use whatever its rules say, as runc allows them.
+void add_default_device_rules(oci::Resources& r, const oci::Spec& spec) {
+  auto allow = [&](const char* type, int64_t maj, int64_t min) {
+    oci::DeviceCgroupRule d;
+    d.allow = true;
+    d.type = type;
+    if (maj >= 0) d.major = maj;
+    if (min >= 0) d.minor = min;
+    d.access = "rwm";
+    r.devices.push_back(d);
+  };
+  allow("c", 1, 3);    // null
+  allow("c", 1, 5);    // zero
+  allow("c", 1, 7);    // full
+  allow("c", 1, 8);    // random
+  allow("c", 1, 9);    // urandom
+  allow("c", 5, 0);    // tty
+  allow("c", 5, 1);    // console
+  allow("c", 5, 2);    // ptmx
+  allow("c", 136, -1); // pts/*
+  if (spec.linux)
+    for (auto& d : spec.linux->devices)
+      if (d.type == "c" || d.type == "b" || d.type == "u") allow(d.type == "b" ? "b" : "c", d.major, d.minor);
+}
+
+std::string absolute(const std::string& p) {
+  if (!p.empty() && p[0] == '/') return clean_path(p);
+  char cwd[4096];
+  if (!::getcwd(cwd, sizeof cwd)) return clean_path(p);
+  return clean_path(join_path(cwd, p));
+}
+
+// Where the container's cgroup goes when the config names none.
+std::string default_cgroup_path(const std::string& id) { return "/berth/" + id; }
+
+Result<UniqueFd> listen_unix(const std::string& dir, const char* name) {
+  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s) return sys_error("socket");
+  UniqueFd d(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!d) return sys_error("open " + dir);
+  // Bind through the directory fd so a long --root never hits sun_path's limit.
+  std::string p = fd_path(d.get()) + "/" + name;
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, p.c_str(), p.size() + 1);
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) return sys_error("bind " + dir + "/" + name);
+  if (::listen(s.get(), 1) < 0) return sys_error("listen");
+  return s;
+}
+
+Result<> write_pid_file(const std::string& path, pid_t pid) {
+  if (path.empty()) return {};
+  TRY_CTX(atomic_write_file(absolute(path), std::to_string(pid), 0644), "--pid-file");
+  return {};
+}
+
+Result<> send_pidfd(const std::string& sock, int pidfd) {
+  if (sock.empty()) return {};
+  UniqueFd s = TRY_CTX(connect_unix(sock), "--pidfd-socket");
+  TRY_CTX(send_fd(s.get(), pidfd, "pidfd"), "--pidfd-socket");
+  return {};
+}
+
+// What create leaves for run and start: the container's init.
+struct Created {
+  State st;
+  UniqueFd pidfd;
+  oci::Spec spec;
+};
+
+struct NsPlan {
+  int clone_flags = 0;
+  InitContext init;
+  UniqueFd join_pid, join_time;  // entered by the parent around clone
+  bool new_time = false;
+};
+
+Result<NsPlan> plan_namespaces(const oci::Spec& spec, const cgroup::Layout* layout) {
+  NsPlan p;
+  const oci::Namespace* user = spec.ns("user");
+  bool joined_user = user && !user->path.empty();
+  if (!spec.linux) return p;
+  std::vector<std::pair<int, UniqueFd>> joins;
+  for (auto& ns : spec.linux->namespaces) {
+    int flag = ns_flag(ns.type);
+    if (!ns.path.empty()) {
+      UniqueFd fd = TRY(open_ns(ns));
+      if (flag == CLONE_NEWPID)
+        p.join_pid = std::move(fd);
+      else if (flag == CLONE_NEWTIME)
+        p.join_time = std::move(fd);
+      else if (flag == CLONE_NEWUSER)
+        joins.insert(joins.begin(), {flag, std::move(fd)});
+      else
+        joins.emplace_back(flag, std::move(fd));
+      continue;
+    }
+    if (flag == CLONE_NEWTIME) {
+      p.new_time = true;
+    } else if (flag == CLONE_NEWCGROUP) {
+      // Unshared by the child once it is in its cgroup, so the namespace is
+      // rooted there.
+      p.init.unshare_flags |= CLONE_NEWCGROUP;
+    } else if (joined_user) {
+      // Namespaces owned by the joined user namespace must be made after
+      // joining it: by unshare in the child (and a fork for pid).
+      if (flag == CLONE_NEWPID)
+        p.init.fork_for_pid = true;
+      else
+        p.init.unshare_flags |= flag;
+    } else {
+      p.clone_flags |= flag;
+    }
+  }
+  p.init.joins = std::move(joins);
+  p.init.new_mountns = spec.ns("mount") != nullptr;
+  p.init.plan.new_userns = user && user->path.empty();
+  p.init.plan.new_cgroupns = (p.init.unshare_flags & CLONE_NEWCGROUP) != 0;
+  p.init.plan.cgroup_layout = layout;
+  if (p.init.new_mountns && !spec.ns("mount")->path.empty())
+    p.init.new_mountns = false;  // joined: the rootfs there is not ours to set up
+  return p;
+}
+
+// Enters `fd`'s namespace for our future children only (pid, time), returning a
+// handle on the one we leave so it can be restored after clone.
+Result<UniqueFd> enter_for_children(int fd, int flag, const char* self_name) {
+  UniqueFd old(::open((std::string("/proc/self/ns/") + self_name).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!old) return sys_error(std::string("open /proc/self/ns/") + self_name);
+  if (::setns(fd, flag) < 0) return sys_error(std::string("join ") + self_name + " namespace");
+  return old;
+}
+
+struct Bundle {
+  std::string dir;
+  std::string text;  // config.json as read
+  oci::Spec spec;
+};
+
+Result<Bundle> load_bundle(const std::string& path) {
+  Bundle b;
+  b.dir = absolute(path);
+  b.text = TRY(read_file(join_path(b.dir, "config.json")));
+  b.spec = TRY(oci::parse_spec(b.text));
+  return b;
+}
+
+Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, Cleanup& cleanup) {
+  TRY(check_id(o.id));
+  if (g.systemd_cgroup)
+    return fail("--systemd-cgroup: the systemd cgroup driver is not supported yet; use cgroupfs");
+  std::string bundle = b.dir;
+  oci::Spec spec = std::move(b.spec);
+  if (!spec.process) return fail("config.json: process is required to create a container");
+  if (spec.process->terminal && o.console_socket.empty())
+    return fail("process.terminal is set: --console-socket is required");
+  std::string rootfs = spec.root_path[0] == '/' ? clean_path(spec.root_path) : clean_path(join_path(bundle, spec.root_path));
+  {
+    struct stat st;
+    if (::stat(rootfs.c_str(), &st) < 0) return sys_error("root.path " + rootfs);
+    if (!S_ISDIR(st.st_mode)) return fail("root.path " + rootfs + ": not a directory");
+  }
+  if (!spec.ns("mount") && !spec.mounts.empty())
+    return fail("config.json: mounts need a mount namespace");
+  if (spec.linux)
+    for (auto& [k, v] : spec.linux->sysctl) TRY(sysctl_path(spec, k));
+  std::optional<seccomp::Program> filter;
+  if (spec.linux && spec.linux->seccomp) filter = TRY(seccomp::compile(*spec.linux->seccomp));
+
+  TRY(mkdir_p(g.root, 0700));
+  std::string dir = state_dir(g.root, o.id);
+  if (::mkdir(dir.c_str(), 0700) < 0) {
+    if (errno == EEXIST) return fail("container \"" + o.id + "\" already exists");
+    return sys_error("mkdir " + dir);
+  }
+  cleanup.add([dir] { (void)remove_tree(dir); });
+  Lock lock = TRY(Lock::acquire(dir));
+  TRY(atomic_write_file(dir + "/config.json", b.text));
+
+  // cgroup: made and limited before the container exists, so its first
+  // instruction already runs inside it.
+  std::unique_ptr<cgroup::Manager> cg;
+  cgroup::Layout layout = TRY(cgroup::detect_layout());
+  std::string cg_path = spec.linux && !spec.linux->cgroups_path.empty() ? spec.linux->cgroups_path
+                                                                         : default_cgroup_path(o.id);
+  cg = TRY(cgroup::open(layout, cg_path));
+  oci::Resources res = spec.linux && spec.linux->resources ? *spec.linux->resources : oci::Resources{};
+  if (!res.devices.empty()) add_default_device_rules(res, spec);
+  if (auto r = cg->create(&res); !r) {
+    if (!g.rootless) return std::unexpected(std::move(r).error().context("cgroup " + cg_path));
+    log::debug("rootless: no cgroup: " + r.error().str());
+    cg.reset();
+  }
+  if (cg) cleanup.add([&cg] { (void)cg->destroy(); });
+
+  NsPlan ns = TRY(plan_namespaces(spec, cg ? &layout : nullptr));
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");
+  UniqueFd parent_sock(sv[0]), child_sock(sv[1]);
+  UniqueFd listener = TRY(listen_unix(dir, "start.sock"));
+  UniqueFd console;
+  if (!o.console_socket.empty()) console = TRY_CTX(connect_unix(o.console_socket), "--console-socket");
+
+  InitContext& ic = ns.init;
+  ic.spec = &spec;
+  ic.id = o.id;
+  ic.sync_fd = child_sock.get();
+  ic.listen_fd = listener.get();
+  ic.console_fd = console ? console.get() : -1;
+  ic.preserve_fds = o.preserve_fds;
+  ic.no_new_keyring = o.no_new_keyring;
+  ic.plan.spec = &spec;
+  ic.plan.rootfs = rootfs;
+  ic.plan.no_pivot = o.no_pivot;
+  ic.plan.cgroup_path = cg ? cg->path() : "";
+  ic.seccomp = filter ? &*filter : nullptr;
+
+  // Bind-mount sources given as relative paths are relative to the bundle.
+  if (::chdir(bundle.c_str()) < 0) return sys_error("chdir " + bundle);
+
+  UniqueFd restore_pid, restore_time;
+  if (ns.join_pid) restore_pid = TRY(enter_for_children(ns.join_pid.get(), CLONE_NEWPID, "pid"));
+  if (ns.join_time) restore_time = TRY(enter_for_children(ns.join_time.get(), CLONE_NEWTIME, "time"));
+  if (ns.new_time) {
+    restore_time.reset(::open("/proc/self/ns/time", O_RDONLY | O_CLOEXEC));
+    if (::unshare(CLONE_NEWTIME) < 0) return sys_error("unshare time namespace");
+    TRY(write_time_offsets(spec.linux->time_offsets));
+  }
+
+  struct clone_args ca = {};
+  int pidfd = -1;
+  ca.flags = static_cast<uint64_t>(ns.clone_flags) | CLONE_PIDFD;
+  ca.pidfd = reinterpret_cast<uint64_t>(&pidfd);
+  ca.exit_signal = SIGCHLD;
+  UniqueFd cgfd = cg ? cg->dir_fd() : UniqueFd();
+  if (cgfd) {
+    ca.flags |= CLONE_INTO_CGROUP;
+    ca.cgroup = static_cast<uint64_t>(cgfd.get());
+  }
+  long pid = sys::clone3(&ca);
+  int clone_errno = errno;
+  if (restore_pid) ::setns(restore_pid.get(), CLONE_NEWPID);
+  if (restore_time) ::setns(restore_time.get(), CLONE_NEWTIME);
+  if (pid == 0) {
+    parent_sock.reset();
+    init_container(ic);
+  }
+  if (pid < 0) return sys_error(clone_errno, "clone container process");
+  UniqueFd pfd(pidfd);
+  cleanup.add([pid, fd = pfd.get()] {
+    sys::pidfd_send_signal(fd, SIGKILL, nullptr, 0);
+    ::waitpid(static_cast<pid_t>(pid), nullptr, 0);
+  });
+  child_sock.reset();
+  listener.reset();
+  console.reset();
+
+  if (ic.plan.new_userns) {
+    const oci::Namespace* user = spec.ns("user");
+    (void)user;
+    TRY(write_id_maps(static_cast<pid_t>(pid), spec.linux->uid_mappings, spec.linux->gid_mappings, g.rootless));
+  }
+  if (cg && !cgfd) TRY_CTX(cg->add_pid(static_cast<pid_t>(pid)), "join cgroup " + cg->path());
+  TRY(send_msg(parent_sock.get(), Msg::kGo));
+
+  State st;
+  st.id = o.id;
+  st.pid = static_cast<pid_t>(pid);
+  st.bundle = bundle;
+  st.rootfs = rootfs;
+  st.created = now_rfc3339();
+  st.owner = ::geteuid();
+  st.cgroup_path = cg ? cg->path() : "";
+  st.annotations = spec.annotations;
+  UniqueFd real_pidfd;
+  for (;;) {
+    Message m = TRY(recv_msg(parent_sock.get()));
+    if (m.type == Msg::kError) return std::unexpected(Error{static_cast<int>(m.value), m.text});
+    if (m.type == Msg::kGrandchild) {
+      st.pid = static_cast<pid_t>(m.value);
+      real_pidfd.reset(sys::pidfd_open(st.pid, 0));
+      if (!real_pidfd) return sys_error("pidfd_open container process");
+      ::waitpid(static_cast<pid_t>(pid), nullptr, 0);
+      cleanup.add([fd = real_pidfd.get()] { sys::pidfd_send_signal(fd, SIGKILL, nullptr, 0); });
+      continue;
+    }
+    if (m.type == Msg::kHooks) {
+      std::string s = state_json(st, Status::creating, false);
+      TRY(run_hooks(spec.hooks.prestart, s, "prestart"));
+      TRY(run_hooks(spec.hooks.create_runtime, s, "createRuntime"));
+      TRY(send_msg(parent_sock.get(), Msg::kContinue, 0, s));
+      continue;
+    }
+    if (m.type == Msg::kSeccompFd) {
+      if (!m.fd) return fail("linux.seccomp.listenerPath: no listener fd received");
+      std::string payload = "{\"ociVersion\":\"1.3.0\",\"fds\":[\"seccompFd\"],\"pid\":" + std::to_string(st.pid) +
+                            ",\"metadata\":\"\",\"state\":" + state_json(st, Status::creating, false) + "}";
+      if (spec.linux->seccomp->listener_path.empty())
+        return fail("linux.seccomp: SCMP_ACT_NOTIFY needs listenerPath");
+      UniqueFd s = TRY_CTX(connect_unix(spec.linux->seccomp->listener_path), "linux.seccomp.listenerPath");
+      TRY_CTX(send_fd(s.get(), m.fd.get(), payload), "linux.seccomp.listenerPath");
+      continue;
+    }
+    if (m.type == Msg::kCreated) break;
+    return fail("unexpected message from the container process");
+  }
+  st.pid_start = process_start_time(st.pid);
+  if (st.pid_start == 0) return fail("container process exited during create");
+  for (auto& n : spec.linux ? spec.linux->namespaces : std::vector<oci::Namespace>{}) st.namespaces.push_back(n.type);
+  TRY(save_state(g.root, st));
+  TRY(write_pid_file(o.pid_file, st.pid));
+  int final_pidfd = real_pidfd ? real_pidfd.get() : pfd.get();
+  TRY(send_pidfd(o.pidfd_socket, final_pidfd));
+  Created c{std::move(st), real_pidfd ? std::move(real_pidfd) : std::move(pfd), std::move(spec)};
+  (void)lock;
+  return c;
+}
+
+// Connects to start.sock and hands the container the state for its
+// startContainer hooks; the connection closing without a word means it exec'd.
+Result<> signal_start(const std::string& root, State& st) {
+  std::string dir = state_dir(root, st.id);
+  UniqueFd s = TRY_CTX(connect_unix(dir + "/start.sock"), "container \"" + st.id + "\" is not waiting to start");
+  std::string js = state_json(st, Status::running, false);
+  (void)write_fd(s.get(), js);
+  ::shutdown(s.get(), SHUT_WR);
+  std::string err = TRY(read_fd(s.get()));
+  ::unlink((dir + "/start.sock").c_str());
+  if (!err.empty()) return fail(err);
+  return {};
+}
+
+Result<oci::Spec> saved_spec(const std::string& root, const std::string& id) {
+  auto text = TRY(read_file(state_dir(root, id) + "/config.json"));
+  return oci::parse_spec(text);
+}
+
+Result<std::unique_ptr<cgroup::Manager>> open_cgroup(const State& st) {
+  if (st.cgroup_path.empty()) return std::unique_ptr<cgroup::Manager>();
+  cgroup::Layout layout = TRY(cgroup::detect_layout());
+  return cgroup::open(layout, st.cgroup_path);
+}
+
+Result<> post_start(const std::string& root, State& st, const oci::Spec& spec) {
+  if (auto r = run_hooks(spec.hooks.poststart, state_json(st, Status::running, false), "poststart"); !r) {
+    // runtime-spec 1.3.0: a failing poststart hook fails the start; the
+    // container does not keep running behind an error.
+    if (auto cg = open_cgroup(st); cg && *cg) (void)(*cg)->kill_all(SIGKILL);
+    ::kill(st.pid, SIGKILL);
+    return std::unexpected(std::move(r).error());
+  }
+  (void)root;
+  return {};
+}
+
+// Removes everything a container left: cgroup, state dir; runs poststop hooks.
+Result<> destroy(const std::string& root, const State& st) {
+  if (auto cg = open_cgroup(st); cg && *cg) {
+    if (auto r = (*cg)->destroy(); !r) log::warn("delete " + st.id + ": cgroup: " + r.error().str());
+    if (st.cgroup_path == default_cgroup_path(st.id)) (*cg)->prune_parent();
+  }
+  if (auto spec = saved_spec(root, st.id); spec && !spec->hooks.poststop.empty()) {
+    if (auto r = run_hooks(spec->hooks.poststop, state_json(st, Status::stopped, false), "poststop"); !r)
+      log::warn(r.error().str());
+  }
+  return remove_tree(state_dir(root, st.id));
+}
+
+Result<> wait_exit(pid_t pid, uint64_t start, int timeout_ms) {
+  UniqueFd fd(sys::pidfd_open(pid, 0));
+  if (!fd) return {};
+  if (process_start_time(pid) != start) return {};
+  struct pollfd p = {fd.get(), POLLIN, 0};
+  if (::poll(&p, 1, timeout_ms) <= 0) return fail("process " + std::to_string(pid) + " did not exit");
+  return {};
+}
+
+}  // namespace
+
+Result<> create(const Globals& g, const CreateOptions& o) {
+  TRY(check_id(o.id));
+  Bundle b = TRY(load_bundle(o.bundle));
+  Cleanup cleanup;
+  TRY(do_create(g, o, std::move(b), cleanup));
+  cleanup.release();
+  return {};
+}
+
+Result<> start(const Globals& g, const std::string& id) {
+  State st = TRY(load_state(g.root, id));
+  Lock lock = TRY(Lock::acquire(state_dir(g.root, id)));
+  Status s = current_status(g.root, st);
+  if (s != Status::created)
+    return fail("cannot start container \"" + id + "\": it is " + status_name(s) + ", not created");
+  oci::Spec spec = TRY(saved_spec(g.root, id));
+  TRY(signal_start(g.root, st));
+  return post_start(g.root, st, spec);
+}
+
+Result<int> run(const Globals& g, const CreateOptions& o, bool detach, bool keep) {
+  // Signals are blocked before the container is cloned (it unblocks its own
+  // before exec) and read from a signalfd afterwards, so none is lost between
+  // start and the wait loop.
+  sigset_t all = forwarded_signals(), old;
+  if (!detach) {
+    ::sigprocmask(SIG_BLOCK, &all, &old);
+    // The container may be a grandchild (joined user namespace): make it ours to reap.
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  }
+
+  TRY(check_id(o.id));
+  Bundle b = TRY(load_bundle(o.bundle));
+  bool terminal = b.spec.process && b.spec.process->terminal;
+  // A foreground terminal without --console-socket: we are the console.
+  CreateOptions co = o;
+  UniqueFd console_peer, console_listener_dir;
+  std::string tmp_sock;
+  bool own_console = false;
+  if (!detach && o.console_socket.empty()) {
+    if (terminal) {
+      own_console = true;
+      TRY(mkdir_p(g.root, 0700));
+      tmp_sock = g.root + "/." + o.id + ".console";
+      ::unlink(tmp_sock.c_str());
+      UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      struct sockaddr_un addr = {};
+      addr.sun_family = AF_UNIX;
+      if (tmp_sock.size() >= sizeof addr.sun_path) return fail("--root path too long for a console socket");
+      std::memcpy(addr.sun_path, tmp_sock.c_str(), tmp_sock.size() + 1);
+      if (::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 || ::listen(s.get(), 1) < 0)
+        return sys_error("console socket " + tmp_sock);
+      console_peer = std::move(s);
+      co.console_socket = tmp_sock;
+    }
+  }
+  if (detach && o.console_socket.empty()) {
+    if (terminal)
+      return fail("cannot allocate a tty for a detached container without --console-socket");
+  }
+
+  Cleanup cleanup;
+  Created c = TRY(do_create(g, co, std::move(b), cleanup));
+  std::unique_ptr<ConsoleProxy> proxy;
+  if (own_console) {
+    ::unlink(tmp_sock.c_str());
+    UniqueFd conn(::accept4(console_peer.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!conn) return sys_error("accept console");
+    UniqueFd master = TRY(recv_fd(conn.get()));
+    proxy = std::make_unique<ConsoleProxy>(std::move(master));
+  }
+  TRY(signal_start(g.root, c.st));
+  cleanup.release();
+  if (auto r = post_start(g.root, c.st, c.spec); !r) {
+    (void)destroy(g.root, c.st);
+    return std::unexpected(std::move(r).error());
+  }
+  if (detach) return 0;
+
+  int status = wait_foreground(c.st.pid, c.pidfd.get(), proxy.get(), all);
+  proxy.reset();
+  ::sigprocmask(SIG_SETMASK, &old, nullptr);
+  if (!keep) TRY(destroy(g.root, c.st));
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return WEXITSTATUS(status);
+}
+
+Result<std::string> state(const Globals& g, const std::string& id) {
+  State st = TRY(load_state(g.root, id));
+  return state_json(st, current_status(g.root, st), true);
+}
+
+Result<int> parse_signal(std::string_view s) {
+  if (s.empty()) return fail("empty signal");
+  if (s[0] >= '0' && s[0] <= '9') {
+    int n = 0;
+    for (char c : s) {
+      if (c < '0' || c > '9') return fail("unknown signal \"" + std::string(s) + "\"");
+      n = n * 10 + (c - '0');
+      if (n > 64) break;
+    }
+    if (n < 1 || n > 64) return fail("unknown signal \"" + std::string(s) + "\"");
+    return n;
+  }
+  std::string name(s);
+  for (auto& ch : name) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  if (name.rfind("SIG", 0) == 0) name = name.substr(3);
+  static const std::pair<const char*, int> table[] = {
+      {"HUP", SIGHUP},       {"INT", SIGINT},       {"QUIT", SIGQUIT},   {"ILL", SIGILL},
+      {"TRAP", SIGTRAP},     {"ABRT", SIGABRT},     {"IOT", SIGIOT},     {"BUS", SIGBUS},
+      {"FPE", SIGFPE},       {"KILL", SIGKILL},     {"USR1", SIGUSR1},   {"SEGV", SIGSEGV},
+      {"USR2", SIGUSR2},     {"PIPE", SIGPIPE},     {"ALRM", SIGALRM},   {"TERM", SIGTERM},
+      {"STKFLT", SIGSTKFLT}, {"CHLD", SIGCHLD},     {"CONT", SIGCONT},   {"STOP", SIGSTOP},
+      {"TSTP", SIGTSTP},     {"TTIN", SIGTTIN},     {"TTOU", SIGTTOU},   {"URG", SIGURG},
+      {"XCPU", SIGXCPU},     {"XFSZ", SIGXFSZ},     {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF},
+      {"WINCH", SIGWINCH},   {"IO", SIGIO},         {"POLL", SIGPOLL},   {"PWR", SIGPWR},
+      {"SYS", SIGSYS}};
+  for (auto& [n, v] : table)
+    if (name == n) return v;
+  if (name.rfind("RTMIN", 0) == 0 || name.rfind("RTMAX", 0) == 0) {
+    bool min = name[3] == 'I';
+    int off = 0;
+    if (name.size() > 5) {
+      if (name[5] != '+' && name[5] != '-') return fail("unknown signal \"" + std::string(s) + "\"");
+      off = std::atoi(name.c_str() + 5);
+    }
+    int v = (min ? SIGRTMIN : SIGRTMAX) + off;
+    if (v >= SIGRTMIN && v <= SIGRTMAX) return v;
+  }
+  return fail("unknown signal \"" + std::string(s) + "\"");
+}
+
+Result<> kill(const Globals& g, const std::string& id, int sig, bool all) {
+  State st = TRY(load_state(g.root, id));
+  Status s = current_status(g.root, st);
+  if (all) {
+    auto cg = TRY(open_cgroup(st));
+    if (!cg) return fail("kill --all: container \"" + id + "\" has no cgroup");
+    return cg->kill_all(sig);
+  }
+  if (s == Status::stopped) return fail("container \"" + id + "\" is not running");
+  UniqueFd fd(sys::pidfd_open(st.pid, 0));
+  // The pidfd pins the process: checking the start time after opening it rules
+  // out signalling a stranger that inherited a recycled pid.
+  if (!fd || process_start_time(st.pid) != st.pid_start) return fail("container \"" + id + "\" is not running");
+  if (sys::pidfd_send_signal(fd.get(), sig, nullptr, 0) < 0) return sys_error("kill container \"" + id + "\"");
+  return {};
+}
+
+Result<> remove(const Globals& g, const std::string& id, bool force) {
+  TRY(check_id(id));
+  auto loaded = load_state(g.root, id);
+  if (!loaded) {
+    // A create that died before writing its state leaves only the directory.
+    std::string dir = state_dir(g.root, id);
+    if (path_exists(dir) && !path_exists(dir + "/state.json")) {
+      (void)remove_tree(dir);
+      return {};
+    }
+    if (force) return {};
+    return std::unexpected(std::move(loaded).error());
+  }
+  State& st = *loaded;
+  Lock lock = TRY(Lock::acquire(state_dir(g.root, id)));
+  Status s = current_status(g.root, st);
+  if (s == Status::running || s == Status::paused) {
+    if (!force) return fail("cannot delete container \"" + id + "\" that is not stopped: " + status_name(s));
+  }
+  if (s != Status::stopped) {
+    auto cg = open_cgroup(st);
+    if (cg && *cg) (void)(*cg)->kill_all(SIGKILL);
+    if (UniqueFd fd(sys::pidfd_open(st.pid, 0)); fd && process_start_time(st.pid) == st.pid_start)
+      sys::pidfd_send_signal(fd.get(), SIGKILL, nullptr, 0);
+    if (cg && *cg && s == Status::paused) (void)(*cg)->freeze(false);
+    TRY(wait_exit(st.pid, st.pid_start, 10000));
+  }
+  return destroy(g.root, st);
+}
+
+Result<> pause(const Globals& g, const std::string& id) {
+  State st = TRY(load_state(g.root, id));
+  Status s = current_status(g.root, st);
+  if (s != Status::running && s != Status::created)
+    return fail("cannot pause container \"" + id + "\": it is " + status_name(s));
+  auto cg = TRY(open_cgroup(st));
+  if (!cg) return fail("cannot pause container \"" + id + "\": it has no cgroup");
+  return cg->freeze(true);
+}
+
+Result<> resume(const Globals& g, const std::string& id) {
+  State st = TRY(load_state(g.root, id));
+  Status s = current_status(g.root, st);
+  if (s != Status::paused) return fail("cannot resume container \"" + id + "\": it is not paused");
+  auto cg = TRY(open_cgroup(st));
+  return cg->freeze(false);
+}
+
+Result<std::vector<pid_t>> pids(const Globals& g, const std::string& id) {
+  State st = TRY(load_state(g.root, id));
+  auto cg = TRY(open_cgroup(st));
+  if (!cg) return std::vector<pid_t>{};
+  return cg->pids();
+}
+
+Result<std::vector<ListEntry>> list(const Globals& g) {
+  std::vector<ListEntry> out;
+  for (auto& id : list_ids(g.root)) {
+    auto st = load_state(g.root, id);
+    if (!st) continue;
+    Status s = current_status(g.root, *st);
+    ListEntry e;
+    e.id = id;
+    e.pid = s == Status::stopped ? 0 : st->pid;
+    e.status = status_name(s);
+    e.bundle = st->bundle;
+    e.created = st->created;
+    e.owner = st->owner == 0 ? "root" : std::to_string(st->owner);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+}  // namespace berth::runtime

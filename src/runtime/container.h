@@ -1,0 +1,66 @@
+// The OCI runtime operations, one function per runc verb. Each takes the global
+// options (state root, cgroup driver) and its own.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "oci/spec.h"
+#include "util/error.h"
+
+namespace berth::runtime {
+
+struct Globals {
+  std::string root = "/run/berth-runtime";
+  bool systemd_cgroup = false;
+  bool rootless = false;
+};
+
+struct CreateOptions {
+  std::string id;
+  std::string bundle = ".";
+  std::string console_socket;
+  std::string pid_file;
+  std::string pidfd_socket;
+  bool no_pivot = false;
+  bool no_new_keyring = false;
+  int preserve_fds = 0;
+};
+
+Result<> create(const Globals& g, const CreateOptions& o);
+Result<> start(const Globals& g, const std::string& id);
+// create + start; in the foreground returns the container's exit status
+// (128+signal when killed) after forwarding signals and deleting it (unless keep).
+Result<int> run(const Globals& g, const CreateOptions& o, bool detach, bool keep);
+Result<std::string> state(const Globals& g, const std::string& id);
+Result<> kill(const Globals& g, const std::string& id, int sig, bool all);
+Result<> remove(const Globals& g, const std::string& id, bool force);
+Result<> pause(const Globals& g, const std::string& id);
+Result<> resume(const Globals& g, const std::string& id);
+Result<std::vector<pid_t>> pids(const Globals& g, const std::string& id);
+
+struct ListEntry {
+  std::string id, status, bundle, created, owner;
+  pid_t pid = 0;
+};
+Result<std::vector<ListEntry>> list(const Globals& g);
+
+struct ExecOptions {
+  std::string id;
+  std::string process_file;  // -p
+  std::vector<std::string> args;
+  bool tty = false, detach = false, no_new_privs = false, ignore_paused = false;
+  std::string console_socket, cwd, user, pid_file, process_label, apparmor;
+  std::vector<std::string> env, caps, additional_gids;
+  int preserve_fds = 0;
+};
+// Returns the exit status of the exec'd process (0 with detach).
+Result<int> exec(const Globals& g, const ExecOptions& o);
+
+// Signal name or number ("KILL", "SIGKILL", "9") to its number.
+Result<int> parse_signal(std::string_view s);
+
+// The features document of `berth-runtime features`.
+std::string features_json();
+
+}  // namespace berth::runtime

@@ -1,0 +1,44 @@
+// The container process between clone and execve.
+//
+// The body of init_container() is the start-up order itself: join namespaces,
+// wait for the parent's go, mounts, hostname, sysctls, hooks, pivot_root, masks,
+// terminal, process attributes, seccomp, then wait for `start` and exec. It never
+// returns: errors go to the parent over the sync socket.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/mounts.h"
+#include "runtime/seccomp.h"
+#include "util/fd.h"
+
+namespace berth::runtime {
+
+struct InitContext {
+  const oci::Spec* spec = nullptr;
+  std::string id;
+  int sync_fd = -1;         // our end of the sync socketpair
+  int listen_fd = -1;       // start.sock, listening
+  int console_fd = -1;      // connected --console-socket, or -1
+  int preserve_fds = 0;
+  bool no_new_keyring = false;
+  // Namespaces joined by path, entered in this order (user first).
+  std::vector<std::pair<int, UniqueFd>> joins;  // (CLONE_NEW* flag, fd)
+  // New namespaces still to unshare in the child: cgroup (after the cgroup join),
+  // and, when a user namespace was joined, all of them.
+  int unshare_flags = 0;
+  bool fork_for_pid = false;  // unshare(CLONE_NEWPID) needs one more fork
+  bool new_mountns = false;
+  RootfsPlan plan;
+  const seccomp::Program* seccomp = nullptr;
+};
+
+[[noreturn]] void init_container(InitContext& c);
+
+// The sysctl file under /proc/sys for a key, refusing keys that are not
+// namespaced by a namespace the container owns. Exposed for unit tests.
+Result<std::string> sysctl_path(const oci::Spec& spec, const std::string& key);
+
+}  // namespace berth::runtime

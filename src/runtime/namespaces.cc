@@ -1,0 +1,75 @@
+#include "runtime/namespaces.h"
+
+#include <fcntl.h>
+#include <linux/nsfs.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+
+#include "util/fs.h"
+#include "util/syscalls.h"
+
+namespace berth::runtime {
+
+namespace {
+struct NsInfo {
+  const char* type;
+  const char* proc;
+  int flag;
+};
+constexpr NsInfo kNs[] = {
+    {"pid", "pid", CLONE_NEWPID},       {"network", "net", CLONE_NEWNET}, {"mount", "mnt", CLONE_NEWNS},
+    {"ipc", "ipc", CLONE_NEWIPC},       {"uts", "uts", CLONE_NEWUTS},     {"user", "user", CLONE_NEWUSER},
+    {"cgroup", "cgroup", CLONE_NEWCGROUP}, {"time", "time", CLONE_NEWTIME},
+};
+}  // namespace
+
+int ns_flag(std::string_view type) {
+  for (auto& n : kNs)
+    if (type == n.type) return n.flag;
+  return 0;
+}
+
+const char* ns_proc_name(std::string_view type) {
+  for (auto& n : kNs)
+    if (type == n.type) return n.proc;
+  return "";
+}
+
+Result<UniqueFd> open_ns(const oci::Namespace& ns) {
+  UniqueFd fd(::open(ns.path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return sys_error("linux.namespaces: " + ns.type + " namespace " + ns.path);
+  int t = ::ioctl(fd.get(), NS_GET_NSTYPE);
+  if (t < 0) return fail("linux.namespaces: " + ns.path + " is not a namespace file");
+  if (t != ns_flag(ns.type))
+    return fail("linux.namespaces: " + ns.path + " is not a " + ns.type + " namespace");
+  return fd;
+}
+
+static std::string map_text(const std::vector<oci::IdMapping>& m) {
+  std::string s;
+  for (auto& e : m)
+    s += std::to_string(e.container_id) + " " + std::to_string(e.host_id) + " " + std::to_string(e.size) + "\n";
+  return s;
+}
+
+Result<> write_id_maps(pid_t pid, const std::vector<oci::IdMapping>& uids,
+                       const std::vector<oci::IdMapping>& gids, bool deny_setgroups) {
+  std::string base = "/proc/" + std::to_string(pid);
+  if (deny_setgroups) TRY_CTX(write_file(base + "/setgroups", "deny"), "user namespace setgroups");
+  TRY_CTX(write_file(base + "/uid_map", map_text(uids)), "linux.uidMappings");
+  TRY_CTX(write_file(base + "/gid_map", map_text(gids)), "linux.gidMappings");
+  return {};
+}
+
+Result<> write_time_offsets(const std::map<std::string, oci::TimeOffset>& offs) {
+  std::string s;
+  for (auto& [clock, o] : offs)
+    s += clock + " " + std::to_string(o.secs) + " " + std::to_string(o.nanosecs) + "\n";
+  if (s.empty()) return {};
+  // One clock per write: the kernel parses a single line at a time here.
+  for (auto& line : split(s, '\n'))
+    if (!line.empty()) TRY_CTX(write_file("/proc/self/timens_offsets", line), "linux.timeOffsets");
+  return {};
+}
+
+}  // namespace berth::runtime

@@ -1,0 +1,216 @@
+#include "util/fs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/syscalls.h"
+
+namespace berth {
+
+Result<std::string> read_fd(int fd) {
+  std::string out;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sys_error("read");
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+Result<std::string> read_file(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return sys_error("open " + path);
+  return TRY_CTX(read_fd(fd.get()), "read " + path);
+}
+
+Result<> write_fd(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sys_error("write");
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return {};
+}
+
+Result<> write_file(const std::string& path, std::string_view data) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return sys_error("open " + path);
+  // cgroupfs and procfs take one value per write: never split it.
+  ssize_t n = ::write(fd.get(), data.data(), data.size());
+  if (n < 0) return sys_error("write " + path);
+  if (static_cast<size_t>(n) != data.size()) return fail("short write to " + path);
+  return {};
+}
+
+Result<> atomic_write_file(const std::string& path, std::string_view data, mode_t mode) {
+  std::string tmp = path + ".tmp";
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode));
+  if (!fd) return sys_error("create " + tmp);
+  if (auto r = write_fd(fd.get(), data); !r) {
+    ::unlink(tmp.c_str());
+    return std::unexpected(std::move(r).error().context("write " + tmp));
+  }
+  // No fsync: runtime state lives on tmpfs (/run) and does not outlive a boot.
+  if (::rename(tmp.c_str(), path.c_str()) < 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    return sys_error(e, "rename " + tmp);
+  }
+  return {};
+}
+
+Result<> mkdir_p(const std::string& path, mode_t mode) {
+  if (path.empty()) return {};
+  if (::mkdir(path.c_str(), mode) == 0 || errno == EEXIST) return {};
+  if (errno != ENOENT) return sys_error("mkdir " + path);
+  auto slash = path.find_last_of('/');
+  if (slash != std::string::npos && slash > 0) TRY(mkdir_p(path.substr(0, slash), mode));
+  if (::mkdir(path.c_str(), mode) < 0 && errno != EEXIST) return sys_error("mkdir " + path);
+  return {};
+}
+
+static Result<> remove_at(int dirfd, const char* name) {
+  if (::unlinkat(dirfd, name, 0) == 0 || errno == ENOENT) return {};
+  if (errno != EISDIR) return sys_error(std::string("unlink ") + name);
+  UniqueFd fd(::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return sys_error(std::string("open ") + name);
+  DIR* d = ::fdopendir(::dup(fd.get()));
+  if (!d) return sys_error(std::string("opendir ") + name);
+  while (auto* e = ::readdir(d)) {
+    if (std::string_view(e->d_name) == "." || std::string_view(e->d_name) == "..") continue;
+    if (auto r = remove_at(fd.get(), e->d_name); !r) {
+      ::closedir(d);
+      return r;
+    }
+  }
+  ::closedir(d);
+  if (::unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+    return sys_error(std::string("rmdir ") + name);
+  return {};
+}
+
+Result<> remove_tree(const std::string& path) {
+  return remove_at(AT_FDCWD, path.c_str());
+}
+
+bool path_exists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+std::vector<std::string> split(std::string_view s, char sep) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    size_t p = s.find(sep, start);
+    out.emplace_back(s.substr(start, p - start));
+    if (p == std::string_view::npos) break;
+    start = p + 1;
+  }
+  return out;
+}
+
+std::string clean_path(std::string_view path) {
+  bool abs = !path.empty() && path[0] == '/';
+  std::vector<std::string_view> parts;
+  size_t i = 0;
+  while (i <= path.size()) {
+    size_t j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    std::string_view c = path.substr(i, j - i);
+    if (c.empty() || c == ".") {
+    } else if (c == "..") {
+      if (!parts.empty() && parts.back() != "..")
+        parts.pop_back();
+      else if (!abs)
+        parts.push_back(c);
+    } else {
+      parts.push_back(c);
+    }
+    i = j + 1;
+  }
+  std::string out = abs ? "/" : "";
+  for (size_t k = 0; k < parts.size(); ++k) {
+    if (k) out += '/';
+    out += parts[k];
+  }
+  if (out.empty()) out = ".";
+  return out;
+}
+
+std::string join_path(std::string_view a, std::string_view b) {
+  std::string s(a);
+  if (s.empty() || s.back() != '/') s += '/';
+  while (!b.empty() && b.front() == '/') b.remove_prefix(1);
+  s += b;
+  return s;
+}
+
+std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+
+Result<UniqueFd> open_in_root(int rootfd, std::string_view path, int flags,
+                              unsigned long long extra_resolve, mode_t mode) {
+  std::string rel = clean_path(path);
+  if (rel == "/") rel = ".";
+  struct open_how how = {};
+  how.flags = static_cast<unsigned long long>(flags | O_CLOEXEC);
+  how.mode = (flags & O_CREAT) ? mode : 0;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | extra_resolve;
+  for (;;) {
+    int fd = sys::openat2(rootfd, rel.c_str(), &how);
+    if (fd >= 0) return UniqueFd(fd);
+    // EAGAIN: a rename raced the lookup; the kernel asks us to retry.
+    if (errno != EAGAIN && errno != EINTR) return sys_error("open " + std::string(path) + " in rootfs");
+  }
+}
+
+Result<UniqueFd> mkdir_in_root(int rootfd, std::string_view path, mode_t mode) {
+  std::string clean = clean_path(path);
+  UniqueFd cur(::openat(rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!cur) return sys_error("open rootfs");
+  std::string prefix;
+  for (auto& comp : split(clean, '/')) {
+    if (comp.empty()) continue;
+    prefix += "/" + comp;
+    auto next = open_in_root(rootfd, prefix, O_PATH | O_DIRECTORY);
+    if (!next && next.error().err == ENOENT) {
+      // Create the one missing name inside the directory we already hold, then
+      // resolve again in-root (the name may have been a dangling symlink).
+      if (::mkdirat(cur.get(), comp.c_str(), mode) < 0 && errno != EEXIST)
+        return sys_error("mkdir " + prefix + " in rootfs");
+      next = open_in_root(rootfd, prefix, O_PATH | O_DIRECTORY);
+    }
+    if (!next) return std::unexpected(std::move(next).error());
+    cur = std::move(*next);
+  }
+  return cur;
+}
+
+Result<UniqueFd> ensure_in_root(int rootfd, std::string_view path, bool dir) {
+  if (dir) return mkdir_in_root(rootfd, path);
+  std::string clean = clean_path(path);
+  if (auto fd = open_in_root(rootfd, clean, O_PATH); fd) return fd;
+  auto slash = clean.find_last_of('/');
+  std::string parent = slash == 0 ? "/" : clean.substr(0, slash);
+  std::string name = clean.substr(slash + 1);
+  UniqueFd pfd = TRY(mkdir_in_root(rootfd, parent));
+  // Create the file through a real (non-O_PATH) directory fd, never following a
+  // symlink planted at the final name.
+  UniqueFd dfd(::openat(pfd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dfd) return sys_error("open " + parent + " in rootfs");
+  UniqueFd f(::openat(dfd.get(), name.c_str(), O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!f && errno != EEXIST) return sys_error("create " + clean + " in rootfs");
+  return open_in_root(rootfd, clean, O_PATH);
+}
+
+}  // namespace berth

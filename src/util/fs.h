@@ -1,0 +1,50 @@
+// File helpers. Every path that comes from a container or an image goes through
+// the *_in_root functions, which resolve with openat2(RESOLVE_IN_ROOT) so that
+// no symlink or ".." can lead outside the root directory fd.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "util/error.h"
+#include "util/fd.h"
+
+namespace berth {
+
+Result<std::string> read_file(const std::string& path);
+Result<std::string> read_fd(int fd);
+// Writes `data` to an existing file (cgroupfs, procfs) in one write(2).
+Result<> write_file(const std::string& path, std::string_view data);
+Result<> write_fd(int fd, std::string_view data);
+// Writes via a temp file in the same directory and a rename (atomic, not durable).
+Result<> atomic_write_file(const std::string& path, std::string_view data, mode_t mode = 0600);
+Result<> mkdir_p(const std::string& path, mode_t mode = 0755);
+// Removes a directory tree without following symlinks.
+Result<> remove_tree(const std::string& path);
+bool path_exists(const std::string& path);
+
+// "/a//b/../c/" -> "/a/c" lexically (no filesystem access).
+std::string clean_path(std::string_view path);
+std::string join_path(std::string_view a, std::string_view b);
+
+// Opens `path` beneath `rootfd` as if rootfd were "/" (RESOLVE_IN_ROOT,
+// RESOLVE_NO_MAGICLINKS). `extra` adds RESOLVE_* flags such as RESOLVE_NO_SYMLINKS.
+Result<UniqueFd> open_in_root(int rootfd, std::string_view path, int flags,
+                              unsigned long long extra_resolve = 0, mode_t mode = 0);
+// Creates every missing directory of `path` beneath rootfd and returns an O_PATH fd
+// to the last one.
+Result<UniqueFd> mkdir_in_root(int rootfd, std::string_view path, mode_t mode = 0755);
+// Makes sure `path` exists beneath rootfd as a directory (dir=true) or a regular file,
+// creating it (and its parents) if missing; returns an O_PATH fd to it.
+Result<UniqueFd> ensure_in_root(int rootfd, std::string_view path, bool dir);
+
+// "/proc/self/fd/N" for acting on an fd through path-taking syscalls.
+std::string fd_path(int fd);
+
+std::vector<std::string> split(std::string_view s, char sep);
+
+}  // namespace berth
