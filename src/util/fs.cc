@@ -174,8 +174,17 @@ Result<UniqueFd> open_in_root(int rootfd, std::string_view path, int flags,
   }
 }
 
+static Result<UniqueFd> mkdir_in_root_depth(int rootfd, std::string_view path, mode_t mode, int depth);
+
 Result<UniqueFd> mkdir_in_root(int rootfd, std::string_view path, mode_t mode) {
-  std::string clean = clean_path(path);
+  return mkdir_in_root_depth(rootfd, path, mode, 0);
+}
+
+static Result<UniqueFd> mkdir_in_root_depth(int rootfd, std::string_view path, mode_t mode, int depth) {
+  if (depth > 40) return sys_error(ELOOP, "mkdir " + std::string(path) + " in rootfs");
+  std::string abs = "/";
+  abs.append(path);
+  std::string clean = clean_path(abs);
   UniqueFd cur(::openat(rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!cur) return sys_error("open rootfs");
   std::string prefix;
@@ -189,6 +198,19 @@ Result<UniqueFd> mkdir_in_root(int rootfd, std::string_view path, mode_t mode) {
       if (::mkdirat(cur.get(), comp.c_str(), mode) < 0 && errno != EEXIST)
         return sys_error("mkdir " + prefix + " in rootfs");
       next = open_in_root(rootfd, prefix, O_PATH | O_DIRECTORY);
+      if (!next && next.error().err == ENOENT) {
+        // A dangling symlink: create its target, resolved lexically inside the
+        // root ("/.." stays "/"), as runc and crun do.
+        char link[4096];
+        ssize_t n = ::readlinkat(cur.get(), comp.c_str(), link, sizeof link - 1);
+        if (n > 0) {
+          link[n] = 0;
+          std::string parent = prefix.substr(0, prefix.size() - comp.size());
+          std::string target = link[0] == '/' ? std::string(link) : parent + link;
+          TRY(mkdir_in_root_depth(rootfd, target, mode, depth + 1));
+          next = open_in_root(rootfd, prefix, O_PATH | O_DIRECTORY);
+        }
+      }
     }
     if (!next) return std::unexpected(std::move(next).error());
     cur = std::move(*next);
