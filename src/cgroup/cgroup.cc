@@ -42,6 +42,8 @@ Result<std::vector<pid_t>> read_pids(const std::string& file) {
 // Removes `dir` and every cgroup beneath it, deepest first. A cgroup directory
 // holds only control files, which rmdir ignores, so only subdirectories recurse.
 Result<> rmdir_tree(const std::string& dir) {
+  // Usually there is nothing beneath: try the one rmdir before walking.
+  if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) return {};
   if (DIR* d = ::opendir(dir.c_str())) {
     while (auto* e = ::readdir(d)) {
       if (e->d_type != DT_DIR) continue;
@@ -110,15 +112,10 @@ class V1Manager final : public Manager {
   Result<> create(const oci::Resources* res) override {
     std::vector<std::string> made;
     auto r = [&]() -> Result<> {
-      made.clear();
       for (auto& h : hier_) {
         auto levels = missing_levels(h.mountpoint, path_);
         for (auto& dir : levels) {
-          if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) {
-            // A parent pruned by a concurrent delete: make the whole chain again.
-            if (errno == ENOENT && ++retries < 5) return create(res);
-            return sys_error("mkdir " + dir);
-          }
+          if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) return sys_error("mkdir " + dir);
           made.push_back(dir);
           // A new cpuset cgroup starts with no CPUs and no memory nodes; a task
           // can't join it until both are copied down from the parent.
@@ -232,13 +229,19 @@ class V1Manager final : public Manager {
   }
 
   Result<> kill_all(int sig) override {
-    // Freeze first so nothing forks between the read of cgroup.procs and the kill.
-    bool can_freeze = !dir("freezer").empty() && freeze(true).has_value();
     std::string tasks = dir("pids");
     if (tasks.empty() && !hier_.empty()) tasks = hier_.front().mountpoint + path_;
-    if (auto pids = read_pids(tasks + "/cgroup.procs"); pids)
+    auto pids = read_pids(tasks + "/cgroup.procs");
+    // An empty cgroup (the usual case once the init of a pid namespace is gone)
+    // needs no freeze, and a freezer round trip costs milliseconds.
+    if (!pids || pids->empty()) return {};
+    // Freeze first so nothing forks between the read of cgroup.procs and the kill.
+    bool was_frozen = frozen().value_or(false);
+    bool can_freeze = !dir("freezer").empty() && freeze(true).has_value();
+    if (can_freeze) pids = read_pids(tasks + "/cgroup.procs");
+    if (pids)
       for (pid_t p : *pids) ::kill(p, sig);
-    if (can_freeze) (void)freeze(false);
+    if (can_freeze && !was_frozen) (void)freeze(false);
     return {};
   }
 
@@ -253,12 +256,6 @@ class V1Manager final : public Manager {
     return {};
   }
 
-  void prune_parent() override {
-    std::string parent = path_.substr(0, path_.find_last_of('/'));
-    if (parent.empty()) return;
-    for (auto& h : hier_) ::rmdir((h.mountpoint + parent).c_str());
-  }
-
   const std::string& path() const override { return path_; }
   std::string dir(const std::string& controller) const override {
     for (auto& h : hier_)
@@ -270,7 +267,6 @@ class V1Manager final : public Manager {
  private:
   std::vector<Hierarchy> hier_;
   std::string path_;
-  int retries = 0;
 };
 
 class V2Manager final : public Manager {
@@ -284,14 +280,7 @@ class V2Manager final : public Manager {
       for (auto& dir : levels) {
         std::string parent = dir.substr(0, dir.find_last_of('/'));
         TRY(enable_controllers(parent));
-        if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) {
-          if (errno == ENOENT && ++retries_ < 5) {
-            remove_levels(made);
-            made.clear();
-            return create(res);
-          }
-          return sys_error("mkdir " + dir);
-        }
+        if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) return sys_error("mkdir " + dir);
         made.push_back(dir);
       }
       if (res) TRY(apply(*res));
@@ -415,18 +404,12 @@ class V2Manager final : public Manager {
     return rmdir_tree(root_ + path_);
   }
 
-  void prune_parent() override {
-    std::string parent = path_.substr(0, path_.find_last_of('/'));
-    if (!parent.empty()) ::rmdir((root_ + parent).c_str());
-  }
-
   const std::string& path() const override { return path_; }
   std::string dir(const std::string&) const override { return root_ + path_; }
   Mode mode() const override { return Mode::unified; }
 
  private:
   std::string root_, path_;
-  int retries_ = 0;
 };
 
 }  // namespace

@@ -52,10 +52,6 @@ class Manager {
   virtual Result<> kill_all(int sig) = 0;
   // Removes the cgroup and the cgroups made beneath it, killing what is left.
   virtual Result<> destroy() = 0;
-  // Removes the parent cgroup if it is empty now (for default paths such as
-  // /berth/<id>, whose /berth no one else owns). Errors are ignored: a sibling
-  // may still live there.
-  virtual void prune_parent() = 0;
   // Path (relative to a hierarchy root) the container uses, e.g. "/berth/web".
   virtual const std::string& path() const = 0;
   // Directory of the given v1 controller ("memory") or the v2 directory ("").

@@ -117,6 +117,7 @@ struct Created {
   State st;
   UniqueFd pidfd;
   oci::Spec spec;
+  UniqueFd sync;  // run only: the child waits on it for kStart
 };
 
 struct NsPlan {
@@ -196,7 +197,10 @@ Result<Bundle> load_bundle(const std::string& path) {
   return b;
 }
 
-Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, Cleanup& cleanup) {
+// `inline_start`: the caller (run) starts the container itself over the sync
+// socket; otherwise the child listens on start.sock for a later `start`.
+Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, Cleanup& cleanup,
+                          bool inline_start) {
   TRY(check_id(o.id));
   if (g.systemd_cgroup)
     return fail("--systemd-cgroup: the systemd cgroup driver is not supported yet; use cgroupfs");
@@ -230,7 +234,8 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
 
   // cgroup: made and limited before the container exists, so its first
   // instruction already runs inside it.
-  std::unique_ptr<cgroup::Manager> cg;
+  // Shared with the cleanup, which may run after this function returned.
+  std::shared_ptr<cgroup::Manager> cg;
   cgroup::Layout layout = TRY(cgroup::detect_layout());
   std::string cg_path = spec.linux && !spec.linux->cgroups_path.empty() ? spec.linux->cgroups_path
                                                                          : default_cgroup_path(o.id);
@@ -242,13 +247,14 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
     log::debug("rootless: no cgroup: " + r.error().str());
     cg.reset();
   }
-  if (cg) cleanup.add([&cg] { (void)cg->destroy(); });
+  if (cg) cleanup.add([cg] { (void)cg->destroy(); });
 
   NsPlan ns = TRY(plan_namespaces(spec, cg ? &layout : nullptr));
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");
   UniqueFd parent_sock(sv[0]), child_sock(sv[1]);
-  UniqueFd listener = TRY(listen_unix(dir, "start.sock"));
+  UniqueFd listener;
+  if (!inline_start) listener = TRY(listen_unix(dir, "start.sock"));
   UniqueFd console;
   if (!o.console_socket.empty()) console = TRY_CTX(connect_unix(o.console_socket), "--console-socket");
 
@@ -256,7 +262,9 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   ic.spec = &spec;
   ic.id = o.id;
   ic.sync_fd = child_sock.get();
-  ic.listen_fd = listener.get();
+  ic.listen_fd = listener ? listener.get() : -1;
+  ic.hook_handshake = !spec.hooks.prestart.empty() || !spec.hooks.create_runtime.empty() ||
+                      !spec.hooks.create_container.empty();
   ic.console_fd = console ? console.get() : -1;
   ic.preserve_fds = o.preserve_fds;
   ic.no_new_keyring = o.no_new_keyring;
@@ -298,8 +306,8 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   }
   if (pid < 0) return sys_error(clone_errno, "clone container process");
   UniqueFd pfd(pidfd);
-  cleanup.add([pid, fd = pfd.get()] {
-    sys::pidfd_send_signal(fd, SIGKILL, nullptr, 0);
+  cleanup.add([pid, fd = std::make_shared<UniqueFd>(::fcntl(pidfd, F_DUPFD_CLOEXEC, 0))] {
+    sys::pidfd_send_signal(fd->get(), SIGKILL, nullptr, 0);
     ::waitpid(static_cast<pid_t>(pid), nullptr, 0);
   });
   child_sock.reset();
@@ -332,7 +340,9 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
       real_pidfd.reset(sys::pidfd_open(st.pid, 0));
       if (!real_pidfd) return sys_error("pidfd_open container process");
       ::waitpid(static_cast<pid_t>(pid), nullptr, 0);
-      cleanup.add([fd = real_pidfd.get()] { sys::pidfd_send_signal(fd, SIGKILL, nullptr, 0); });
+      cleanup.add([fd = std::make_shared<UniqueFd>(::fcntl(real_pidfd.get(), F_DUPFD_CLOEXEC, 0))] {
+        sys::pidfd_send_signal(fd->get(), SIGKILL, nullptr, 0);
+      });
       continue;
     }
     if (m.type == Msg::kHooks) {
@@ -362,7 +372,8 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   TRY(write_pid_file(o.pid_file, st.pid));
   int final_pidfd = real_pidfd ? real_pidfd.get() : pfd.get();
   TRY(send_pidfd(o.pidfd_socket, final_pidfd));
-  Created c{std::move(st), real_pidfd ? std::move(real_pidfd) : std::move(pfd), std::move(spec)};
+  Created c{std::move(st), real_pidfd ? std::move(real_pidfd) : std::move(pfd), std::move(spec),
+            inline_start ? std::move(parent_sock) : UniqueFd()};
   (void)lock;
   return c;
 }
@@ -406,10 +417,8 @@ Result<> post_start(const std::string& root, State& st, const oci::Spec& spec) {
 
 // Removes everything a container left: cgroup, state dir; runs poststop hooks.
 Result<> destroy(const std::string& root, const State& st) {
-  if (auto cg = open_cgroup(st); cg && *cg) {
+  if (auto cg = open_cgroup(st); cg && *cg)
     if (auto r = (*cg)->destroy(); !r) log::warn("delete " + st.id + ": cgroup: " + r.error().str());
-    if (st.cgroup_path == default_cgroup_path(st.id)) (*cg)->prune_parent();
-  }
   if (auto spec = saved_spec(root, st.id); spec && !spec->hooks.poststop.empty()) {
     if (auto r = run_hooks(spec->hooks.poststop, state_json(st, Status::stopped, false), "poststop"); !r)
       log::warn(r.error().str());
@@ -432,7 +441,7 @@ Result<> create(const Globals& g, const CreateOptions& o) {
   TRY(check_id(o.id));
   Bundle b = TRY(load_bundle(o.bundle));
   Cleanup cleanup;
-  TRY(do_create(g, o, std::move(b), cleanup));
+  TRY(do_create(g, o, std::move(b), cleanup, false));
   cleanup.release();
   return {};
 }
@@ -490,7 +499,7 @@ Result<int> run(const Globals& g, const CreateOptions& o, bool detach, bool keep
   }
 
   Cleanup cleanup;
-  Created c = TRY(do_create(g, co, std::move(b), cleanup));
+  Created c = TRY(do_create(g, co, std::move(b), cleanup, true));
   std::unique_ptr<ConsoleProxy> proxy;
   if (own_console) {
     ::unlink(tmp_sock.c_str());
@@ -499,7 +508,11 @@ Result<int> run(const Globals& g, const CreateOptions& o, bool detach, bool keep
     UniqueFd master = TRY(recv_fd(conn.get()));
     proxy = std::make_unique<ConsoleProxy>(std::move(master));
   }
-  TRY(signal_start(g.root, c.st));
+  // Start over the sync socket: its closing (CLOEXEC at exec) is success.
+  TRY(send_msg(c.sync.get(), Msg::kStart, 0, state_json(c.st, Status::running, false)));
+  if (auto m = recv_msg(c.sync.get()); m && m->type == Msg::kError)
+    return std::unexpected(Error{static_cast<int>(m->value), m->text});
+  c.sync.reset();
   cleanup.release();
   if (auto r = post_start(g.root, c.st, c.spec); !r) {
     (void)destroy(g.root, c.st);

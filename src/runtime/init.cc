@@ -132,9 +132,11 @@ Result<> setup(InitContext& c, std::string* exe) {
   TRY(apply_sysctls(spec));
   TRY(set_oom_score_adj(proc));
 
-  TRY(send_msg(c.sync_fd, Msg::kHooks));
-  Message cont = TRY(expect_msg(c.sync_fd, Msg::kContinue));
-  TRY(run_hooks(spec.hooks.create_container, cont.text, "createContainer"));
+  if (c.hook_handshake) {
+    TRY(send_msg(c.sync_fd, Msg::kHooks));
+    Message cont = TRY(expect_msg(c.sync_fd, Msg::kContinue));
+    TRY(run_hooks(spec.hooks.create_container, cont.text, "createContainer"));
+  }
 
   if (c.new_mountns) {
     TRY(enter_rootfs(c.plan));
@@ -181,35 +183,45 @@ void init_container(InitContext& c) {
     (void)send_msg(c.sync_fd, Msg::kError, r.error().err, r.error().msg);
     _exit(1);
   }
-  ::close(c.sync_fd);
-
-  // Wait for `start`: it connects to start.sock; anything we write back on that
-  // connection is an error, and its closing (on exec, CLOEXEC) means success.
-  int conn;
-  do {
-    conn = ::accept4(c.listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-  } while (conn < 0 && errno == EINTR);
-  if (conn < 0) _exit(1);
-  ::close(c.listen_fd);
+  // Wait for start. `run` says so over the sync socket. `start` is another
+  // process: it connects to start.sock. Either way anything we send back is an
+  // error, and the channel closing on exec (CLOEXEC) means success.
+  int chan = c.sync_fd;
+  std::string state;
+  if (c.listen_fd < 0) {
+    auto m = expect_msg(c.sync_fd, Msg::kStart);
+    if (!m) _exit(1);
+    state = std::move(m->text);
+  } else {
+    ::close(c.sync_fd);
+    do {
+      chan = ::accept4(c.listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    } while (chan < 0 && errno == EINTR);
+    if (chan < 0) _exit(1);
+    ::close(c.listen_fd);
+    for (;;) {
+      char buf[4096];
+      ssize_t n = ::read(chan, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      state.append(buf, static_cast<size_t>(n));
+    }
+  }
   auto report = [&](const Error& e) {
-    std::string m = e.str();
-    (void)!::write(conn, m.data(), m.size());
+    if (c.listen_fd < 0) {
+      (void)send_msg(chan, Msg::kError, e.err, e.msg);
+    } else {
+      std::string m = e.str();
+      (void)!::write(chan, m.data(), m.size());
+    }
     _exit(1);
   };
   const oci::Spec& spec = *c.spec;
-  std::string state;
-  for (;;) {
-    char buf[4096];
-    ssize_t n = ::read(conn, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    state.append(buf, static_cast<size_t>(n));
-  }
   if (auto r = run_hooks(spec.hooks.start_container, state, "startContainer"); !r) report(r.error());
   if (spec.process->exec_cpu_affinity)
     if (auto r = apply_cpu_affinity(spec.process->exec_cpu_affinity->final, "process.execCPUAffinity.final"); !r)
       report(r.error());
-  prepare_fds_for_exec(c.preserve_fds, {conn});
+  prepare_fds_for_exec(c.preserve_fds, {chan});
   report(exec_process(exe, *spec.process));
   _exit(127);
 }

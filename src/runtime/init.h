@@ -20,7 +20,8 @@ struct InitContext {
   const oci::Spec* spec = nullptr;
   std::string id;
   int sync_fd = -1;         // our end of the sync socketpair
-  int listen_fd = -1;       // start.sock, listening
+  int listen_fd = -1;       // start.sock, listening; -1: `run` starts us over sync_fd
+  bool hook_handshake = false;  // stop for the parent's prestart/createRuntime hooks
   int console_fd = -1;      // connected --console-socket, or -1
   int preserve_fds = 0;
   bool no_new_keyring = false;

@@ -22,6 +22,7 @@ enum class Msg : uint32_t {
   kSeccompFd,       // child -> parent: notify listener fd attached
   kGrandchild,      // child -> parent: value = pid of the real container process
   kCreated,         // child -> parent: ready and waiting for start
+  kStart,           // parent -> child (run): start now; state JSON attached
   kError,           // either way: text attached
 };
 

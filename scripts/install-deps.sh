@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages berth needs to build, test and benchmark.
+# Idempotent: fast when everything is there already.
+set -euo pipefail
+
+pkgs=(
+  build-essential cmake ninja-build pkg-config ccache mold git
+  libseccomp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
+  busybox-static jq python3 procps iproute2
+  runc hyperfine
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [[ $EUID -eq 0 ]] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
