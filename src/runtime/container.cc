@@ -117,7 +117,6 @@ struct Created {
   State st;
   UniqueFd pidfd;
   oci::Spec spec;
-  UniqueFd sync;  // run only: the child waits on it for kStart
 };
 
 struct NsPlan {
@@ -197,8 +196,8 @@ Result<Bundle> load_bundle(const std::string& path) {
   return b;
 }
 
-// `inline_start`: the caller (run) starts the container itself over the sync
-// socket; otherwise the child listens on start.sock for a later `start`.
+// `inline_start`: `run`; the container execs as soon as it is set up, and this
+// returns once it did. Otherwise the child waits on start.sock for `start`.
 Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, Cleanup& cleanup,
                           bool inline_start) {
   TRY(check_id(o.id));
@@ -232,9 +231,11 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   Lock lock = TRY(Lock::acquire(dir));
   TRY(atomic_write_file(dir + "/config.json", b.text));
 
-  // cgroup: made and limited before the container exists, so its first
-  // instruction already runs inside it.
-  // Shared with the cleanup, which may run after this function returned.
+  // The cgroup: the container process joins it before its first instruction.
+  // On v2 the clone itself lands there (CLONE_INTO_CGROUP), so it is made
+  // first; on v1 it is made while the child sets up its mounts, and the child
+  // waits for it before anything that depends on it. Shared with the cleanup,
+  // which may run after this function returned.
   std::shared_ptr<cgroup::Manager> cg;
   cgroup::Layout layout = TRY(cgroup::detect_layout());
   std::string cg_path = spec.linux && !spec.linux->cgroups_path.empty() ? spec.linux->cgroups_path
@@ -242,14 +243,20 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   cg = TRY(cgroup::open(layout, cg_path));
   oci::Resources res = spec.linux && spec.linux->resources ? *spec.linux->resources : oci::Resources{};
   if (!res.devices.empty()) add_default_device_rules(res, spec);
-  if (auto r = cg->create(&res); !r) {
-    if (!g.rootless) return std::unexpected(std::move(r).error().context("cgroup " + cg_path));
-    log::debug("rootless: no cgroup: " + r.error().str());
-    cg.reset();
-  }
-  if (cg) cleanup.add([cg] { (void)cg->destroy(); });
+  auto make_cgroup = [&]() -> Result<> {
+    if (auto r = cg->create(&res); !r) {
+      if (!g.rootless) return std::unexpected(std::move(r).error().context("cgroup " + cg_path));
+      log::debug("rootless: no cgroup: " + r.error().str());
+      cg.reset();
+    }
+    if (cg) cleanup.add([cg] { (void)cg->destroy(); });
+    return {};
+  };
+  bool v2 = layout.mode == cgroup::Mode::unified;
+  if (v2) TRY(make_cgroup());
 
   NsPlan ns = TRY(plan_namespaces(spec, cg ? &layout : nullptr));
+  std::string cgroup_path = cg ? cg->path() : "";
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");
   UniqueFd parent_sock(sv[0]), child_sock(sv[1]);
@@ -271,7 +278,7 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   ic.plan.spec = &spec;
   ic.plan.rootfs = rootfs;
   ic.plan.no_pivot = o.no_pivot;
-  ic.plan.cgroup_path = cg ? cg->path() : "";
+  ic.plan.cgroup_path = cgroup_path;
   ic.seccomp = filter ? &*filter : nullptr;
 
   // Bind-mount sources given as relative paths are relative to the bundle.
@@ -291,7 +298,7 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   ca.flags = static_cast<uint64_t>(ns.clone_flags) | CLONE_PIDFD;
   ca.pidfd = reinterpret_cast<uint64_t>(&pidfd);
   ca.exit_signal = SIGCHLD;
-  UniqueFd cgfd = cg ? cg->dir_fd() : UniqueFd();
+  UniqueFd cgfd = cg && v2 ? cg->dir_fd() : UniqueFd();
   if (cgfd) {
     ca.flags |= CLONE_INTO_CGROUP;
     ca.cgroup = static_cast<uint64_t>(cgfd.get());
@@ -315,25 +322,37 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   console.reset();
 
   if (ic.plan.new_userns) {
-    const oci::Namespace* user = spec.ns("user");
-    (void)user;
     TRY(write_id_maps(static_cast<pid_t>(pid), spec.linux->uid_mappings, spec.linux->gid_mappings, g.rootless));
+    TRY(send_msg(parent_sock.get(), Msg::kMaps));
   }
-  if (cg && !cgfd) TRY_CTX(cg->add_pid(static_cast<pid_t>(pid)), "join cgroup " + cg->path());
-  TRY(send_msg(parent_sock.get(), Msg::kGo));
 
   State st;
   st.id = o.id;
   st.pid = static_cast<pid_t>(pid);
+  st.pid_start = process_start_time(st.pid);
   st.bundle = bundle;
   st.rootfs = rootfs;
   st.created = now_rfc3339();
   st.owner = ::geteuid();
-  st.cgroup_path = cg ? cg->path() : "";
+  st.cgroup_path = cgroup_path;
   st.annotations = spec.annotations;
+  if (spec.linux)
+    for (auto& n : spec.linux->namespaces) st.namespaces.push_back(n.type);
+  if (!v2) TRY(make_cgroup());
+  if (cg && !cgfd) TRY_CTX(cg->add_pid(st.pid), "join cgroup " + cg->path());
+  if (!cg) st.cgroup_path.clear();
+  // Saved before the container can exec (`run` does not stop it in between),
+  // so `state` and `kill` work from its first instruction on.
+  TRY(save_state(g.root, st));
+  TRY(send_msg(parent_sock.get(), Msg::kGo, 0, state_json(st, Status::creating, false)));
+
   UniqueFd real_pidfd;
   for (;;) {
-    Message m = TRY(recv_msg(parent_sock.get()));
+    auto msg = recv_msg(parent_sock.get());
+    // In `run`, the socket closing (CLOEXEC at exec) is how the child says it
+    // is running.
+    if (!msg && inline_start && msg.error().err == 0) break;
+    Message m = TRY(std::move(msg));
     if (m.type == Msg::kError) return std::unexpected(Error{static_cast<int>(m.value), m.text});
     if (m.type == Msg::kGrandchild) {
       st.pid = static_cast<pid_t>(m.value);
@@ -343,13 +362,15 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
       cleanup.add([fd = std::make_shared<UniqueFd>(::fcntl(real_pidfd.get(), F_DUPFD_CLOEXEC, 0))] {
         sys::pidfd_send_signal(fd->get(), SIGKILL, nullptr, 0);
       });
+      st.pid_start = process_start_time(st.pid);
+      TRY(save_state(g.root, st));
       continue;
     }
     if (m.type == Msg::kHooks) {
       std::string s = state_json(st, Status::creating, false);
       TRY(run_hooks(spec.hooks.prestart, s, "prestart"));
       TRY(run_hooks(spec.hooks.create_runtime, s, "createRuntime"));
-      TRY(send_msg(parent_sock.get(), Msg::kContinue, 0, s));
+      TRY(send_msg(parent_sock.get(), Msg::kContinue));
       continue;
     }
     if (m.type == Msg::kSeccompFd) {
@@ -362,18 +383,15 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
       TRY_CTX(send_fd(s.get(), m.fd.get(), payload), "linux.seccomp.listenerPath");
       continue;
     }
-    if (m.type == Msg::kCreated) break;
+    if (m.type == Msg::kCreated && !inline_start) break;
     return fail("unexpected message from the container process");
   }
-  st.pid_start = process_start_time(st.pid);
-  if (st.pid_start == 0) return fail("container process exited during create");
-  for (auto& n : spec.linux ? spec.linux->namespaces : std::vector<oci::Namespace>{}) st.namespaces.push_back(n.type);
-  TRY(save_state(g.root, st));
+  // (`run`: it may have run to completion already; its status tells.)
+  if (!inline_start && !init_alive(st)) return fail("container process exited during create");
   TRY(write_pid_file(o.pid_file, st.pid));
   int final_pidfd = real_pidfd ? real_pidfd.get() : pfd.get();
   TRY(send_pidfd(o.pidfd_socket, final_pidfd));
-  Created c{std::move(st), real_pidfd ? std::move(real_pidfd) : std::move(pfd), std::move(spec),
-            inline_start ? std::move(parent_sock) : UniqueFd()};
+  Created c{std::move(st), real_pidfd ? std::move(real_pidfd) : std::move(pfd), std::move(spec)};
   (void)lock;
   return c;
 }
@@ -415,14 +433,17 @@ Result<> post_start(const std::string& root, State& st, const oci::Spec& spec) {
   return {};
 }
 
-// Removes everything a container left: cgroup, state dir; runs poststop hooks.
-Result<> destroy(const std::string& root, const State& st) {
+// Removes everything a container left: cgroup, state dir; runs poststop hooks
+// (from `spec`, or the config saved at create when the caller has none).
+Result<> destroy(const std::string& root, const State& st, const oci::Spec* spec = nullptr) {
   if (auto cg = open_cgroup(st); cg && *cg)
     if (auto r = (*cg)->destroy(); !r) log::warn("delete " + st.id + ": cgroup: " + r.error().str());
-  if (auto spec = saved_spec(root, st.id); spec && !spec->hooks.poststop.empty()) {
+  std::optional<oci::Spec> saved;
+  if (!spec)
+    if (auto s = saved_spec(root, st.id); s) spec = &saved.emplace(std::move(*s));
+  if (spec && !spec->hooks.poststop.empty())
     if (auto r = run_hooks(spec->hooks.poststop, state_json(st, Status::stopped, false), "poststop"); !r)
       log::warn(r.error().str());
-  }
   return remove_tree(state_dir(root, st.id));
 }
 
@@ -508,14 +529,9 @@ Result<int> run(const Globals& g, const CreateOptions& o, bool detach, bool keep
     UniqueFd master = TRY(recv_fd(conn.get()));
     proxy = std::make_unique<ConsoleProxy>(std::move(master));
   }
-  // Start over the sync socket: its closing (CLOEXEC at exec) is success.
-  TRY(send_msg(c.sync.get(), Msg::kStart, 0, state_json(c.st, Status::running, false)));
-  if (auto m = recv_msg(c.sync.get()); m && m->type == Msg::kError)
-    return std::unexpected(Error{static_cast<int>(m->value), m->text});
-  c.sync.reset();
   cleanup.release();
   if (auto r = post_start(g.root, c.st, c.spec); !r) {
-    (void)destroy(g.root, c.st);
+    (void)destroy(g.root, c.st, &c.spec);
     return std::unexpected(std::move(r).error());
   }
   if (detach) return 0;
@@ -523,7 +539,7 @@ Result<int> run(const Globals& g, const CreateOptions& o, bool detach, bool keep
   int status = wait_foreground(c.st.pid, c.pidfd.get(), proxy.get(), all);
   proxy.reset();
   ::sigprocmask(SIG_SETMASK, &old, nullptr);
-  if (!keep) TRY(destroy(g.root, c.st));
+  if (!keep) TRY(destroy(g.root, c.st, &c.spec));
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return WEXITSTATUS(status);
 }

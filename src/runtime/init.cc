@@ -105,14 +105,30 @@ Result<> setup(InitContext& c, std::string* exe) {
   std::vector<int> keep = {c.sync_fd, c.listen_fd, c.console_fd};
   for (auto& [flag, fd] : c.joins) keep.push_back(fd.get());
   close_fds_except(c.preserve_fds, keep);
-  TRY(expect_msg(c.sync_fd, Msg::kGo));
-  // In a new user namespace the host's root is unmapped: the runtime binary is
-  // out of reach anyway, and a non-dumpable process couldn't open its own
-  // /proc/self files (they would belong to the unmapped host root).
-  if (c.plan.new_userns) ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+  if (c.plan.new_userns) {
+    TRY(expect_msg(c.sync_fd, Msg::kMaps));
+    // The host's root is unmapped here: the runtime binary is out of reach
+    // anyway, and a non-dumpable process couldn't open its own /proc/self
+    // files (they would belong to the unmapped host root).
+    ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+  }
+  // The parent puts us in our cgroup while we set up the mounts; we wait for
+  // that (kGo) before anything that depends on it: the cgroup namespace and
+  // cgroup mounts, and of course exec.
+  bool joined_cgroup = false;
+  auto enter_cgroup = [&]() -> Result<> {
+    if (joined_cgroup) return {};
+    joined_cgroup = true;
+    Message go = TRY(expect_msg(c.sync_fd, Msg::kGo));
+    c.state = std::move(go.text);
+    if (c.unshare_flags & CLONE_NEWCGROUP)
+      if (::unshare(CLONE_NEWCGROUP) < 0) return sys_error("unshare cgroup namespace");
+    return {};
+  };
+  c.plan.before_cgroup_mount = enter_cgroup;
+  // The extra fork of a new pid namespace must happen inside the cgroup.
+  if (c.fork_for_pid) TRY(enter_cgroup());
   TRY(join_and_unshare(c));
-  if (c.unshare_flags & CLONE_NEWCGROUP)
-    if (::unshare(CLONE_NEWCGROUP) < 0) return sys_error("unshare cgroup namespace");
   if (!c.no_new_keyring) {
     // A session keyring of its own, so containers don't share the host's keys.
     // Kernels or seccomp profiles without keyctl are fine: it is defence in depth.
@@ -125,6 +141,7 @@ Result<> setup(InitContext& c, std::string* exe) {
     UniqueFd root(::open(c.plan.rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (root) (void)mkdir_in_root(root.get(), proc.cwd);
   }
+  TRY(enter_cgroup());
   if (!spec.hostname.empty() && ::sethostname(spec.hostname.data(), spec.hostname.size()) < 0)
     return sys_error("hostname \"" + spec.hostname + "\"");
   if (!spec.domainname.empty() && ::setdomainname(spec.domainname.data(), spec.domainname.size()) < 0)
@@ -134,8 +151,8 @@ Result<> setup(InitContext& c, std::string* exe) {
 
   if (c.hook_handshake) {
     TRY(send_msg(c.sync_fd, Msg::kHooks));
-    Message cont = TRY(expect_msg(c.sync_fd, Msg::kContinue));
-    TRY(run_hooks(spec.hooks.create_container, cont.text, "createContainer"));
+    TRY(expect_msg(c.sync_fd, Msg::kContinue));
+    TRY(run_hooks(spec.hooks.create_container, c.state, "createContainer"));
   }
 
   if (c.new_mountns) {
@@ -171,7 +188,7 @@ Result<> setup(InitContext& c, std::string* exe) {
   if (!proc.no_new_privileges) TRY(install_seccomp(c));
   TRY(apply_user_and_caps(proc));
   if (proc.no_new_privileges) TRY(install_seccomp(c));
-  TRY(send_msg(c.sync_fd, Msg::kCreated));
+  if (c.listen_fd >= 0) TRY(send_msg(c.sync_fd, Msg::kCreated));
   return {};
 }
 
@@ -189,9 +206,9 @@ void init_container(InitContext& c) {
   int chan = c.sync_fd;
   std::string state;
   if (c.listen_fd < 0) {
-    auto m = expect_msg(c.sync_fd, Msg::kStart);
-    if (!m) _exit(1);
-    state = std::move(m->text);
+    state = std::move(c.state);
+    if (auto p = state.find("\"status\":\"creating\""); p != std::string::npos)
+      state.replace(p, 21, "\"status\":\"created\"");
   } else {
     ::close(c.sync_fd);
     do {

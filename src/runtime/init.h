@@ -20,7 +20,7 @@ struct InitContext {
   const oci::Spec* spec = nullptr;
   std::string id;
   int sync_fd = -1;         // our end of the sync socketpair
-  int listen_fd = -1;       // start.sock, listening; -1: `run` starts us over sync_fd
+  int listen_fd = -1;       // start.sock, listening; -1: `run`, exec as soon as set up
   bool hook_handshake = false;  // stop for the parent's prestart/createRuntime hooks
   int console_fd = -1;      // connected --console-socket, or -1
   int preserve_fds = 0;
@@ -31,6 +31,7 @@ struct InitContext {
   // and, when a user namespace was joined, all of them.
   int unshare_flags = 0;
   bool fork_for_pid = false;  // unshare(CLONE_NEWPID) needs one more fork
+  std::string state;          // state JSON from kGo, for the hooks run in here
   bool new_mountns = false;
   RootfsPlan plan;
   const seccomp::Program* seccomp = nullptr;

@@ -304,6 +304,7 @@ class RootfsBuilder {
   // A cgroup mount shows the container its own cgroup: a fresh cgroup filesystem
   // inside a cgroup namespace, otherwise a bind of the container's directory.
   Result<> mount_cgroup(const oci::Mount&, const std::string& dest, const MountOptions& o) {
+    if (plan_.before_cgroup_mount) TRY(plan_.before_cgroup_mount());
     if (!plan_.cgroup_layout) return {};
     const auto& layout = *plan_.cgroup_layout;
     UniqueFd target = TRY(dest_fd(dest, true, RESOLVE_NO_SYMLINKS));

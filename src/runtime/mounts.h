@@ -7,6 +7,7 @@
 // was checked (CVE-2021-30465 class).
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "cgroup/cgroup.h"
@@ -24,6 +25,9 @@ struct RootfsPlan {
   bool no_pivot = false;
   const cgroup::Layout* cgroup_layout = nullptr;  // null: no cgroup
   std::string cgroup_path;
+  // Called once before the first mount that shows cgroups (the container must
+  // be in its cgroup, and in its cgroup namespace, by then).
+  std::function<Result<>()> before_cgroup_mount;
 };
 
 // Everything before pivot_root, in the container's new mount namespace.

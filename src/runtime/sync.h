@@ -16,13 +16,13 @@
 namespace berth::runtime {
 
 enum class Msg : uint32_t {
-  kGo = 1,          // parent -> child: maps written, cgroup joined
+  kMaps = 1,        // parent -> child: user namespace maps written
+  kGo,              // parent -> child: cgroup joined; state JSON attached
   kHooks,           // child -> parent: namespaces made, run createRuntime hooks
   kContinue,        // parent -> child: hooks done
   kSeccompFd,       // child -> parent: notify listener fd attached
   kGrandchild,      // child -> parent: value = pid of the real container process
   kCreated,         // child -> parent: ready and waiting for start
-  kStart,           // parent -> child (run): start now; state JSON attached
   kError,           // either way: text attached
 };
 
