@@ -50,7 +50,7 @@ struct ExecOptions {
   std::string process_file;  // -p
   std::vector<std::string> args;
   bool tty = false, detach = false, no_new_privs = false, ignore_paused = false;
-  std::string console_socket, cwd, user, pid_file, process_label, apparmor;
+  std::string console_socket, pidfd_socket, cwd, user, pid_file, process_label, apparmor;
   std::vector<std::string> env, caps, additional_gids;
   int preserve_fds = 0;
 };

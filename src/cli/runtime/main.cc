@@ -224,10 +224,10 @@ Result<int> cmd_ps(const Globals& g, const std::vector<std::string>& args, size_
 
 Result<int> cmd_exec(const Globals& g, const std::vector<std::string>& args, size_t pos) {
   runtime::ExecOptions o;
-  std::string cgroup_unused, pidfd_unused;
+  std::string cgroup_unused;
   std::vector<Flag> flags = {
       string_flag({"console-socket"}, &o.console_socket, "unix socket to receive the pty master"),
-      string_flag({"pidfd-socket"}, &pidfd_unused, "unix socket to receive a pidfd of the process"),
+      string_flag({"pidfd-socket"}, &o.pidfd_socket, "unix socket to receive a pidfd of the process"),
       string_flag({"cwd"}, &o.cwd, "working directory in the container"),
       list_flag({"env", "e"}, &o.env, "set an environment variable"),
       bool_flag({"tty", "t"}, &o.tty, "allocate a pseudo-TTY"),
@@ -249,7 +249,6 @@ Result<int> cmd_exec(const Globals& g, const std::vector<std::string>& args, siz
   o.args.assign(args.begin() + static_cast<long>(pos) + 1, args.end());
   if (!o.process_file.empty() && !o.args.empty()) return fail("exec: give either -p FILE or a command, not both");
   if (!cgroup_unused.empty()) return fail("exec: --cgroup is not supported yet");
-  if (!pidfd_unused.empty()) return fail("exec: --pidfd-socket is not supported yet");
   return runtime::exec(g, o);
 }
 
