@@ -21,6 +21,7 @@
 #include "runtime/hooks.h"
 #include "runtime/init.h"
 #include "runtime/namespaces.h"
+#include "runtime/netdev.h"
 #include "runtime/seccomp.h"
 #include "runtime/state.h"
 #include "runtime/sync.h"
@@ -338,6 +339,7 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   st.annotations = spec.annotations;
   if (spec.linux)
     for (auto& n : spec.linux->namespaces) st.namespaces.push_back(n.type);
+  if (spec.linux) TRY(move_net_devices(spec.linux->net_devices, st.pid));
   if (!v2) TRY(make_cgroup());
   if (cg && !cgfd) TRY_CTX(cg->add_pid(st.pid), "join cgroup " + cg->path());
   if (!cg) st.cgroup_path.clear();

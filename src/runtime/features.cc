@@ -43,7 +43,7 @@ std::string features_json() {
   linux["selinux"] = {{"enabled", false}};
   linux["intelRdt"] = {{"enabled", false}};
   linux["mountExtensions"] = {{"idmap", {{"enabled", true}}}};
-  linux["netDevices"] = {{"enabled", false}};
+  linux["netDevices"] = {{"enabled", true}};
   j["linux"] = linux;
   j["annotations"] = {{"org.opencontainers.runtime-spec.features.version", oci::kSpecVersion}};
   return j.dump(4);
