@@ -219,6 +219,8 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
     return fail("config.json: mounts need a mount namespace");
   if (spec.linux)
     for (auto& [k, v] : spec.linux->sysctl) TRY(sysctl_path(spec, k));
+  if (spec.linux && !spec.linux->mount_label.empty() && ::access("/sys/fs/selinux/enforce", F_OK) != 0)
+    log::debug("linux.mountLabel ignored: SELinux is not enabled");
   std::optional<seccomp::Program> filter;
   if (spec.linux && spec.linux->seccomp) filter = TRY(seccomp::compile(*spec.linux->seccomp));
 

@@ -116,6 +116,7 @@ Result<> exec_setup(ExecChild& c, std::string* exe) {
   char cwd[4096];
   if (!::getcwd(cwd, sizeof cwd) || cwd[0] != '/') return fail("cwd " + p.cwd + " is outside the container");
   *exe = TRY(lookup_executable(p.args[0], p.env));
+  TRY(apply_lsm_labels(p));
   TRY(apply_rlimits(p.rlimits));
   TRY(apply_scheduling(p));
   if (p.exec_cpu_affinity) TRY(apply_cpu_affinity(p.exec_cpu_affinity->final, "process.execCPUAffinity.final"));
@@ -146,7 +147,8 @@ Result<int> exec(const Globals& g, const ExecOptions& o) {
     return fail("cannot exec in a paused container \"" + o.id + "\" (use --ignore-paused)");
   oci::Spec spec = TRY(oci::parse_spec(TRY(read_file(state_dir(g.root, o.id) + "/config.json"))));
   oci::Process proc = TRY(build_process(spec, o));
-  if (!o.process_label.empty()) log::debug("--process-label ignored: SELinux is not enabled");
+  if (!o.process_label.empty()) proc.selinux_label = o.process_label;
+  if (!o.apparmor.empty()) proc.apparmor_profile = o.apparmor;
   if (proc.terminal && o.console_socket.empty() && o.detach)
     return fail("cannot allocate a tty for a detached exec without --console-socket");
   std::optional<seccomp::Program> filter;

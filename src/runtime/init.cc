@@ -180,6 +180,7 @@ Result<> setup(InitContext& c, std::string* exe) {
   if (!::getcwd(cwd, sizeof cwd) || cwd[0] != '/') return fail("process.cwd " + proc.cwd + " is outside the container");
   *exe = TRY(lookup_executable(proc.args[0], proc.env));
 
+  TRY(apply_lsm_labels(proc));
   if (spec.linux) TRY(apply_personality(*spec.linux));
   TRY(apply_rlimits(proc.rlimits));
   TRY(apply_scheduling(proc));

@@ -196,6 +196,27 @@ Result<> apply_user_and_caps(const oci::Process& p) {
   return {};
 }
 
+Result<> apply_lsm_labels(const oci::Process& p) {
+  if (!p.selinux_label.empty()) {
+    if (::access("/sys/fs/selinux/enforce", F_OK) == 0 || ::access("/proc/thread-self/attr/exec", W_OK) == 0) {
+      auto r = write_file("/proc/thread-self/attr/exec", p.selinux_label);
+      if (!r) return std::unexpected(std::move(r).error().context("process.selinuxLabel"));
+    } else {
+      log::debug("process.selinuxLabel ignored: SELinux is not enabled");
+    }
+  }
+  if (!p.apparmor_profile.empty()) {
+    auto enabled = read_file("/sys/module/apparmor/parameters/enabled");
+    if (enabled && !enabled->empty() && (*enabled)[0] == 'Y') {
+      auto r = write_file("/proc/thread-self/attr/apparmor/exec", "exec " + p.apparmor_profile);
+      if (!r) return std::unexpected(std::move(r).error().context("process.apparmorProfile"));
+    } else {
+      log::debug("process.apparmorProfile ignored: AppArmor is not enabled");
+    }
+  }
+  return {};
+}
+
 Result<std::string> lookup_executable(const std::string& arg0, const std::vector<std::string>& env) {
   auto executable = [](const std::string& p) {
     struct stat st;

@@ -23,6 +23,10 @@ Result<> apply_personality(const oci::Linux& l);
 // sets no_new_privs. Inheritable is exactly what the config lists (empty if none).
 Result<> apply_user_and_caps(const oci::Process& p);
 
+// SELinux and AppArmor labels: set for the coming execve where the LSM is
+// enabled; a debug line (and nothing else) where it is not, as runc does.
+Result<> apply_lsm_labels(const oci::Process& p);
+
 // Resolves args[0] inside the current root using PATH from `env` (like execvp, but
 // never outside the container): the path to execve.
 Result<std::string> lookup_executable(const std::string& arg0, const std::vector<std::string>& env);
