@@ -308,12 +308,14 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   }
   long pid = sys::clone3(&ca);
   int clone_errno = errno;
-  if (restore_pid) ::setns(restore_pid.get(), CLONE_NEWPID);
-  if (restore_time) ::setns(restore_time.get(), CLONE_NEWTIME);
   if (pid == 0) {
     parent_sock.reset();
     init_container(ic);
   }
+  // Only the parent goes back: the child must stay in the namespaces it was
+  // cloned into.
+  if (restore_pid) ::setns(restore_pid.get(), CLONE_NEWPID);
+  if (restore_time) ::setns(restore_time.get(), CLONE_NEWTIME);
   if (pid < 0) return sys_error(clone_errno, "clone container process");
   UniqueFd pfd(pidfd);
   cleanup.add([pid, fd = std::make_shared<UniqueFd>(::fcntl(pidfd, F_DUPFD_CLOEXEC, 0))] {
@@ -324,9 +326,18 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   listener.reset();
   console.reset();
 
+  // A send fails when the child already died; the reason is then waiting on
+  // the socket.
+  auto send_to_child = [&](Msg type, std::string_view text) -> Result<> {
+    auto r = send_msg(parent_sock.get(), type, 0, text);
+    if (r) return {};
+    if (auto m = recv_msg(parent_sock.get()); m && m->type == Msg::kError)
+      return std::unexpected(Error{static_cast<int>(m->value), m->text});
+    return r;
+  };
   if (ic.plan.new_userns) {
     TRY(write_id_maps(static_cast<pid_t>(pid), spec.linux->uid_mappings, spec.linux->gid_mappings, g.rootless));
-    TRY(send_msg(parent_sock.get(), Msg::kMaps));
+    TRY(send_to_child(Msg::kMaps, {}));
   }
 
   State st;
@@ -348,7 +359,7 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   // Saved before the container can exec (`run` does not stop it in between),
   // so `state` and `kill` work from its first instruction on.
   TRY(save_state(g.root, st));
-  TRY(send_msg(parent_sock.get(), Msg::kGo, 0, state_json(st, Status::creating, false)));
+  TRY(send_to_child(Msg::kGo, state_json(st, Status::creating, false)));
 
   UniqueFd real_pidfd;
   for (;;) {
@@ -374,7 +385,7 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
       std::string s = state_json(st, Status::creating, false);
       TRY(run_hooks(spec.hooks.prestart, s, "prestart"));
       TRY(run_hooks(spec.hooks.create_runtime, s, "createRuntime"));
-      TRY(send_msg(parent_sock.get(), Msg::kContinue));
+      TRY(send_to_child(Msg::kContinue, {}));
       continue;
     }
     if (m.type == Msg::kSeccompFd) {

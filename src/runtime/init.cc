@@ -107,6 +107,10 @@ Result<> setup(InitContext& c, std::string* exe) {
   close_fds_except(c.preserve_fds, keep);
   if (c.plan.new_userns) {
     TRY(expect_msg(c.sync_fd, Msg::kMaps));
+    // Become root of the new namespace: our ids were unmapped until now, and
+    // the mounts below are made as that root.
+    if (::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0)
+      return sys_error("become root in the user namespace (is uid/gid 0 mapped?)");
     // The host's root is unmapped here: the runtime binary is out of reach
     // anyway, and a non-dumpable process couldn't open its own /proc/self
     // files (they would belong to the unmapped host root).
