@@ -206,6 +206,12 @@ class V1Manager final : public Manager {
     return {};
   }
 
+  std::vector<std::string> self_join_files() const override {
+    std::vector<std::string> out;
+    for (auto& h : hier_) out.push_back(h.mountpoint + path_ + "/tasks");
+    return out;
+  }
+
   Result<std::vector<pid_t>> pids() override {
     std::string d = dir("pids");
     if (d.empty()) d = hier_.empty() ? "" : hier_.front().mountpoint + path_;

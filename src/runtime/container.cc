@@ -234,11 +234,11 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   Lock lock = TRY(Lock::acquire(dir));
   TRY(atomic_write_file(dir + "/config.json", b.text));
 
-  // The cgroup: the container process joins it before its first instruction.
-  // On v2 the clone itself lands there (CLONE_INTO_CGROUP), so it is made
-  // first; on v1 it is made while the child sets up its mounts, and the child
-  // waits for it before anything that depends on it. Shared with the cleanup,
-  // which may run after this function returned.
+  // The cgroup, made before the clone. The container process is in it before
+  // it runs anything of its own: on v2 the clone lands there
+  // (CLONE_INTO_CGROUP); on v1 the child moves itself first thing, unless a new
+  // user namespace takes its rights on cgroupfs, and then the parent places it.
+  // Shared with the cleanup, which may run after this function returned.
   std::shared_ptr<cgroup::Manager> cg;
   cgroup::Layout layout = TRY(cgroup::detect_layout());
   std::string cg_path = spec.linux && !spec.linux->cgroups_path.empty() ? spec.linux->cgroups_path
@@ -256,7 +256,7 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
     return {};
   };
   bool v2 = layout.mode == cgroup::Mode::unified;
-  if (v2) TRY(make_cgroup());
+  TRY(make_cgroup());
 
   NsPlan ns = TRY(plan_namespaces(spec, cg ? &layout : nullptr));
   std::string cgroup_path = cg ? cg->path() : "";
@@ -282,6 +282,8 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   ic.plan.rootfs = rootfs;
   ic.plan.no_pivot = o.no_pivot;
   ic.plan.cgroup_path = cgroup_path;
+  bool self_join = cg && !v2 && !ic.plan.new_userns && !ns.init.fork_for_pid;
+  if (self_join) ic.cgroup_tasks = cg->self_join_files();
   ic.seccomp = filter ? &*filter : nullptr;
 
   // Bind-mount sources given as relative paths are relative to the bundle.
@@ -353,9 +355,7 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   if (spec.linux)
     for (auto& n : spec.linux->namespaces) st.namespaces.push_back(n.type);
   if (spec.linux) TRY(move_net_devices(spec.linux->net_devices, st.pid));
-  if (!v2) TRY(make_cgroup());
-  if (cg && !cgfd) TRY_CTX(cg->add_pid(st.pid), "join cgroup " + cg->path());
-  if (!cg) st.cgroup_path.clear();
+  if (cg && !cgfd && !self_join) TRY_CTX(cg->add_pid(st.pid), "join cgroup " + cg->path());
   // Saved before the container can exec (`run` does not stop it in between),
   // so `state` and `kill` work from its first instruction on.
   TRY(save_state(g.root, st));

@@ -105,6 +105,7 @@ Result<> setup(InitContext& c, std::string* exe) {
   std::vector<int> keep = {c.sync_fd, c.listen_fd, c.console_fd};
   for (auto& [flag, fd] : c.joins) keep.push_back(fd.get());
   close_fds_except(c.preserve_fds, keep);
+  for (auto& f : c.cgroup_tasks) TRY_CTX(write_file(f, "0"), "join cgroup");
   if (c.plan.new_userns) {
     TRY(expect_msg(c.sync_fd, Msg::kMaps));
     // Become root of the new namespace: our ids were unmapped until now, and

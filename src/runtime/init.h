@@ -32,6 +32,9 @@ struct InitContext {
   int unshare_flags = 0;
   bool fork_for_pid = false;  // unshare(CLONE_NEWPID) needs one more fork
   std::string state;          // state JSON from kGo, for the hooks run in here
+  // cgroup v1 `tasks` files to join by ourselves, first thing (see
+  // cgroup::Manager::self_join_files); empty when the parent places us.
+  std::vector<std::string> cgroup_tasks;
   bool new_mountns = false;
   RootfsPlan plan;
   const seccomp::Program* seccomp = nullptr;
