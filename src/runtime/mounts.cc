@@ -109,27 +109,43 @@ Result<> move_onto(int tree_fd, int target_fd, const std::string& dest) {
 }
 
 // A user namespace with the given maps, held by a short-lived child, for idmapped
-// mounts.
+// mounts. We may already be in the container's new pid namespace while /proc is
+// still the host's: the child tells its pid as that /proc knows it.
 Result<UniqueFd> userns_with_maps(const std::vector<oci::IdMapping>& uids, const std::vector<oci::IdMapping>& gids) {
-  int pipefd[2];
-  if (::pipe2(pipefd, O_CLOEXEC) < 0) return sys_error("pipe");
-  UniqueFd rd(pipefd[0]), wr(pipefd[1]);
+  int go[2], back[2];
+  if (::pipe2(go, O_CLOEXEC) < 0) return sys_error("pipe");
+  UniqueFd go_rd(go[0]), go_wr(go[1]);
+  if (::pipe2(back, O_CLOEXEC) < 0) return sys_error("pipe");
+  UniqueFd back_rd(back[0]), back_wr(back[1]);
   struct clone_args ca = {};
   ca.flags = CLONE_NEWUSER;
   ca.exit_signal = SIGCHLD;
   long pid = sys::clone3(&ca);
   if (pid < 0) return sys_error("clone user namespace for idmap");
   if (pid == 0) {
-    wr.reset();
+    go_wr.reset();
+    back_rd.reset();
+    char self[64] = {};
+    ssize_t n = ::readlink("/proc/self", self, sizeof self - 1);
+    (void)!::write(back_wr.get(), self, n > 0 ? static_cast<size_t>(n) : 0);
+    back_wr.reset();
     char c;
-    (void)!::read(rd.get(), &c, 1);
+    (void)!::read(go_rd.get(), &c, 1);
     _exit(0);
   }
-  rd.reset();
-  auto maps = write_id_maps(static_cast<pid_t>(pid), uids, gids, true);
-  UniqueFd ns(::open(("/proc/" + std::to_string(pid) + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
-  int e = errno;
-  wr.reset();
+  back_wr.reset();
+  go_rd.reset();
+  char self[64] = {};
+  ssize_t n = ::read(back_rd.get(), self, sizeof self - 1);
+  pid_t seen = n > 0 ? static_cast<pid_t>(std::atoi(self)) : 0;
+  Result<> maps = seen > 0 ? write_id_maps(seen, uids, gids, true) : fail("idmap helper did not report its pid");
+  UniqueFd ns;
+  int e = 0;
+  if (maps) {
+    ns.reset(::open(("/proc/" + std::to_string(seen) + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
+    e = errno;
+  }
+  go_wr.reset();
   ::waitpid(static_cast<pid_t>(pid), nullptr, 0);
   if (!maps) return std::unexpected(std::move(maps).error());
   if (!ns) return sys_error(e, "open idmap user namespace");

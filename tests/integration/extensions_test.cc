@@ -1,0 +1,154 @@
+// Runtime features beyond the basics: seccomp user notification handed to a
+// listener (linux.seccomp.listenerPath), idmapped bind mounts, netDevices.
+#include <linux/seccomp.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+#include "harness.h"
+
+namespace berth::it {
+namespace {
+
+const std::string kHelper = "/bin/berth-test-helper";
+
+class Extensions : public BerthTest {};
+
+// Receives one fd and its payload from a connection on `listener`.
+int accept_fd(int listener, std::string* payload) {
+  int conn = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  if (conn < 0) return -1;
+  char buf[8192];
+  struct iovec iov = {buf, sizeof buf};
+  alignas(struct cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
+  struct msghdr mh = {};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = cbuf;
+  mh.msg_controllen = sizeof cbuf;
+  ssize_t n = ::recvmsg(conn, &mh, MSG_CMSG_CLOEXEC);
+  ::close(conn);
+  if (n <= 0) return -1;
+  payload->assign(buf, static_cast<size_t>(n));
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+      return fd;
+    }
+  return -1;
+}
+
+TEST_F(Extensions, SeccompNotifyGoesToTheListenerWhichAnswers) {
+  std::string sock_path = path("seccomp.sock");
+  int l = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(l, 0);
+  track_fd(l);
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, sock_path.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
+  ASSERT_EQ(::listen(l, 1), 0);
+
+  // The agent: takes the listener fd and answers every mkdir with ENOSPC.
+  std::string payload;
+  std::atomic<int> answered{0};
+  std::thread agent([&] {
+    int nfd = accept_fd(l, &payload);
+    if (nfd < 0) return;
+    for (;;) {
+      struct seccomp_notif req = {};
+      struct seccomp_notif_resp resp = {};
+      if (::ioctl(nfd, SECCOMP_IOCTL_NOTIF_RECV, &req) < 0) break;
+      resp.id = req.id;
+      resp.error = -ENOSPC;
+      ::ioctl(nfd, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+      ++answered;
+    }
+    ::close(nfd);
+  });
+
+  auto& b = make_bundle("notify", {"/bin/sh", "-c", "mkdir /tmp/x 2>&1; echo mkdir=$?"}, false);
+  b.linux_()["seccomp"] = {
+      {"defaultAction", "SCMP_ACT_ALLOW"},
+      {"listenerPath", sock_path},
+      {"syscalls", json::array({{{"names", {"mkdir", "mkdirat"}}, {"action", "SCMP_ACT_NOTIFY"}}})}};
+  b.add_mount({{"destination", "/tmp"}, {"type", "tmpfs"}, {"source", "tmpfs"}});
+  b.save();
+  auto r = run_fg(b);
+  ::shutdown(l, SHUT_RDWR);
+  agent.join();
+  ASSERT_OK(r);
+  EXPECT_TRUE(contains(r.out, "No space left on device")) << r.out;
+  EXPECT_EQ(kv(r.out, "mkdir"), "1") << r.out;
+  EXPECT_GE(answered.load(), 1);
+  auto doc = json::parse(payload, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << payload;
+  EXPECT_EQ(doc["fds"], json::array({"seccompFd"})) << payload;
+  EXPECT_EQ(doc["state"]["id"], "notify") << payload;
+  EXPECT_GT(doc["pid"].get<int>(), 0) << payload;
+}
+
+TEST_F(Extensions, IdmappedBindMountShowsMappedOwners) {
+  std::string src = path("idsrc");
+  mkdirs(src);
+  write_file(src + "/f", "x");
+  ASSERT_EQ(::chown((src + "/f").c_str(), 0, 0), 0);
+  auto& b = make_bundle("idmap", {kHelper, "stat", "/mnt/f"}, false);
+  b.add_mount({{"destination", "/mnt"},
+               {"type", "bind"},
+               {"source", src},
+               {"options", {"bind", "idmap"}},
+               {"uidMappings", {{{"containerID", 0}, {"hostID", 1000}, {"size", 1}}}},
+               {"gidMappings", {{{"containerID", 0}, {"hostID", 2000}, {"size", 1}}}}});
+  b.save();
+  auto r = run_fg(b);
+  ASSERT_OK(r);
+  // On disk the file belongs to 0:0; through the idmapped mount it is 1000:2000.
+  EXPECT_TRUE(contains(r.out, " uid=1000 ")) << r.out;
+  EXPECT_TRUE(contains(r.out, " gid=2000 ")) << r.out;
+  struct stat st;
+  ASSERT_EQ(::stat((src + "/f").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);  // the host's view is unchanged
+}
+
+TEST_F(Extensions, NetDevicesAreMovedAndRenamed) {
+  // A veth pair of the test's own: the end moved into the container dies with
+  // its network namespace, and takes its peer along.
+  std::string a = "bit" + std::to_string(::getpid() % 100000) + "a";
+  std::string peer = "bit" + std::to_string(::getpid() % 100000) + "b";
+  auto ip = run({"/sbin/ip", "link", "add", a, "type", "veth", "peer", "name", peer}, path("ip.out"), path("ip.err"));
+  if (ip.code != 0) GTEST_SKIP() << "cannot create a veth pair here: " << ip.desc();
+  auto& b = make_bundle("netdev", {"/bin/ls", "/sys/class/net"}, false);
+  b.linux_()["netDevices"] = {{a, {{"name", "eth7"}}}};
+  b.save();
+  auto r = run_fg(b);
+  if (::if_nametoindex(a.c_str()) != 0)
+    run({"/sbin/ip", "link", "del", a}, path("ip2.out"), path("ip2.err"));
+  ASSERT_OK(r);
+  EXPECT_TRUE(contains(r.out, "eth7")) << r.out;
+  EXPECT_EQ(::if_nametoindex(a.c_str()), 0u) << "the device should have left the host";
+  EXPECT_TRUE(wait_until([&] { return ::if_nametoindex(peer.c_str()) == 0; }, 5))
+      << "the peer should be gone with the container's network namespace";
+}
+
+TEST_F(Extensions, NetDevicesUnknownDeviceFailsCleanly) {
+  auto& b = make_bundle("nodev", {"/bin/true"}, false);
+  b.linux_()["netDevices"] = {{"berthnope0", json::object()}};
+  b.save();
+  auto r = run_fg(b);
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(contains(r.err, "berthnope0")) << r.err;
+  EXPECT_EQ(count_of(trim(r.err), "\n"), 0) << r.err;
+  EXPECT_TRUE(root_entries().empty());
+}
+
+}  // namespace
+}  // namespace berth::it
