@@ -68,7 +68,8 @@ declare -A bins=()    # name -> runtime binary
 # berth-runtime's default cgroup parent (/berth); removed at the end unless it
 # was there before the benchmark.
 berth_cg_parents=()
-for d in /sys/fs/cgroup/*/berth /sys/fs/cgroup/berth; do
+for h in /sys/fs/cgroup /sys/fs/cgroup/*/; do
+    d=${h%/}/berth
     [[ -d $d ]] || berth_cg_parents+=("$d")
 done
 
@@ -191,7 +192,7 @@ for case in ("sequential", "parallel"):
     ref = "berth-runtime" if "berth-runtime" in mean else "floor"
     print(f"{case}:")
     for r in results:
-        print(f"  {r['command']:<14} {r['mean'] * 1e3:9.2f} ms ± {r['stddev'] * 1e3:.2f}")
+        print(f"  {r['command']:<14} {r['mean'] * 1e3:9.2f} ms ± {(r['stddev'] or 0) * 1e3:.2f}")
     short = "berth" if ref == "berth-runtime" else ref
     for name, m in mean.items():
         if name != ref:
