@@ -8,6 +8,7 @@ pkgs=(
   libseccomp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
   busybox-static jq python3 procps iproute2
   runc hyperfine
+  qemu-system-x86 linux-image-amd64 cpio
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Boots Debian's kernel under qemu with cgroup v1 disabled (cgroup_no_v1=all), with
+# the static berth-runtime, the test helper and busybox in an initramfs, and runs
+# the cgroup v2 checks in vm-init.sh there. Prints the guest's result lines and
+# exits 0 only if every check passed; 77 (ctest's skip) when qemu or a kernel is
+# missing.
+#
+#   run-cgroup-v2.sh BERTH_RUNTIME HELPER
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+runtime=${1:?usage: $0 BERTH_RUNTIME HELPER}
+helper=${2:?usage: $0 BERTH_RUNTIME HELPER}
+
+qemu=$(command -v qemu-system-x86_64 || true)
+kernel=$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1 || true)
+if [[ -z $qemu || -z $kernel ]]; then
+  echo "skip: needs qemu-system-x86 and linux-image-amd64 (scripts/install-deps.sh installs them)"
+  exit 77
+fi
+busybox=/bin/busybox
+[[ -x $busybox ]] || { echo "skip: needs busybox-static"; exit 77; }
+
+work=$(mktemp -d /tmp/berth-vm.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+root=$work/initramfs
+mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,run,etc,bundle/rootfs/bin,bundle/rootfs/proc,bundle/rootfs/dev,bundle/rootfs/sys,bundle/rootfs/tmp}
+cp "$busybox" "$root/bin/busybox"
+for a in sh mount umount mkdir cat echo ls grep sleep poweroff mknod rm cp seq sed touch switch_root; do ln -s busybox "$root/bin/$a"; done
+cp "$runtime" "$root/bin/berth-runtime"
+cp "$busybox" "$root/bundle/rootfs/bin/busybox"
+for a in sh cat echo sleep true ls; do ln -s busybox "$root/bundle/rootfs/bin/$a"; done
+cp "$helper" "$root/bundle/rootfs/bin/berth-test-helper"
+cp "$here/vm-init.sh" "$root/init"
+chmod +x "$root/init"
+(cd "$root" && find . | cpio -o -H newc --quiet) > "$work/initrd"
+
+out=$work/console.log
+# No KVM here: TCG. A guest that hangs is cut off by the timeout.
+timeout 300 "$qemu" -nographic -no-reboot -m 768 -smp 2 \
+  -kernel "$kernel" -initrd "$work/initrd" \
+  -append "console=ttyS0 quiet panic=-1 cgroup_no_v1=all rdinit=/init" \
+  </dev/null >"$out" 2>&1 || true
+# The serial console may prefix a line with terminal escapes: match anywhere.
+results=$(grep -oE 'BERTH-V2 (PASS|FAIL|DONE).*' "$out" || true)
+if [[ -z $results ]]; then
+  echo "no result from the guest; console:"
+  tail -n 40 "$out"
+  exit 1
+fi
+echo "$results"
+passed=$(grep -c 'BERTH-V2 PASS' <<<"$results" || true)
+if grep -q 'BERTH-V2 FAIL' <<<"$results" || ! grep -q 'BERTH-V2 DONE' <<<"$results" || ((passed != 9)); then
+  echo "--- guest console (tail) ---"
+  tail -n 60 "$out"
+  exit 1
+fi
+echo "cgroup v2 VM: $passed passed, 0 failed"

@@ -1,0 +1,84 @@
+#!/bin/sh
+# PID 1 of the cgroup v2 test VM (see run-cgroup-v2.sh). Each check prints
+# "BERTH-V2 PASS name" or "BERTH-V2 FAIL name: detail"; "BERTH-V2 DONE" last.
+# pivot_root can't leave the initramfs (rootfs): move to a tmpfs root first.
+if [ ! -e /.switched ]; then
+  mkdir -p /newroot
+  mount -t tmpfs -o mode=755 tmpfs /newroot
+  cp -a /bin /bundle /init /newroot/
+  mkdir -p /newroot/proc /newroot/sys /newroot/dev /newroot/run /newroot/tmp /newroot/etc
+  touch /newroot/.switched
+  exec switch_root /newroot /init
+fi
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null || mount -t tmpfs tmpfs /dev
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+# The test cgroups live below a parent with every controller delegated.
+echo "+cpu +memory +pids +io +cpuset" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
+
+R="/bin/berth-runtime --root /run/berth"
+B=/bundle
+pass() { echo "BERTH-V2 PASS $1"; }
+failc() { echo "BERTH-V2 FAIL $1: $2"; }
+
+write_config() { # $1: args json, $2: extra linux json (merged textually)
+cat > $B/config.json <<JSON
+{"ociVersion":"1.3.0","root":{"path":"rootfs"},
+ "process":{"user":{"uid":0,"gid":0},"args":$1,"cwd":"/","env":["PATH=/bin"],
+   "capabilities":{"bounding":["CAP_KILL"],"effective":["CAP_KILL"],"permitted":["CAP_KILL"]}},
+ "hostname":"v2",
+ "mounts":[{"destination":"/proc","type":"proc","source":"proc"},
+           {"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","mode=755"]},
+           {"destination":"/sys","type":"sysfs","source":"sysfs","options":["nosuid","noexec","nodev","ro"]},
+           {"destination":"/sys/fs/cgroup","type":"cgroup","source":"cgroup","options":["nosuid","noexec","nodev","ro"]}],
+ "linux":{"namespaces":[{"type":"pid"},{"type":"mount"},{"type":"uts"},{"type":"ipc"},{"type":"cgroup"}],
+          "cgroupsPath":"/berth-v2/c"$2}}
+JSON
+}
+
+# 1. A container runs, inside its own cgroup (CLONE_INTO_CGROUP), which is gone after.
+write_config '["/bin/sh","-c","cat /proc/self/cgroup; echo hi"]' ''
+out=$(cd $B && $R run c1 2>&1)
+if echo "$out" | grep -q '^hi$' && echo "$out" | grep -q '^0::/$'; then pass run-in-cgroupns; else failc run-in-cgroupns "$out"; fi
+[ -d /sys/fs/cgroup/berth-v2/c ] && failc cgroup-removed "still there" || pass cgroup-removed
+
+# 2. memory limit: memory.max set, a hog is OOM-killed (137).
+write_config '["/bin/berth-test-helper","memhog","128"]' ',"resources":{"memory":{"limit":33554432,"swap":33554432}}'
+out=$(cd $B && $R run c2 2>&1); rc=$?
+if [ $rc -eq 137 ]; then pass memory-oom-kill; else failc memory-oom-kill "rc=$rc $out"; fi
+
+# 3. pids limit and cpu.max/cpu.weight are written.
+write_config '["/bin/sh","-c","cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/cpu.weight"]' \
+  ',"resources":{"pids":{"limit":17},"cpu":{"quota":50000,"period":100000,"shares":1024}}'
+out=$(cd $B && $R run c3 2>&1)
+if echo "$out" | grep -q '^17$' && echo "$out" | grep -q '^50000 100000$' && echo "$out" | grep -q '^39$'; then
+  pass pids-cpu-limits; else failc pids-cpu-limits "$out"; fi
+
+# 4. create/start/pause/resume/kill/delete on v2 (cgroup.freeze, cgroup.kill).
+write_config '["/bin/berth-test-helper","pause"]' ''
+(cd $B && $R create c4 >/tmp/c4.out 2>&1 </dev/null)
+$R start c4
+$R pause c4
+st=$($R state c4 | grep '"status"')
+frozen=$(cat /sys/fs/cgroup/berth-v2/c/cgroup.freeze 2>/dev/null)
+$R resume c4
+st2=$($R state c4 | grep '"status"')
+if echo "$st" | grep -q paused && [ "$frozen" = 1 ] && echo "$st2" | grep -q running; then pass pause-resume; else failc pause-resume "$st / $frozen / $st2"; fi
+$R exec c4 /bin/berth-test-helper echo exec-ok > /tmp/c4.exec 2>&1
+grep -q exec-ok /tmp/c4.exec && pass exec || failc exec "$(cat /tmp/c4.exec)"
+$R kill --all c4 KILL
+sleep 0.3
+$R delete -f c4
+[ -d /sys/fs/cgroup/berth-v2/c ] && failc delete "cgroup left" || pass delete
+[ -z "$(ls /run/berth 2>/dev/null)" ] && pass state-clean || failc state-clean "$(ls /run/berth)"
+
+# 5. Bad input on v2: a cpuset outside the machine fails cleanly.
+write_config '["/bin/true"]' ',"resources":{"cpu":{"cpus":"63"}}'
+out=$(cd $B && $R run c5 2>&1); rc=$?
+if [ $rc -ne 0 ] && echo "$out" | grep -q 'cpus' && [ ! -d /sys/fs/cgroup/berth-v2/c ]; then pass bad-cpuset; else failc bad-cpuset "rc=$rc $out"; fi
+
+echo "BERTH-V2 DONE"
+poweroff -f
