@@ -200,14 +200,14 @@ Result<Bundle> load_bundle(const std::string& path) {
 // `inline_start`: `run`; the container execs as soon as it is set up, and this
 // returns once it did. Otherwise the child waits on start.sock for `start`.
 Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, Cleanup& cleanup,
-                          bool inline_start) {
+                          bool inline_start, UniqueFd console = {}) {
   TRY(check_id(o.id));
   if (g.systemd_cgroup)
     return fail("--systemd-cgroup: the systemd cgroup driver is not supported yet; use cgroupfs");
   std::string bundle = b.dir;
   oci::Spec spec = std::move(b.spec);
   if (!spec.process) return fail("config.json: process is required to create a container");
-  if (spec.process->terminal && o.console_socket.empty())
+  if (spec.process->terminal && o.console_socket.empty() && !console)
     return fail("process.terminal is set: --console-socket is required");
   std::string rootfs = spec.root_path[0] == '/' ? clean_path(spec.root_path) : clean_path(join_path(bundle, spec.root_path));
   {
@@ -265,7 +265,6 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   UniqueFd parent_sock(sv[0]), child_sock(sv[1]);
   UniqueFd listener;
   if (!inline_start) listener = TRY(listen_unix(dir, "start.sock"));
-  UniqueFd console;
   if (!o.console_socket.empty()) console = TRY_CTX(connect_unix(o.console_socket), "--console-socket");
 
   InitContext& ic = ns.init;
@@ -507,41 +506,23 @@ Result<int> run(const Globals& g, const CreateOptions& o, bool detach, bool keep
   TRY(check_id(o.id));
   Bundle b = TRY(load_bundle(o.bundle));
   bool terminal = b.spec.process && b.spec.process->terminal;
-  // A foreground terminal without --console-socket: we are the console.
-  CreateOptions co = o;
-  UniqueFd console_peer, console_listener_dir;
-  std::string tmp_sock;
-  bool own_console = false;
-  if (!detach && o.console_socket.empty()) {
-    if (terminal) {
-      own_console = true;
-      TRY(mkdir_p(g.root, 0700));
-      tmp_sock = g.root + "/." + o.id + ".console";
-      ::unlink(tmp_sock.c_str());
-      UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-      struct sockaddr_un addr = {};
-      addr.sun_family = AF_UNIX;
-      if (tmp_sock.size() >= sizeof addr.sun_path) return fail("--root path too long for a console socket");
-      std::memcpy(addr.sun_path, tmp_sock.c_str(), tmp_sock.size() + 1);
-      if (::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 || ::listen(s.get(), 1) < 0)
-        return sys_error("console socket " + tmp_sock);
-      console_peer = std::move(s);
-      co.console_socket = tmp_sock;
-    }
+  // A foreground terminal without --console-socket: we are the console, over a
+  // socketpair (no socket file to create or leave behind).
+  UniqueFd console_ours, console_theirs;
+  if (!detach && o.console_socket.empty() && terminal) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");
+    console_ours.reset(sv[0]);
+    console_theirs.reset(sv[1]);
   }
-  if (detach && o.console_socket.empty()) {
-    if (terminal)
-      return fail("cannot allocate a tty for a detached container without --console-socket");
-  }
+  if (detach && o.console_socket.empty() && terminal)
+    return fail("cannot allocate a tty for a detached container without --console-socket");
 
   Cleanup cleanup;
-  Created c = TRY(do_create(g, co, std::move(b), cleanup, true));
+  Created c = TRY(do_create(g, o, std::move(b), cleanup, true, std::move(console_theirs)));
   std::unique_ptr<ConsoleProxy> proxy;
-  if (own_console) {
-    ::unlink(tmp_sock.c_str());
-    UniqueFd conn(::accept4(console_peer.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (!conn) return sys_error("accept console");
-    UniqueFd master = TRY(recv_fd(conn.get()));
+  if (console_ours) {
+    UniqueFd master = TRY(recv_fd(console_ours.get()));
     proxy = std::make_unique<ConsoleProxy>(std::move(master));
   }
   cleanup.release();
