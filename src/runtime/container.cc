@@ -406,7 +406,6 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   int final_pidfd = real_pidfd ? real_pidfd.get() : pfd.get();
   TRY(send_pidfd(o.pidfd_socket, final_pidfd));
   Created c{std::move(st), real_pidfd ? std::move(real_pidfd) : std::move(pfd), std::move(spec)};
-  (void)lock;
   return c;
 }
 
@@ -435,15 +434,15 @@ Result<std::unique_ptr<cgroup::Manager>> open_cgroup(const State& st) {
   return cgroup::open(layout, st.cgroup_path);
 }
 
-Result<> post_start(const std::string& root, State& st, const oci::Spec& spec) {
+Result<> post_start(State& st, const oci::Spec& spec) {
   if (auto r = run_hooks(spec.hooks.poststart, state_json(st, Status::running, false), "poststart"); !r) {
     // runtime-spec 1.3.0: a failing poststart hook fails the start; the
     // container does not keep running behind an error.
     if (auto cg = open_cgroup(st); cg && *cg) (void)(*cg)->kill_all(SIGKILL);
-    ::kill(st.pid, SIGKILL);
+    if (UniqueFd fd(sys::pidfd_open(st.pid, 0)); fd && process_start_time(st.pid) == st.pid_start)
+      sys::pidfd_send_signal(fd.get(), SIGKILL, nullptr, 0);
     return std::unexpected(std::move(r).error());
   }
-  (void)root;
   return {};
 }
 
@@ -489,7 +488,7 @@ Result<> start(const Globals& g, const std::string& id) {
     return fail("cannot start container \"" + id + "\": it is " + status_name(s) + ", not created");
   oci::Spec spec = TRY(saved_spec(g.root, id));
   TRY(signal_start(g.root, st));
-  return post_start(g.root, st, spec);
+  return post_start(st, spec);
 }
 
 Result<int> run(const Globals& g, const CreateOptions& o, bool detach, bool keep) {
@@ -526,7 +525,7 @@ Result<int> run(const Globals& g, const CreateOptions& o, bool detach, bool keep
     proxy = std::make_unique<ConsoleProxy>(std::move(master));
   }
   cleanup.release();
-  if (auto r = post_start(g.root, c.st, c.spec); !r) {
+  if (auto r = post_start(c.st, c.spec); !r) {
     (void)destroy(g.root, c.st, &c.spec);
     return std::unexpected(std::move(r).error());
   }
