@@ -65,14 +65,6 @@ declare -A bins=()    # name -> runtime binary
 [[ -n $runc ]] && bins[runc]=$runc
 [[ -n $crun ]] && bins[crun]=$crun
 
-# berth-runtime's default cgroup parent (/berth); removed at the end unless it
-# was there before the benchmark.
-berth_cg_parents=()
-for h in /sys/fs/cgroup /sys/fs/cgroup/*/; do
-    d=${h%/}/berth
-    [[ -d $d ]] || berth_cg_parents+=("$d")
-done
-
 cleanup() {
     local rc=$? name rt root id
     set +e
@@ -86,9 +78,6 @@ cleanup() {
         } | sort -u | while read -r id; do
             [[ -n $id ]] && "$rt" --root "$root" delete -f "$id" >/dev/null 2>&1
         done
-    done
-    for d in "${berth_cg_parents[@]}"; do
-        [[ -d $d ]] && rmdir "$d" 2>/dev/null
     done
     rm -rf "$tmp"
     exit "$rc"

@@ -82,8 +82,9 @@ std::string absolute(const std::string& p) {
   return clean_path(join_path(cwd, p));
 }
 
-// Where the container's cgroup goes when the config names none.
-std::string default_cgroup_path(const std::string& id) { return "/berth/" + id; }
+// Where the container's cgroup goes when the config names none: one level, so
+// delete leaves nothing behind (no shared parent to prune or race on).
+std::string default_cgroup_path(const std::string& id) { return "/berth-" + id; }
 
 Result<UniqueFd> listen_unix(const std::string& dir, const char* name) {
   UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
