@@ -150,5 +150,34 @@ TEST_F(Extensions, NetDevicesUnknownDeviceFailsCleanly) {
   EXPECT_TRUE(root_entries().empty());
 }
 
+TEST_F(Extensions, RootlessRunAsAnUnprivilegedUser) {
+  // The runtime itself runs as nobody (65534): a user namespace maps it to root
+  // inside, no cgroup is made, and the state lives where nobody may write.
+  std::string rootless_root = path("rootless-state");
+  mkdirs(rootless_root, 0700);
+  ASSERT_EQ(::chown(rootless_root.c_str(), 65534, 65534), 0);
+  auto& b = make_bundle("rootless", {kHelper, "ids"}, false);
+  ASSERT_EQ(::chown(b.dir.c_str(), 65534, 65534), 0);
+  std::string spec_dir = path("rootless-spec");
+  mkdirs(spec_dir);
+  auto sp = rt({"spec", "--rootless", "--bundle", spec_dir});
+  ASSERT_OK(sp);
+  json cfg = json::parse(read_file(spec_dir + "/config.json"));
+  cfg["process"]["terminal"] = false;
+  cfg["process"]["args"] = {kHelper, "ids"};
+  cfg["linux"]["uidMappings"][0]["hostID"] = 65534;
+  cfg["linux"]["gidMappings"][0]["hostID"] = 65534;
+  b.config = cfg;
+  b.save();
+  auto r = run({"/usr/bin/setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", runtime_, "--root",
+                rootless_root, "run", "--bundle", b.dir, "rootless"},
+               new_out_file("rl.out"), new_out_file("rl.err"));
+  ASSERT_OK(r);
+  EXPECT_TRUE(contains(r.out, "uid=0 gid=0")) << r.out;
+  EXPECT_FALSE(exists(rootless_root + "/rootless")) << "state left behind";
+  // Without rights on cgroupfs there is no cgroup (and so none to leave behind).
+  for (auto& d : cgroup_dirs("/berth-rootless")) ADD_FAILURE() << "cgroup made: " << d;
+}
+
 }  // namespace
 }  // namespace berth::it
