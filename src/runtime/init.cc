@@ -100,8 +100,11 @@ Result<> setup(InitContext& c, std::string* exe) {
   const oci::Spec& spec = *c.spec;
   const oci::Process& proc = *spec.process;
   // Nothing in the container may open /proc/<us>/exe (the runtime binary) or
-  // ptrace us before we exec (CVE-2019-5736, CVE-2016-9962).
-  if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) return sys_error("prctl(PR_SET_DUMPABLE)");
+  // ptrace us before we exec (CVE-2019-5736, CVE-2016-9962). Not in a new user
+  // namespace: there the parent must still open our /proc files to write the
+  // maps (as an unprivileged user, when rootless), and the host's root that
+  // owns the binary is unmapped anyway.
+  if (!c.plan.new_userns && ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) return sys_error("prctl(PR_SET_DUMPABLE)");
   std::vector<int> keep = {c.sync_fd, c.listen_fd, c.console_fd};
   for (auto& [flag, fd] : c.joins) keep.push_back(fd.get());
   close_fds_except(c.preserve_fds, keep);
@@ -112,9 +115,8 @@ Result<> setup(InitContext& c, std::string* exe) {
     // the mounts below are made as that root.
     if (::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0)
       return sys_error("become root in the user namespace (is uid/gid 0 mapped?)");
-    // The host's root is unmapped here: the runtime binary is out of reach
-    // anyway, and a non-dumpable process couldn't open its own /proc/self
-    // files (they would belong to the unmapped host root).
+    // The id change made us non-dumpable, which would hand our /proc/self
+    // files to the unmapped host root: take them back.
     ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
   }
   // The parent puts us in our cgroup while we set up the mounts; we wait for

@@ -45,9 +45,13 @@ Result<size_t> recvmsg_fd(int sock, void* data, size_t len, UniqueFd* fd) {
   mh.msg_control = cbuf;
   mh.msg_controllen = sizeof cbuf;
   ssize_t n;
+  int resets = 0;
   do {
     n = ::recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
+    // A peer that exits with our message unread in its queue leaves ECONNRESET
+    // pending on our side, reported once, ahead of what it sent us before it
+    // exited (its error report): read on to get that.
+  } while (n < 0 && (errno == EINTR || (errno == ECONNRESET && resets++ == 0)));
   if (n < 0) return sys_error("recvmsg");
   for (struct cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
