@@ -191,6 +191,27 @@ TEST_F(BadInput, UnknownFlag) {
   expect_clean_failure(k, "bogus", &b);
 }
 
+// containerd's go-runc reads the error of a failed call from --log in JSON.
+TEST_F(BadInput, ErrorsReachTheLogFileInRuncsShapes) {
+  std::string json_log = path("log.json"), text_log = path("log.txt");
+  auto r = rt({"--log", json_log, "--log-format", "json", "state", "nosuch"});
+  EXPECT_NE(r.code, 0);
+  auto lines = split_lines(trim(read_file(json_log)));
+  ASSERT_EQ(lines.size(), 1u) << read_file(json_log);
+  auto j = json::parse(lines[0], nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << lines[0];
+  EXPECT_EQ(j["level"], "error");
+  EXPECT_TRUE(contains(j["msg"].get<std::string>(), "nosuch")) << lines[0];
+  EXPECT_TRUE(j["time"].is_string());
+  auto t = rt({"--log", text_log, "--log-format", "text", "state", "nosuch"});
+  EXPECT_NE(t.code, 0);
+  std::string text = read_file(text_log);
+  EXPECT_TRUE(contains(text, "level=error msg=\"")) << text;
+  EXPECT_TRUE(contains(text, "time=\"")) << text;
+  auto bad = rt({"--log-format", "xml", "list"});
+  expect_clean_failure(bad, "xml", nullptr);
+}
+
 TEST_F(BadInput, UnknownCommand) {
   auto r = rt({"frobnicate"});
   expect_clean_failure(r, "frobnicate", nullptr);
