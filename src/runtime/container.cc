@@ -101,19 +101,6 @@ Result<UniqueFd> listen_unix(const std::string& dir, const char* name) {
   return s;
 }
 
-Result<> write_pid_file(const std::string& path, pid_t pid) {
-  if (path.empty()) return {};
-  TRY_CTX(atomic_write_file(absolute(path), std::to_string(pid), 0644), "--pid-file");
-  return {};
-}
-
-Result<> send_pidfd(const std::string& sock, int pidfd) {
-  if (sock.empty()) return {};
-  UniqueFd s = TRY_CTX(connect_unix(sock), "--pidfd-socket");
-  TRY_CTX(send_fd(s.get(), pidfd, "pidfd"), "--pidfd-socket");
-  return {};
-}
-
 // What create leaves for run and start: the container's init.
 struct Created {
   State st;
@@ -202,11 +189,13 @@ Result<Bundle> load_bundle(const std::string& path) {
 // returns once it did. Otherwise the child waits on start.sock for `start`.
 Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, Cleanup& cleanup,
                           bool inline_start, UniqueFd console = {}) {
-  TRY(check_id(o.id));
   if (g.systemd_cgroup)
     return fail("--systemd-cgroup: the systemd cgroup driver is not supported yet; use cgroupfs");
   std::string bundle = b.dir;
   oci::Spec spec = std::move(b.spec);
+  // The caller's relative paths, resolved before we chdir to the bundle.
+  std::string pid_file = o.pid_file.empty() ? "" : absolute(o.pid_file);
+  std::string pidfd_socket = o.pidfd_socket.empty() ? "" : absolute(o.pidfd_socket);
   if (!spec.process) return fail("config.json: process is required to create a container");
   if (spec.process->terminal && o.console_socket.empty() && !console)
     return fail("process.terminal is set: --console-socket is required");
@@ -403,9 +392,8 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   }
   // (`run`: it may have run to completion already; its status tells.)
   if (!inline_start && !init_alive(st)) return fail("container process exited during create");
-  TRY(write_pid_file(o.pid_file, st.pid));
-  int final_pidfd = real_pidfd ? real_pidfd.get() : pfd.get();
-  TRY(send_pidfd(o.pidfd_socket, final_pidfd));
+  TRY(write_pid_file(pid_file, st.pid));
+  TRY(send_pidfd(pidfd_socket, real_pidfd ? real_pidfd.get() : pfd.get()));
   Created c{std::move(st), real_pidfd ? std::move(real_pidfd) : std::move(pfd), std::move(spec)};
   return c;
 }

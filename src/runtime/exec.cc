@@ -246,11 +246,8 @@ Result<int> exec(const Globals& g, const ExecOptions& o) {
     ::waitpid(static_cast<pid_t>(pid), nullptr, 0);
     return std::unexpected(Error{static_cast<int>(m->value), m->text});
   }
-  if (!o.pid_file.empty()) TRY_CTX(atomic_write_file(o.pid_file, std::to_string(pid), 0644), "--pid-file");
-  if (!o.pidfd_socket.empty()) {
-    UniqueFd s = TRY_CTX(connect_unix(o.pidfd_socket), "--pidfd-socket");
-    TRY_CTX(send_fd(s.get(), pfd.get(), "pidfd"), "--pidfd-socket");
-  }
+  TRY(write_pid_file(o.pid_file, static_cast<pid_t>(pid)));
+  TRY(send_pidfd(o.pidfd_socket, pfd.get()));
   if (o.detach) return 0;
 
   int status = wait_foreground(static_cast<pid_t>(pid), pfd.get(), proxy.get(), all);

@@ -156,6 +156,12 @@ std::string state_json(const State& st, Status s, bool pretty) {
   return pretty ? j.dump(2) : j.dump();
 }
 
+Result<> write_pid_file(const std::string& path, pid_t pid) {
+  if (path.empty()) return {};
+  TRY_CTX(atomic_write_file(path, std::to_string(pid), 0644), "--pid-file");
+  return {};
+}
+
 std::string now_rfc3339() {
   struct timespec ts;
   ::clock_gettime(CLOCK_REALTIME, &ts);

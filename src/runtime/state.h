@@ -53,6 +53,9 @@ std::string state_json(const State& st, Status s, bool pretty);
 
 std::string now_rfc3339();
 
+// --pid-file: the pid, written atomically (an empty path writes nothing).
+Result<> write_pid_file(const std::string& path, pid_t pid);
+
 // An exclusive flock(2) on the container's state directory, held while a command
 // changes the container. Released on destruction.
 class Lock {

@@ -12,6 +12,7 @@
 
 #include <cstring>
 
+#include "runtime/sync.h"
 #include "util/fs.h"
 
 #ifndef TIOCGPTPEER
@@ -65,6 +66,13 @@ Result<UniqueFd> connect_unix(const std::string& path) {
   std::memcpy(addr.sun_path, p.c_str(), p.size() + 1);
   if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) return sys_error("connect " + path);
   return s;
+}
+
+Result<> send_pidfd(const std::string& path, int pidfd) {
+  if (path.empty()) return {};
+  UniqueFd s = TRY_CTX(connect_unix(path), "--pidfd-socket");
+  TRY_CTX(send_fd(s.get(), pidfd, "pidfd"), "--pidfd-socket");
+  return {};
 }
 
 ConsoleProxy::ConsoleProxy(UniqueFd master) : master_(std::move(master)) {

@@ -23,6 +23,9 @@ Result<> make_controlling_tty(int slave);
 // Connects to a --console-socket path (a unix socket the caller listens on).
 Result<UniqueFd> connect_unix(const std::string& path);
 
+// --pidfd-socket: connects to `path` and hands over `pidfd` (empty path: nothing).
+Result<> send_pidfd(const std::string& path, int pidfd);
+
 // Foreground console: copies between our stdio and `master` until the master
 // hangs up; puts a terminal stdin in raw mode meanwhile. Used by `run`/`exec`
 // without --console-socket.
