@@ -21,47 +21,17 @@ const std::string kHelper = "/bin/berth-test-helper";
 
 class Extensions : public BerthTest {};
 
-// Receives one fd and its payload from a connection on `listener`.
-int accept_fd(int listener, std::string* payload) {
-  int conn = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-  if (conn < 0) return -1;
-  char buf[8192];
-  struct iovec iov = {buf, sizeof buf};
-  alignas(struct cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
-  struct msghdr mh = {};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = cbuf;
-  mh.msg_controllen = sizeof cbuf;
-  ssize_t n = ::recvmsg(conn, &mh, MSG_CMSG_CLOEXEC);
-  ::close(conn);
-  if (n <= 0) return -1;
-  payload->assign(buf, static_cast<size_t>(n));
-  for (struct cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-      return fd;
-    }
-  return -1;
-}
-
 TEST_F(Extensions, SeccompNotifyGoesToTheListenerWhichAnswers) {
   std::string sock_path = path("seccomp.sock");
-  int l = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(l, 0);
+  int l = listen_unix(sock_path);
+  ASSERT_GE(l, 0) << std::strerror(errno);
   track_fd(l);
-  struct sockaddr_un addr = {};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, sock_path.c_str(), sizeof addr.sun_path - 1);
-  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
-  ASSERT_EQ(::listen(l, 1), 0);
 
   // The agent: takes the listener fd and answers every mkdir with ENOSPC.
   std::string payload;
   std::atomic<int> answered{0};
   std::thread agent([&] {
-    int nfd = accept_fd(l, &payload);
+    int nfd = recv_fd_from(l, 30000, &payload);
     if (nfd < 0) return;
     for (;;) {
       struct seccomp_notif req = {};

@@ -6,8 +6,10 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -436,6 +438,44 @@ void Bundle::add_namespace(const json& ns) {
   remove_namespace(ns.at("type").get<std::string>());
   config["linux"]["namespaces"].push_back(ns);
 }
+
+int listen_unix(const std::string& p) {
+  int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un a = {};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, p.c_str(), sizeof a.sun_path - 1);
+  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 || ::listen(s, 4) < 0) {
+    ::close(s);
+    return -1;
+  }
+  return s;
+}
+
+int recv_fd_from(int listener, int timeout_ms, std::string* payload) {
+  struct pollfd p = {listener, POLLIN, 0};
+  if (::poll(&p, 1, timeout_ms) <= 0) return -1;
+  int c = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  if (c < 0) return -1;
+  char data[8192];
+  struct iovec iov = {data, sizeof data};
+  alignas(struct cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))];
+  struct msghdr m = {};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = ctrl;
+  m.msg_controllen = sizeof ctrl;
+  struct pollfd q = {c, POLLIN, 0};
+  int fd = -1;
+  ssize_t n = -1;
+  if (::poll(&q, 1, timeout_ms) > 0 && (n = ::recvmsg(c, &m, MSG_CMSG_CLOEXEC)) >= 0) {
+    if (payload) payload->assign(data, static_cast<size_t>(n));
+    for (auto* cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm))
+      if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) std::memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+  }
+  ::close(c);
+  return fd;
+}
+
 
 // ------------------------------------------------------------------ fixture --
 

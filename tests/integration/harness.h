@@ -81,6 +81,10 @@ void sleep_ms(int ms);
 std::string kv(const std::string& text, const std::string& key);
 // Value after "Key:\t" in /proc status-like text.
 std::string status_field(const std::string& text, const std::string& key);
+// A listening unix socket at `path` (-1 on error), and one fd received from the
+// first connection on it via SCM_RIGHTS (its payload in *payload), or -1.
+int listen_unix(const std::string& path);
+int recv_fd_from(int listener, int timeout_ms, std::string* payload = nullptr);
 
 // ---------------------------------------------------------------- bundle --
 

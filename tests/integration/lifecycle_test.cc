@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -60,42 +61,6 @@ TEST_F(Lifecycle, RunKilledBySignalReports128PlusN) {
 }
 
 // ------------------------------------------------------ shim sequence --
-
-int listen_unix(const std::string& p) {
-  int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_un a = {};
-  a.sun_family = AF_UNIX;
-  std::strncpy(a.sun_path, p.c_str(), sizeof a.sun_path - 1);
-  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 || ::listen(s, 4) < 0) {
-    ::close(s);
-    return -1;
-  }
-  return s;
-}
-
-// Accepts one connection and receives one fd via SCM_RIGHTS.
-int recv_fd_from(int listener, int timeout_ms) {
-  struct pollfd p = {listener, POLLIN, 0};
-  if (::poll(&p, 1, timeout_ms) <= 0) return -1;
-  int c = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-  if (c < 0) return -1;
-  char data[256];
-  struct iovec iov = {data, sizeof data};
-  alignas(struct cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))];
-  struct msghdr m = {};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = ctrl;
-  m.msg_controllen = sizeof ctrl;
-  struct pollfd q = {c, POLLIN, 0};
-  int fd = -1;
-  if (::poll(&q, 1, timeout_ms) > 0 && ::recvmsg(c, &m, MSG_CMSG_CLOEXEC) >= 0) {
-    for (auto* cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm))
-      if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) std::memcpy(&fd, CMSG_DATA(cm), sizeof fd);
-  }
-  ::close(c);
-  return fd;
-}
 
 // Reads from fd into acc until `want` appears or the timeout passes.
 bool read_until(int fd, std::string& acc, const std::string& want, int timeout_ms) {
@@ -238,6 +203,29 @@ TEST_F(Lifecycle, ExecDetachedWithProcessJsonAndForeground) {
 }
 
 // ------------------------------------------------ state / list / ps / pause --
+
+// Relative --pid-file and --pidfd-socket paths are the caller's, not the
+// bundle's (the runtime chdirs to the bundle before it clones).
+TEST_F(Lifecycle, RelativePathsAreTheCallers) {
+  auto& b = make_bundle("relpid", {kHelper, "pause"});
+  std::string caller = path("caller");
+  mkdirs(caller);
+  int l = listen_unix(caller + "/pidfd.sock");
+  ASSERT_GE(l, 0);
+  track_fd(l);
+  auto r = create(b, {"--pid-file", "pid", "--pidfd-socket", "pidfd.sock"},
+                  {.fds = {}, .timeout_s = 30, .cwd = caller});
+  ASSERT_OK(r);
+  pid_t init = init_pid("relpid");
+  EXPECT_EQ(trim(read_file(caller + "/pid")), std::to_string(init));
+  EXPECT_FALSE(exists(b.dir + "/pid"));
+  int pidfd = recv_fd_from(l, 5000);
+  ASSERT_GE(pidfd, 0);
+  track_fd(pidfd);
+  // The pidfd is the container's init: signalling through it ends the container.
+  EXPECT_EQ(::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0), 0);
+  EXPECT_TRUE(wait_status("relpid", "stopped"));
+}
 
 TEST_F(Lifecycle, StateListPsAndPauseResume) {
   auto& b = make_bundle("st",
