@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "cgroup/stats.h"
 #include "oci/spec.h"
 #include "util/error.h"
 #include "util/fd.h"
@@ -35,12 +36,26 @@ Result<Layout> detect_layout(const std::string& mountinfo_path = "/proc/self/mou
 // Layout from mountinfo text (for tests).
 Layout parse_layout(const std::string& mountinfo);
 
+// Reports the OOM events of one cgroup: v1 through an eventfd registered on
+// memory.oom_control, v2 through inotify on memory.events.
+class OomWatcher {
+ public:
+  virtual ~OomWatcher() = default;
+  // Readable when something may have happened; poll it.
+  virtual int fd() const = 0;
+  // The OOM events since the last call (drains fd()).
+  virtual Result<uint64_t> take() = 0;
+};
+
 class Manager {
  public:
   virtual ~Manager() = default;
   // Creates the cgroup (all missing levels) and applies `res`. On error nothing the
   // call created is left behind.
   virtual Result<> create(const oci::Resources* res) = 0;
+  // Applies `res` to the existing cgroup, live. Fields `res` leaves out stay as
+  // they are. On error (one line naming the field and the value) every control
+  // file the call wrote holds its old value again.
   virtual Result<> apply(const oci::Resources& res) = 0;
   virtual Result<> add_pid(pid_t pid) = 0;
   // v1: the `tasks` files a single-threaded process writes "0" to, to move
@@ -50,6 +65,7 @@ class Manager {
   virtual std::vector<std::string> self_join_files() const { return {}; }
   // An O_DIRECTORY fd of the v2 cgroup for clone3(CLONE_INTO_CGROUP); invalid on v1.
   virtual UniqueFd dir_fd() { return {}; }
+  // Every process in the cgroup and in the cgroups made beneath it.
   virtual Result<std::vector<pid_t>> pids() = 0;
   virtual Result<> freeze(bool frozen) = 0;
   virtual Result<bool> frozen() = 0;
@@ -57,6 +73,8 @@ class Manager {
   virtual Result<> kill_all(int sig) = 0;
   // Removes the cgroup and the cgroups made beneath it, killing what is left.
   virtual Result<> destroy() = 0;
+  virtual Result<Stats> stats() = 0;
+  virtual Result<std::unique_ptr<OomWatcher>> watch_oom() = 0;
   // Path (relative to a hierarchy root) the container uses, e.g. "/berth/web".
   virtual const std::string& path() const = 0;
   // Directory of the given v1 controller ("memory") or the v2 directory ("").
@@ -69,6 +87,8 @@ Result<std::unique_ptr<Manager>> open(const Layout& layout, const std::string& p
 
 // Conversions shared with the v2 manager and tested directly.
 uint64_t shares_to_weight(uint64_t shares);
+// blkio.weight [10, 1000] to io.weight [1, 10000], as runc and crun convert.
+uint64_t blkio_to_io_weight(uint64_t weight);
 std::string cpu_max(std::optional<int64_t> quota, std::optional<uint64_t> period);
 // Whether a v1 controller name belongs to `h` ("cpu" matches "cpu,cpuacct").
 bool has_controller(const Hierarchy& h, const std::string& name);

@@ -694,7 +694,14 @@ Result<Process> parse_process(std::string_view text) {
 Result<Resources> parse_resources(std::string_view text) {
   json j = TRY(parse_json(text, "resources"));
   Reader r{j, "linux.resources"};
-  return parse_resources_at(r);
+  auto res = parse_resources_at(r);
+  if (!res) {
+    // Not config.json: the error names the field alone, the caller the file.
+    std::string m = res.error().msg;
+    if (m.rfind("config.json: ", 0) == 0) m = m.substr(13);
+    return fail(m);
+  }
+  return res;
 }
 
 const std::vector<std::string>& known_capabilities() {

@@ -2,6 +2,7 @@
 // options (state root, cgroup driver) and its own.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,17 @@ Result<> remove(const Globals& g, const std::string& id, bool force);
 Result<> pause(const Globals& g, const std::string& id);
 Result<> resume(const Globals& g, const std::string& id);
 Result<std::vector<pid_t>> pids(const Globals& g, const std::string& id);
+
+// Changes the resource limits of a created, running or paused container, live;
+// on error the cgroup is left as it was.
+Result<> update(const Globals& g, const std::string& id, const oci::Resources& res);
+// One runc "stats" event: {"type":"stats","id":ID,"data":{...}}.
+Result<std::string> stats_event(const Globals& g, const std::string& id);
+// runc's event stream: a stats event every `interval_ms`, an {"type":"oom"}
+// event as soon as the kernel reports an OOM in the container's cgroup. Ends
+// when the container stops.
+Result<> events(const Globals& g, const std::string& id, int interval_ms,
+                const std::function<void(const std::string&)>& emit);
 
 struct ListEntry {
   std::string id, status, bundle, created, owner;

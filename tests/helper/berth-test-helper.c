@@ -761,6 +761,93 @@ static int cmd_cwd_escape(void)
 
 /* ------------------------------------------------------ memhog, forks -- */
 
+/* Reads PATH with O_DIRECT in 64 KiB blocks for SECS seconds (rewinding at
+ * the end) and prints bytes= and secs=: a throttled reader's real rate. */
+static int cmd_readbps(const char *path, double secs)
+{
+    int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    if (fd < 0)
+        return fail_errno("open");
+    void *buf = NULL;
+    if (posix_memalign(&buf, 4096, 65536) != 0)
+        return fail_errno("posix_memalign");
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long long total = 0;
+    double el = 0;
+    while (el < secs) {
+        ssize_t n = read(fd, buf, 65536);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return fail_errno("read");
+        }
+        if (n == 0) {
+            lseek(fd, 0, SEEK_SET);
+            continue;
+        }
+        total += n;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        el = (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9;
+    }
+    printf("bytes=%lld\nsecs=%.3f\n", total, el);
+    close(fd);
+    free(buf);
+    return 0;
+}
+
+/* Opens PATH with the given mode letters (r, w, rw) and reports it. */
+static int cmd_opendev(const char *path, const char *mode)
+{
+    int flags = !strcmp(mode, "rw") ? O_RDWR : !strcmp(mode, "w") ? O_WRONLY : O_RDONLY;
+    int fd = open(path, flags | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return fail_errno("open");
+    printf("opened=%s\n", path);
+    close(fd);
+    return 0;
+}
+
+/* Prints a counter that grows every 10 ms into FILE (rewritten in place),
+ * forever: a frozen container's counter stops. */
+static int cmd_counter(const char *path)
+{
+    for (long i = 0;; i++) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return fail_errno("open");
+        char b[32];
+        int n = snprintf(b, sizeof b, "%ld\n", i);
+        if (write(fd, b, (size_t)n) < 0)
+            return fail_errno("write");
+        close(fd);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Busy loops in N processes (itself and N-1 children) for SECS seconds. */
+static int cmd_spin(long n, double secs)
+{
+    for (long i = 1; i < n; i++)
+        if (fork() == 0)
+            break;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    volatile unsigned long x = 0;
+    for (;;) {
+        for (int k = 0; k < 100000; k++)
+            x++;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9 >= secs)
+            break;
+    }
+    while (wait(NULL) > 0)
+        ;
+    printf("spun=%.1f\n", secs);
+    return 0;
+}
+
 static int cmd_memhog(long mb)
 {
     if (mb < 0)
@@ -1026,6 +1113,22 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "stat")) {
         NEED(1);
         return cmd_stat(args[0]);
+    }
+    if (!strcmp(cmd, "readbps")) {
+        NEED(2);
+        return cmd_readbps(args[0], atof(args[1]));
+    }
+    if (!strcmp(cmd, "opendev")) {
+        NEED(2);
+        return cmd_opendev(args[0], args[1]);
+    }
+    if (!strcmp(cmd, "counter")) {
+        NEED(1);
+        return cmd_counter(args[0]);
+    }
+    if (!strcmp(cmd, "spin")) {
+        NEED(2);
+        return cmd_spin(atol(args[0]), atof(args[1]));
     }
     if (!strcmp(cmd, "read")) {
         NEED(1);

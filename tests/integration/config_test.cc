@@ -398,49 +398,6 @@ TEST_F(Config, TimeNamespaceOffsets) {
   EXPECT_LE(inside, host_after + offset + 1) << r.out;
 }
 
-// ----------------------------------------------------------------- cgroups --
-
-TEST_F(Config, CgroupMemoryLimitKillsHog) {
-  const long limit = 64L << 20;
-  auto& b = make_bundle("mem", {kHelper, "pause"}, false);
-  b.linux_()["resources"]["memory"] = {{"limit", limit}};
-  // With swap on the host, memory+swap must be capped as well.
-  if (cgroup_v1("memory") && exists(cgroup_file("memory", "", "memory.memsw.limit_in_bytes")))
-    b.linux_()["resources"]["memory"]["swap"] = limit;
-  b.save();
-  create_and_start(b);
-  ASSERT_FALSE(HasFailure());
-  std::string f = cgroup_v1("memory") ? cgroup_file("memory", b.cgroup_path, "memory.limit_in_bytes")
-                                      : cgroup_file("memory", b.cgroup_path, "memory.max");
-  EXPECT_EQ(trim(read_file(f)), std::to_string(limit)) << f;
-  auto e = rt({"exec", "mem", kHelper, "memhog", "200"}, {.fds = {}, .timeout_s = 60, .cwd = ""});
-  EXPECT_EQ(e.code, 137) << e.desc();
-  EXPECT_FALSE(contains(e.out, "done=200")) << e.desc();
-
-  // The same as the container's own process, through run.
-  auto& r = make_bundle("memrun", {kHelper, "memhog", "200"}, false);
-  r.linux_()["resources"] = b.linux_()["resources"];
-  r.save();
-  auto rr = run_fg(r, {}, {.fds = {}, .timeout_s = 60, .cwd = ""});
-  EXPECT_EQ(rr.code, 137) << rr.desc();
-  EXPECT_FALSE(contains(rr.out, "done=200")) << rr.desc();
-}
-
-TEST_F(Config, CgroupPidsLimitStopsForkbomb) {
-  auto& b = make_bundle("pids", {kHelper, "pause"}, false);
-  b.linux_()["resources"]["pids"] = {{"limit", 10}};
-  b.save();
-  create_and_start(b);
-  ASSERT_FALSE(HasFailure());
-  EXPECT_EQ(trim(read_file(cgroup_file("pids", b.cgroup_path, "pids.max"))), "10");
-  auto e = rt({"exec", "pids", kHelper, "forkbomb", "20"});
-  ASSERT_OK(e);
-  long forked = std::atol(kv(e.out, "forked").c_str());
-  EXPECT_LT(forked, 10) << e.out;
-  EXPECT_GT(forked, 0) << e.out;
-  EXPECT_EQ(kv(e.out, "first_error"), "EAGAIN") << e.out;
-}
-
 // ------------------------------------------------------------------- hooks --
 
 class Hooks : public Config {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <map>
 
+#include "cli/runtime/commands.h"
 #include "cli/runtime/flags.h"
 #include "oci/spec.h"
 #include "runtime/container.h"
@@ -275,10 +276,6 @@ Result<int> cmd_features(const Globals&, const std::vector<std::string>& args, s
   return 0;
 }
 
-Result<int> not_yet(const char* what) {
-  return fail(std::string(what) + ": not supported yet (arrives with cgroup resource management)");
-}
-
 const std::vector<Command>& commands() {
   static const std::vector<Command> c = {
       {"create", "create [options] <container-id>", "create a container", cmd_create},
@@ -294,10 +291,8 @@ const std::vector<Command>& commands() {
       {"resume", "resume <container-id>", "thaw a paused container", cmd_resume},
       {"spec", "spec [options]", "write a default config.json", cmd_spec},
       {"features", "features", "show what this runtime supports", cmd_features},
-      {"events", "events [options] <container-id>", "show container events and statistics",
-       [](const Globals&, const std::vector<std::string>&, size_t) { return not_yet("events"); }},
-      {"update", "update [options] <container-id>", "update container resource limits",
-       [](const Globals&, const std::vector<std::string>&, size_t) { return not_yet("update"); }},
+      {"events", "events [options] <container-id>", "show container events and statistics", cmd_events},
+      {"update", "update [options] <container-id>", "update container resource limits", cmd_update},
   };
   return c;
 }
