@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Boots Debian's kernel under qemu with cgroup v1 disabled (cgroup_no_v1=all), with
-# the static berth-runtime, the test helper and busybox in an initramfs, and runs
-# the cgroup v2 checks in vm-init.sh there. Prints the guest's result lines and
-# exits 0 only if every check passed; 77 (ctest's skip) when qemu or a kernel is
-# missing.
+# the static berth-runtime, the test helper, busybox and the integration test
+# binary (with its shared libraries) in an initramfs, and runs there the cgroup
+# v2 checks of vm-init.sh and the integration suite's Cgroup tests, the same
+# ones the v1 host runs. Prints the guest's result lines and exits 0 only if
+# every check passed; 77 (ctest's skip) when qemu or a kernel is missing.
 #
-#   run-cgroup-v2.sh BERTH_RUNTIME HELPER
+#   run-cgroup-v2.sh BERTH_RUNTIME HELPER [INTEGRATION_TESTS]
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-runtime=${1:?usage: $0 BERTH_RUNTIME HELPER}
-helper=${2:?usage: $0 BERTH_RUNTIME HELPER}
+runtime=${1:?usage: $0 BERTH_RUNTIME HELPER [INTEGRATION_TESTS]}
+helper=${2:?usage: $0 BERTH_RUNTIME HELPER [INTEGRATION_TESTS]}
+itests=${3:-}
 
 qemu=$(command -v qemu-system-x86_64 || true)
 kernel=$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1 || true)
@@ -30,18 +32,35 @@ cp "$runtime" "$root/bin/berth-runtime"
 cp "$busybox" "$root/bundle/rootfs/bin/busybox"
 for a in sh cat echo sleep true ls; do ln -s busybox "$root/bundle/rootfs/bin/$a"; done
 cp "$helper" "$root/bundle/rootfs/bin/berth-test-helper"
+if [[ -n $itests ]]; then
+  cp "$itests" "$root/bin/berth-integration-tests"
+  # Its shared libraries, at the paths the dynamic loader looks in.
+  for lib in $(ldd "$itests" | grep -oE '/[^ ]+\.so[^ ]*'); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+  for a in losetup insmod true; do ln -sf busybox "$root/bin/$a"; done
+  mkdir -p "$root/sbin" "$root/modules"
+  ln -sf ../bin/busybox "$root/sbin/losetup"
+  # The loop driver, for the block IO throttle test.
+  kver=${kernel#*/vmlinuz-}
+  loop=$(find "/lib/modules/$kver" -name 'loop.ko' 2>/dev/null | head -n 1)
+  [[ -n $loop ]] && cp "$loop" "$root/modules/loop.ko"
+fi
 cp "$here/vm-init.sh" "$root/init"
 chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc --quiet) > "$work/initrd"
 
 out=$work/console.log
 # No KVM here: TCG. A guest that hangs is cut off by the timeout.
-timeout 300 "$qemu" -nographic -no-reboot -m 768 -smp 2 \
+timeout 500 "$qemu" -nographic -no-reboot -m 1024 -smp 2 \
   -kernel "$kernel" -initrd "$work/initrd" \
   -append "console=ttyS0 quiet panic=-1 cgroup_no_v1=all rdinit=/init" \
   </dev/null >"$out" 2>&1 || true
 # The serial console may prefix a line with terminal escapes: match anywhere.
 results=$(grep -oE 'BERTH-V2 (PASS|FAIL|DONE).*' "$out" || true)
+# The integration suite's own lines, for the log.
+grep -oE 'BERTH-V2-GT .*' "$out" | sed 's/^BERTH-V2-GT /  guest: /' | grep -E '^  guest: \[ *(OK|FAILED|SKIPPED|PASSED) *\]|Failure|Which is|Expected|stderr' || true
 if [[ -z $results ]]; then
   echo "no result from the guest; console:"
   tail -n 40 "$out"
@@ -49,7 +68,9 @@ if [[ -z $results ]]; then
 fi
 echo "$results"
 passed=$(grep -c 'BERTH-V2 PASS' <<<"$results" || true)
-if grep -q 'BERTH-V2 FAIL' <<<"$results" || ! grep -q 'BERTH-V2 DONE' <<<"$results" || ((passed != 9)); then
+want=9
+[[ -n $itests ]] && want=10
+if grep -q 'BERTH-V2 FAIL' <<<"$results" || ! grep -q 'BERTH-V2 DONE' <<<"$results" || ((passed != want)); then
   echo "--- guest console (tail) ---"
   tail -n 60 "$out"
   exit 1

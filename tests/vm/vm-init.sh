@@ -6,6 +6,7 @@ if [ ! -e /.switched ]; then
   mkdir -p /newroot
   mount -t tmpfs -o mode=755 tmpfs /newroot
   cp -a /bin /bundle /init /newroot/
+  for d in /lib /lib64 /usr /sbin /modules; do [ -e $d ] && cp -a $d /newroot/; done
   mkdir -p /newroot/proc /newroot/sys /newroot/dev /newroot/run /newroot/tmp /newroot/etc
   touch /newroot/.switched
   exec switch_root /newroot /init
@@ -79,6 +80,16 @@ $R delete -f c4
 write_config '["/bin/true"]' ',"resources":{"cpu":{"cpus":"63"}}'
 out=$(cd $B && $R run c5 2>&1); rc=$?
 if [ $rc -ne 0 ] && echo "$out" | grep -q 'cpus' && [ ! -d /sys/fs/cgroup/berth-v2/c ]; then pass bad-cpuset; else failc bad-cpuset "rc=$rc $out"; fi
+
+# 6. The integration suite's cgroup tests, the same that run on the v1 host.
+if [ -x /bin/berth-integration-tests ]; then
+  [ -f /modules/loop.ko ] && insmod /modules/loop.ko 2>/dev/null
+  export BERTH_IT_RUNTIME=/bin/berth-runtime BERTH_IT_HELPER=/bundle/rootfs/bin/berth-test-helper BERTH_IT_BUSYBOX=/bin/busybox
+  /bin/berth-integration-tests --gtest_filter='Cgroup.*' > /tmp/gt.log 2>&1
+  rc=$?
+  sed 's/^/BERTH-V2-GT /' /tmp/gt.log
+  if [ $rc -eq 0 ]; then pass gtest-cgroup; else failc gtest-cgroup "exit $rc"; fi
+fi
 
 echo "BERTH-V2 DONE"
 poweroff -f
