@@ -185,14 +185,30 @@ Result<Bundle> load_bundle(const std::string& path) {
   return b;
 }
 
+// --systemd-cgroup: cgroupsPath must be "slice:prefix:name" (runc's form), and
+// systemd must run here. The D-Bus driver itself is not built yet.
+Result<> check_systemd_driver(const oci::Spec& spec) {
+  std::string p = spec.linux ? spec.linux->cgroups_path : "";
+  if (!p.empty()) {
+    auto parts = split(p, ':');
+    if (parts.size() != 3 || parts[2].empty() || p.find('/') != std::string::npos)
+      return fail("config.json: linux.cgroupsPath \"" + p + "\": the systemd driver takes \"slice:prefix:name\"");
+    if (!parts[0].empty() && (parts[0].size() < 7 || parts[0].substr(parts[0].size() - 6) != ".slice"))
+      return fail("config.json: linux.cgroupsPath \"" + p + "\": \"" + parts[0] + "\" is not a .slice unit");
+  }
+  if (!path_exists("/run/systemd/system"))
+    return fail("--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); "
+                "use the cgroupfs driver (drop --systemd-cgroup)");
+  return fail("--systemd-cgroup: the systemd cgroup driver is not supported yet; use the cgroupfs driver");
+}
+
 // `inline_start`: `run`; the container execs as soon as it is set up, and this
 // returns once it did. Otherwise the child waits on start.sock for `start`.
 Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, Cleanup& cleanup,
                           bool inline_start, UniqueFd console = {}) {
-  if (g.systemd_cgroup)
-    return fail("--systemd-cgroup: the systemd cgroup driver is not supported yet; use cgroupfs");
   std::string bundle = b.dir;
   oci::Spec spec = std::move(b.spec);
+  if (g.systemd_cgroup) TRY(check_systemd_driver(spec));
   // The caller's relative paths, resolved before we chdir to the bundle.
   std::string pid_file = o.pid_file.empty() ? "" : absolute(o.pid_file);
   std::string pidfd_socket = o.pidfd_socket.empty() ? "" : absolute(o.pidfd_socket);

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -826,6 +827,23 @@ static int cmd_counter(const char *path)
     }
 }
 
+/* Maps N huge pages of 2 MiB and touches them one by one, printing
+ * touched=I after each: a hugetlb limit shows as SIGBUS at the fault (or
+ * ENOMEM at mmap where reservations are limited too). */
+static int cmd_hugetlb(long n)
+{
+    size_t len = (size_t)n * (2u << 20);
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+    if (p == MAP_FAILED)
+        return fail_errno("mmap");
+    for (long i = 0; i < n; i++) {
+        p[(size_t)i * (2u << 20)] = 1;
+        printf("touched=%ld\n", i + 1);
+        fflush(stdout);
+    }
+    return 0;
+}
+
 /* Busy loops in N processes (itself and N-1 children) for SECS seconds. */
 static int cmd_spin(long n, double secs)
 {
@@ -1125,6 +1143,10 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "counter")) {
         NEED(1);
         return cmd_counter(args[0]);
+    }
+    if (!strcmp(cmd, "hugetlb")) {
+        NEED(1);
+        return cmd_hugetlb(atol(args[0]));
     }
     if (!strcmp(cmd, "spin")) {
         NEED(2);

@@ -84,6 +84,9 @@ if [ $rc -ne 0 ] && echo "$out" | grep -q 'cpus' && [ ! -d /sys/fs/cgroup/berth-
 # 6. The integration suite's cgroup tests, the same that run on the v1 host.
 if [ -x /bin/berth-integration-tests ]; then
   [ -f /modules/loop.ko ] && insmod /modules/loop.ko 2>/dev/null
+  # Huge pages for the hugetlb test (the guest is ours to configure).
+  echo 4 > /proc/sys/vm/nr_hugepages
+  echo "+hugetlb" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
   export BERTH_IT_RUNTIME=/bin/berth-runtime BERTH_IT_HELPER=/bundle/rootfs/bin/berth-test-helper BERTH_IT_BUSYBOX=/bin/busybox
   /bin/berth-integration-tests --gtest_filter='Cgroup.*' > /tmp/gt.log 2>&1
   rc=$?
