@@ -43,9 +43,11 @@ Result<> write_fd(int fd, std::string_view data) {
 }
 
 Result<> write_file(const std::string& path, std::string_view data) {
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
   if (!fd) return sys_error("open " + path);
-  // cgroupfs and procfs take one value per write: never split it.
+  // cgroupfs and procfs take one value per write: never split it. O_TRUNC
+  // is ignored there (as for a shell's `>`) and makes fixture trees in tests
+  // read back what was written last.
   ssize_t n = ::write(fd.get(), data.data(), data.size());
   if (n < 0) return sys_error("write " + path);
   if (static_cast<size_t>(n) != data.size()) return fail("short write to " + path);

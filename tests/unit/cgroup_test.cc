@@ -145,6 +145,111 @@ TEST_F(FixtureTree, V1WritesPerController) {
   EXPECT_EQ(*read_file(root_ + "/devices/x/devices.deny"), "a");
 }
 
+TEST_F(FixtureTree, V1PutsEveryFileBackWhenALaterWriteFails) {
+  Layout l;
+  l.mode = Mode::legacy;
+  for (auto c : {"memory", "cpu", "pids"}) l.v1.push_back({root_ + "/" + c, {c}});
+  touch(root_ + "/memory/x/memory.limit_in_bytes", "104857600\n");
+  touch(root_ + "/cpu/x/cpu.shares", "1024\n");
+  touch(root_ + "/cpu/x/cpu.cfs_period_us", "100000\n");
+  // A directory where a control file should be: the write fails (EISDIR).
+  ASSERT_TRUE(mkdir_p(root_ + "/cpu/x/cpu.cfs_quota_us"));
+  touch(root_ + "/pids/x/pids.max", "max\n");
+  auto m = open(l, "/x");
+  ASSERT_TRUE(m);
+  oci::Resources r;
+  r.memory = oci::Resources::Memory{};
+  r.memory->limit = 1 << 30;
+  r.cpu = oci::Resources::Cpu{};
+  r.cpu->shares = 512;
+  r.cpu->period = 50000;
+  r.cpu->quota = 25000;
+  r.pids = oci::Resources::Pids{7};
+  auto e = (*m)->apply(r);
+  ASSERT_FALSE(e);
+  EXPECT_NE(e.error().str().find("linux.resources.cpu.quota \"25000\""), std::string::npos) << e.error().str();
+  EXPECT_EQ(*read_file(root_ + "/memory/x/memory.limit_in_bytes"), "104857600");
+  EXPECT_EQ(*read_file(root_ + "/cpu/x/cpu.shares"), "1024");
+  EXPECT_EQ(*read_file(root_ + "/cpu/x/cpu.cfs_period_us"), "100000");
+  EXPECT_EQ(*read_file(root_ + "/pids/x/pids.max"), "max\n");  // never written
+}
+
+TEST_F(FixtureTree, V1ChecksCpusetAndDeviceRulesBeforeWriting) {
+  Layout l;
+  l.mode = Mode::legacy;
+  for (auto c : {"cpuset", "devices", "pids"}) l.v1.push_back({root_ + "/" + c, {c}});
+  touch(root_ + "/cpuset/cpuset.effective_cpus", "0-3\n");
+  touch(root_ + "/cpuset/x/cpuset.cpus", "0-3\n");
+  touch(root_ + "/pids/x/pids.max", "max");
+  touch(root_ + "/devices/x/devices.allow");
+  auto m = open(l, "/x");
+  ASSERT_TRUE(m);
+  oci::Resources r;
+  r.cpu = oci::Resources::Cpu{};
+  r.cpu->cpus = "2,9";
+  auto e = (*m)->apply(r);
+  ASSERT_FALSE(e);
+  EXPECT_EQ(e.error().str(), "linux.resources.cpu.cpus \"2,9\": 9 is not among this host's 0-3");
+  r.cpu->cpus = "3-1";
+  EXPECT_FALSE((*m)->apply(r));
+  r.cpu->cpus = "1-3";
+  EXPECT_TRUE((*m)->apply(r));
+  EXPECT_EQ(*read_file(root_ + "/cpuset/x/cpuset.cpus"), "1-3");
+
+  oci::Resources d;
+  d.pids = oci::Resources::Pids{5};
+  oci::DeviceCgroupRule bad;
+  bad.allow = true;
+  bad.type = "c";
+  bad.access = "rwx";
+  d.devices.push_back(bad);
+  auto e2 = (*m)->apply(d);
+  ASSERT_FALSE(e2);
+  EXPECT_NE(e2.error().str().find("linux.resources.devices[0].access \"rwx\""), std::string::npos);
+  EXPECT_EQ(*read_file(root_ + "/pids/x/pids.max"), "max");
+  oci::Resources u;
+  u.unified["memory.high"] = "1";
+  auto e3 = (*m)->apply(u);
+  ASSERT_FALSE(e3);
+  EXPECT_NE(e3.error().str().find("cgroup v2 key"), std::string::npos);
+}
+
+TEST_F(FixtureTree, V2BlockIoAndCpuMaxUpdates) {
+  Layout l;
+  l.mode = Mode::unified;
+  l.unified_root = root_;
+  touch(root_ + "/c/io.weight", "default 100\n");
+  touch(root_ + "/c/io.max", "8:0 rbps=1000 wbps=max riops=max wiops=max\n");
+  touch(root_ + "/c/cpu.max", "20000 100000\n");
+  auto m = open(l, "/c");
+  ASSERT_TRUE(m);
+  oci::Resources r;
+  r.block_io = oci::Resources::BlockIo{};
+  r.block_io->weight = 500;
+  r.block_io->throttle_write_bps.push_back({7, 3, 4096});
+  r.cpu = oci::Resources::Cpu{};
+  r.cpu->period = 50000;  // quota unchanged
+  ASSERT_TRUE((*m)->apply(r));
+  EXPECT_EQ(*read_file(root_ + "/c/io.weight"), "default 4950");
+  EXPECT_EQ(*read_file(root_ + "/c/io.max"), "7:3 wbps=4096");
+  EXPECT_EQ(*read_file(root_ + "/c/cpu.max"), "20000 50000");
+
+  // Rolled back: the device's old line, or "max" for one the file did not list.
+  touch(root_ + "/c/io.max", "8:0 rbps=1000 wbps=max riops=max wiops=max\n");
+  oci::Resources bad;
+  bad.block_io = oci::Resources::BlockIo{};
+  bad.block_io->throttle_read_bps.push_back({8, 0, 1});
+  bad.hugepage_limits.push_back({"3MB", 1 << 20});  // fails after io.max was written
+  ASSERT_FALSE((*m)->apply(bad));
+  EXPECT_EQ(*read_file(root_ + "/c/io.max"), "8:0 rbps=1000 wbps=max riops=max wiops=max");
+}
+
+TEST(Conversions, BlkioWeightToIoWeight) {
+  EXPECT_EQ(blkio_to_io_weight(10), 1u);
+  EXPECT_EQ(blkio_to_io_weight(500), 4950u);
+  EXPECT_EQ(blkio_to_io_weight(1000), 10000u);
+}
+
 TEST(Open, RefusesRootAndEscapes) {
   Layout l;
   l.mode = Mode::unified;
