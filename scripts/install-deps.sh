@@ -6,6 +6,7 @@ set -euo pipefail
 pkgs=(
   build-essential cmake ninja-build pkg-config ccache mold git
   libseccomp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
+  libssl-dev libarchive-dev libzstd-dev libisal-dev
   busybox-static jq python3 procps iproute2
   runc hyperfine
   qemu-system-x86 linux-image-amd64 cpio
