@@ -26,6 +26,8 @@ struct UnpackOptions {
   // bomb): uncompressed bytes > max_ratio * compressed bytes and > ratio_floor.
   uint64_t max_ratio = 200;
   uint64_t ratio_floor = 1ull << 30;
+  // Sets each entry's owner (needs CAP_CHOWN); off, everything is owned by the caller.
+  bool set_owners = true;
   // Names the layer in errors ("layer sha256:ab12...").
   std::string what = "layer";
 };
@@ -34,7 +36,11 @@ struct UnpackResult {
   Digest diff_id;             // of what was read
   uint64_t compressed = 0;    // bytes read from the source
   uint64_t uncompressed = 0;  // tar bytes
-  uint64_t entries = 0;
+  uint64_t entries = 0;        // tar entries read
+  // xattrs not set: refused by the filesystem (EOPNOTSUPP, outside the
+  // security namespace) or overlay xattrs (trusted.overlay.*, user.overlay.*),
+  // which only whiteout entries may produce.
+  uint64_t xattrs_skipped = 0;
 };
 
 // Reads the layer from `src_fd` (a file or a pipe) and applies it to the
