@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "util/fd.h"
+#include "util/fs.h"
 #include "util/syscalls.h"
 
 namespace berth::image {
@@ -253,14 +254,9 @@ la_ssize_t read_cb(struct archive* a, void* data, const void** buf) {
 std::optional<std::vector<std::string>> normalise(std::string_view name) {
   if (name.empty() || name.front() == '/') return std::nullopt;
   std::vector<std::string> comps;
-  size_t i = 0;
-  while (i <= name.size()) {
-    size_t j = name.find('/', i);
-    if (j == std::string_view::npos) j = name.size();
-    std::string_view c = name.substr(i, j - i);
+  for (auto& c : split(name, '/')) {
     if (c == "..") return std::nullopt;
-    if (!c.empty() && c != ".") comps.emplace_back(c);
-    i = j + 1;
+    if (!c.empty() && c != ".") comps.push_back(std::move(c));
   }
   return comps;
 }
