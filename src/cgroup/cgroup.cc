@@ -161,6 +161,7 @@ Result<std::string> hugepage_size(const oci::HugepageLimit& l, size_t index) {
 }
 
 Result<> Journal::write(const std::string& file, const std::string& value, const std::string& field) {
+  if (!record_) return write_undo(file, value, field, "");
   auto old = read_file(file);
   return write_undo(file, value, field, old ? trim(*old) : std::string());
 }
@@ -178,6 +179,7 @@ Result<> Journal::write_undo(const std::string& file, const std::string& value, 
 
 Result<> Journal::write_line(const std::string& file, const std::string& key, const std::string& value,
                              const std::string& field, const std::string& none) {
+  if (!record_) return write_undo(file, key + " " + value, field, "");
   std::string restore = key + " " + none;
   if (auto old = read_file(file))
     for (auto& line : split(*old, '\n'))

@@ -49,7 +49,9 @@ Result<std::string> hugepage_size(const oci::HugepageLimit& l, size_t index);
 // commit() was called.
 class Journal {
  public:
-  Journal() = default;
+  // `record` false: no reading of old values (a create, which removes the
+  // whole cgroup on error, has nothing to put back; it saves a read per file).
+  explicit Journal(bool record = true) : record_(record) {}
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;
   ~Journal() {
@@ -71,6 +73,7 @@ class Journal {
 
  private:
   std::vector<std::pair<std::string, std::string>> undo_;
+  bool record_ = true;
   bool committed_ = false;
 };
 

@@ -73,19 +73,23 @@ class V1Manager final : public Manager {
         }
       }
       if (res && !res->hugepage_limits.empty()) TRY(make_unified(made));
-      if (res) TRY(apply(*res));
+      // A cgroup this call made goes away on error: nothing to put back.
+      if (res) TRY(apply_limits(*res, made.empty()));
       return {};
     }();
     if (!r) remove_levels(made);
     return r;
   }
 
-  Result<> apply(const oci::Resources& res) override {
+  Result<> apply(const oci::Resources& res) override { return apply_limits(res, true); }
+
+  // `journal`: put files back on error (an update); a create needs no undo.
+  Result<> apply_limits(const oci::Resources& res, bool journal) {
     for (size_t i = 0; i < res.devices.size(); ++i) TRY(check_device_rule(res.devices[i], i));
     if (!res.unified.empty())
       return fail("linux.resources.unified: \"" + res.unified.begin()->first +
                   "\" is a cgroup v2 key and this host is cgroup v1");
-    Journal j;
+    Journal j(journal);
     TRY(apply_memory(j, res));
     TRY(apply_cpu(j, res));
     if (res.pids) {

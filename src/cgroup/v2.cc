@@ -61,7 +61,8 @@ class V2Manager final : public Manager {
         if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) return sys_error("mkdir " + dir);
         made.push_back(dir);
       }
-      if (res) TRY(apply(*res));
+      // A cgroup this call made goes away on error: nothing to put back.
+      if (res) TRY(apply_limits(*res, made.empty()));
       return {};
     }();
     if (!r) remove_levels(made);
@@ -85,11 +86,14 @@ class V2Manager final : public Manager {
     }
   }
 
-  Result<> apply(const oci::Resources& res) override {
+  Result<> apply(const oci::Resources& res) override { return apply_limits(res, true); }
+
+  // `journal`: put files back on error (an update); a create needs no undo.
+  Result<> apply_limits(const oci::Resources& res, bool journal) {
     for (size_t i = 0; i < res.devices.size(); ++i) TRY(check_device_rule(res.devices[i], i));
     if (res.network && (res.network->class_id || !res.network->priorities.empty()))
       return fail("linux.resources.network: cgroup v2 has no net_cls or net_prio controller");
-    Journal j;
+    Journal j(journal);
     TRY(apply_memory(j, res));
     TRY(apply_cpu(j, res));
     if (res.pids) {
