@@ -213,6 +213,13 @@ Result<> check_device_rule(const oci::DeviceCgroupRule& r, size_t index) {
   return {};
 }
 
+std::string rdma_limits(const std::pair<std::optional<uint32_t>, std::optional<uint32_t>>& lim) {
+  std::string v;
+  if (lim.first) v += "hca_handle=" + std::to_string(*lim.first);
+  if (lim.second) v += std::string(v.empty() ? "" : " ") + "hca_object=" + std::to_string(*lim.second);
+  return v;
+}
+
 uint64_t keyed_value(const std::string& text, const std::string& key) {
   for (auto& line : split(text, '\n')) {
     if (line.size() > key.size() && line.compare(0, key.size(), key) == 0 && line[key.size()] == ' ')

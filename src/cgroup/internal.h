@@ -82,6 +82,11 @@ std::string device_rule(const oci::DeviceCgroupRule& r);
 // Checks a rule's type and access letters, naming it by index.
 Result<> check_device_rule(const oci::DeviceCgroupRule& r, size_t index);
 
+// The limits of an rdma.max line ("hca_handle=2 hca_object=2000"; an absent
+// limit is left out, so it keeps its value), for Journal::write_line with the
+// device as key.
+std::string rdma_limits(const std::pair<std::optional<uint32_t>, std::optional<uint32_t>>& lim);
+
 // The value of `key` in a "key value" per-line file (memory.events,
 // memory.oom_control); 0 when absent.
 uint64_t keyed_value(const std::string& text, const std::string& key);

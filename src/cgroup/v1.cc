@@ -102,10 +102,8 @@ class V1Manager final : public Manager {
     if (!res.rdma.empty()) {
       std::string d = TRY(need("rdma", "linux.resources.rdma"));
       for (auto& [dev, lim] : res.rdma) {
-        std::string v = dev;
-        if (lim.first) v += " hca_handle=" + std::to_string(*lim.first);
-        if (lim.second) v += " hca_object=" + std::to_string(*lim.second);
-        TRY(j.write_undo(d + "/rdma.max", v, "linux.resources.rdma." + dev, dev + " hca_handle=max hca_object=max"));
+        TRY(j.write_line(d + "/rdma.max", dev, rdma_limits(lim), "linux.resources.rdma." + dev,
+                         "hca_handle=max hca_object=max"));
       }
     }
     // Last: device rules are checked above and can't be rolled back.
@@ -434,8 +432,8 @@ class V1Manager final : public Manager {
     if (!n.priorities.empty()) {
       std::string d = TRY(need("net_prio", "linux.resources.network.priorities"));
       for (auto& [ifname, prio] : n.priorities)
-        TRY(j.write_undo(d + "/net_prio.ifpriomap", ifname + " " + std::to_string(prio),
-                         "linux.resources.network.priorities." + ifname, ifname + " 0"));
+        TRY(j.write_line(d + "/net_prio.ifpriomap", ifname, std::to_string(prio),
+                         "linux.resources.network.priorities." + ifname, "0"));
     }
     return {};
   }

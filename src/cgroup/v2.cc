@@ -110,10 +110,8 @@ class V2Manager final : public Manager {
         TRY(j.write(dir() + "/hugetlb." + size + ".rsvd.max", std::to_string(l.limit), field));
     }
     for (auto& [dev, lim] : res.rdma) {
-      std::string v = dev;
-      if (lim.first) v += " hca_handle=" + std::to_string(*lim.first);
-      if (lim.second) v += " hca_object=" + std::to_string(*lim.second);
-      TRY(j.write_undo(dir() + "/rdma.max", v, "linux.resources.rdma." + dev, dev + " hca_handle=max hca_object=max"));
+      TRY(j.write_line(dir() + "/rdma.max", dev, rdma_limits(lim), "linux.resources.rdma." + dev,
+                         "hca_handle=max hca_object=max"));
     }
     for (auto& [k, v] : res.unified) {
       if (k.empty() || k.find('/') != std::string::npos || k[0] == '.' || k.find('.') == std::string::npos)

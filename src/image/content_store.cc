@@ -28,19 +28,6 @@ std::string random_name() {
   return buf;
 }
 
-Result<> write_all(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return sys_error("write");
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return {};
-}
-
 }  // namespace
 
 Result<ContentStore> ContentStore::open(const std::string& root) {
@@ -99,7 +86,7 @@ Result<Digest> ContentStore::ingest_with(const std::optional<Digest>& expect, st
         return fail(what + ": more data than the " + std::to_string(*size) + " bytes announced");
       h.update(p, n);
       total += n;
-      TRY_CTX(write_all(out.get(), p, n), what);
+      TRY_CTX(write_fd(out.get(), std::string_view(p, n)), what);
       return {};
     };
     TRY(fill(sink));

@@ -3,6 +3,8 @@
 #include <poll.h>
 #include <time.h>
 
+#include <algorithm>
+
 #include "cgroup/cgroup.h"
 #include "runtime/container.h"
 #include "runtime/state.h"
@@ -12,8 +14,10 @@ namespace berth::runtime {
 
 namespace {
 
-Result<std::unique_ptr<cgroup::Manager>> live_cgroup(const Globals& g, const std::string& id, const char* verb) {
-  State st = TRY(load_state(g.root, id));
+// The cgroup of a container that is not stopped; `st` receives its state.
+Result<std::unique_ptr<cgroup::Manager>> live_cgroup(const Globals& g, const std::string& id, const char* verb,
+                                                     State& st) {
+  st = TRY(load_state(g.root, id));
   Status s = current_status(g.root, st);
   if (s == Status::stopped) return fail(std::string(verb) + ": container \"" + id + "\" is stopped");
   if (st.cgroup_path.empty()) return fail(std::string(verb) + ": container \"" + id + "\" has no cgroup");
@@ -37,20 +41,22 @@ int64_t now_ms() {
 }  // namespace
 
 Result<> update(const Globals& g, const std::string& id, const oci::Resources& res) {
-  auto cg = TRY(live_cgroup(g, id, "update"));
+  State st;
+  auto cg = TRY(live_cgroup(g, id, "update", st));
   return cg->apply(res);
 }
 
 Result<std::string> stats_event(const Globals& g, const std::string& id) {
-  auto cg = TRY(live_cgroup(g, id, "events"));
+  State st;
+  auto cg = TRY(live_cgroup(g, id, "events", st));
   cgroup::Stats s = TRY(cg->stats());
   return event("stats", id, cgroup::stats_json(s));
 }
 
 Result<> events(const Globals& g, const std::string& id, int interval_ms,
                 const std::function<void(const std::string&)>& emit) {
-  auto cg = TRY(live_cgroup(g, id, "events"));
-  State st = TRY(load_state(g.root, id));
+  State st;
+  auto cg = TRY(live_cgroup(g, id, "events", st));
   // Without a memory controller there is nothing to watch; stats still flow.
   auto watcher = cg->watch_oom();
   int64_t next = now_ms();

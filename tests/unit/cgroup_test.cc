@@ -244,6 +244,19 @@ TEST_F(FixtureTree, V2BlockIoAndCpuMaxUpdates) {
   EXPECT_EQ(*read_file(root_ + "/c/io.max"), "8:0 rbps=1000 wbps=max riops=max wiops=max");
 }
 
+TEST_F(FixtureTree, V2RdmaWritesOnlyTheGivenLimits) {
+  Layout l;
+  l.mode = Mode::unified;
+  l.unified_root = root_;
+  touch(root_ + "/r/rdma.max", "mlx4_0 hca_handle=max hca_object=max\n");
+  auto m = open(l, "/r");
+  ASSERT_TRUE(m);
+  oci::Resources r;
+  r.rdma["mlx4_0"] = {std::nullopt, 2000u};
+  ASSERT_TRUE((*m)->apply(r));
+  EXPECT_EQ(*read_file(root_ + "/r/rdma.max"), "mlx4_0 hca_object=2000");
+}
+
 TEST(Conversions, BlkioWeightToIoWeight) {
   EXPECT_EQ(blkio_to_io_weight(10), 1u);
   EXPECT_EQ(blkio_to_io_weight(500), 4950u);
