@@ -6,9 +6,10 @@ set -euo pipefail
 pkgs=(
   build-essential cmake ninja-build pkg-config ccache mold git
   libseccomp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
-  libssl-dev libarchive-dev libzstd-dev libisal-dev
+  libssl-dev libarchive-dev libzstd-dev libisal-dev libcurl4-openssl-dev libsqlite3-dev
   busybox-static jq python3 procps iproute2
   runc hyperfine
+  docker-registry apache2-utils openssl skopeo umoci
   qemu-system-x86 linux-image-amd64 cpio
 )
 missing=()
