@@ -1,0 +1,50 @@
+// Shared pieces of the `berth` command line: the global options, the lazily
+// opened store, and the verbs' registration functions (one file per group of
+// verbs, as Docker groups them). CLI11 stays out of this header: each verb file
+// includes it itself.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "image/store.h"
+#include "util/error.h"
+
+namespace CLI {
+class App;
+}
+
+namespace berth::cli {
+
+struct Context {
+  std::string root;  // --root, $BERTH_ROOT, /var/lib/berth
+  bool debug = false;
+  // Opened on first use, so `berth --help` and `berth version` touch nothing.
+  Result<image::ImageStore*> store();
+  // An image by name or ID; a missing "busybox" or "debian" (with the tag
+  // latest) is made from its template first, so berth works offline at once.
+  Result<image::ImageRecord> image(std::string_view name);
+
+ private:
+  std::unique_ptr<image::ImageStore> store_;
+};
+
+// The verb's failure: printed as one line by main, exit status 1.
+struct Failure {
+  Error error;
+  int status = 1;
+};
+
+// Throws Failure on error; the verbs are callbacks that cannot return one.
+template <class T>
+T check(Result<T> r) {
+  if (!r) throw Failure{std::move(r).error()};
+  if constexpr (!std::is_void_v<T>) return std::move(r).value();
+}
+[[noreturn]] inline void die(std::string msg, int status = 1) { throw Failure{Error{0, std::move(msg)}, status}; }
+
+void add_image_commands(CLI::App& app, Context& ctx);
+void add_system_commands(CLI::App& app, Context& ctx);
+
+}  // namespace berth::cli

@@ -1,0 +1,63 @@
+// berth: Docker's verbs and habits, daemonless. This file holds the global
+// options and the one place errors are printed; the verbs live in one file per
+// group (images.cc, system.cc).
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+
+#include "cli/berth/cli.h"
+#include "image/template.h"
+
+namespace berth::cli {
+
+Result<image::ImageStore*> Context::store() {
+  if (!store_) store_ = TRY(image::ImageStore::open(root));
+  return store_.get();
+}
+
+Result<image::ImageRecord> Context::image(std::string_view name) {
+  image::ImageStore* s = TRY(store());
+  auto rec = s->resolve(name);
+  if (rec) return rec;
+  auto ref = image::Reference::parse(name);
+  if (ref && ref->domain == "docker.io" && ref->tag == "latest" && !ref->digest &&
+      ref->path.starts_with("library/") && image::is_template(ref->path.substr(8)))
+    return image::create_from_template(*s, ref->path.substr(8), *ref);
+  return rec;
+}
+
+namespace {
+
+int run(int argc, char** argv) {
+  CLI::App app{"berth: containers, daemonless", "berth"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Show every command's options");
+  Context ctx;
+  const char* env_root = std::getenv("BERTH_ROOT");
+  ctx.root = env_root && *env_root ? env_root : "/var/lib/berth";
+  app.add_option("--root", ctx.root, "Where berth keeps images and containers")->capture_default_str();
+  app.add_flag("-D,--debug", ctx.debug, "Debug output");
+  add_image_commands(app, ctx);
+  add_system_commands(app, ctx);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "berth: %s\nSee 'berth --help'.\n", e.what());
+    return 125;  // docker's status for its own usage errors
+  } catch (const Failure& f) {
+    std::fprintf(stderr, "berth: %s\n", f.error.str().c_str());
+    return f.status;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace berth::cli
+
+int main(int argc, char** argv) { return berth::cli::run(argc, argv); }

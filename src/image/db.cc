@@ -1,0 +1,108 @@
+#include "image/db.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+namespace berth::image {
+
+namespace {
+Error db_error(sqlite3* db, std::string what) {
+  return Error{0, std::move(what) + ": " + sqlite3_errmsg(db)};
+}
+}  // namespace
+
+std::string Row::text(int col) const {
+  const unsigned char* t = sqlite3_column_text(s_, col);
+  return t ? std::string(reinterpret_cast<const char*>(t), sqlite3_column_bytes(s_, col)) : std::string();
+}
+int64_t Row::integer(int col) const { return sqlite3_column_int64(s_, col); }
+bool Row::is_null(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
+
+Result<std::unique_ptr<Db>> Db::open(const std::string& path, std::string_view schema) {
+  // Created here with 0600 before SQLite opens it (SQLite would use 0644).
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return sys_error("open " + path);
+  ::close(fd);
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  std::unique_ptr<Db> db(new Db(raw));
+  if (rc != SQLITE_OK) return std::unexpected(db_error(raw, "open " + path));
+  sqlite3_busy_timeout(raw, 30000);
+  // synchronous=NORMAL in WAL mode: a committed transaction survives a crash of
+  // the process (what the kill tests play); a power cut may lose the last one,
+  // never corrupt the database.
+  char* msg = nullptr;
+  std::string init = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
+  init += schema;
+  if (sqlite3_exec(raw, init.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
+    Error e{0, path + ": " + (msg ? msg : "schema failed")};
+    sqlite3_free(msg);
+    return std::unexpected(std::move(e));
+  }
+  return db;
+}
+
+Db::~Db() {
+  for (auto& [sql, s] : stmts_) sqlite3_finalize(s);
+  sqlite3_close(db_);
+}
+
+sqlite3_stmt* Db::cached(std::string_view sql, Error* err) {
+  for (auto& [text, s] : stmts_)
+    if (text == sql) return s;
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &s, nullptr) != SQLITE_OK) {
+    *err = db_error(db_, "prepare \"" + std::string(sql) + "\"");
+    return nullptr;
+  }
+  stmts_.emplace_back(std::string(sql), s);
+  return s;
+}
+
+Result<> Db::run(std::string_view sql, const std::vector<DbValue>& args,
+                 const std::function<void(const Row&)>& row) {
+  Error err;
+  sqlite3_stmt* s = cached(sql, &err);
+  if (!s) return std::unexpected(std::move(err));
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  for (size_t i = 0; i < args.size(); ++i) {
+    int idx = static_cast<int>(i + 1);
+    if (auto* v = std::get_if<int64_t>(&args[i])) sqlite3_bind_int64(s, idx, *v);
+    else if (auto* t = std::get_if<std::string>(&args[i]))
+      sqlite3_bind_text(s, idx, t->data(), static_cast<int>(t->size()), SQLITE_TRANSIENT);
+    else sqlite3_bind_null(s, idx);
+  }
+  while (true) {
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+      if (row) row(Row(s));
+      continue;
+    }
+    if (rc == SQLITE_DONE) break;
+    Error e = db_error(db_, "berth.db");
+    sqlite3_reset(s);
+    return std::unexpected(std::move(e));
+  }
+  sqlite3_reset(s);
+  return {};
+}
+
+Result<> Db::transaction(const std::function<Result<>()>& body) {
+  TRY(exec("BEGIN IMMEDIATE"));
+  Result<> r = body();
+  if (!r) {
+    (void)exec("ROLLBACK");
+    return r;
+  }
+  if (auto c = exec("COMMIT"); !c) {
+    (void)exec("ROLLBACK");
+    return c;
+  }
+  return {};
+}
+
+int64_t Db::changes() const { return sqlite3_changes64(db_); }
+
+}  // namespace berth::image

@@ -1,0 +1,604 @@
+#include "image/store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <ctime>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "image/db.h"
+#include "image/unpack.h"
+#include "util/fs.h"
+
+namespace berth::image {
+
+namespace {
+
+constexpr std::string_view kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS images (
+  id TEXT PRIMARY KEY,
+  manifest TEXT NOT NULL,
+  manifest_type TEXT NOT NULL,
+  platform TEXT NOT NULL,
+  created TEXT NOT NULL,
+  added INTEGER NOT NULL,
+  size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tags (
+  name TEXT PRIMARY KEY,
+  image TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+  added INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS repo_digests (
+  name TEXT PRIMARY KEY,
+  image TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE);
+CREATE TABLE IF NOT EXISTS layers (
+  chain TEXT PRIMARY KEY,
+  diff_id TEXT NOT NULL,
+  size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS image_layers (
+  image TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+  idx INTEGER NOT NULL,
+  chain TEXT NOT NULL REFERENCES layers(chain),
+  PRIMARY KEY (image, idx));
+CREATE INDEX IF NOT EXISTS image_layers_chain ON image_layers(chain);
+CREATE TABLE IF NOT EXISTS image_blobs (
+  image TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+  blob TEXT NOT NULL,
+  PRIMARY KEY (image, blob));
+CREATE INDEX IF NOT EXISTS image_blobs_blob ON image_blobs(blob);
+CREATE TABLE IF NOT EXISTS image_mounts (
+  image TEXT PRIMARY KEY REFERENCES images(id),
+  count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS image_users (
+  user TEXT PRIMARY KEY,
+  image TEXT NOT NULL REFERENCES images(id));
+)sql";
+
+std::string random_hex(size_t n) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::string s;
+  while (s.size() < n) s += "0123456789abcdef"[rng() & 15];
+  return s;
+}
+
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") out.push_back(n);
+  }
+  ::closedir(d);
+  return out;
+}
+
+// A bind mount from the same filesystem has the parent's st_dev: ask statx.
+bool is_mountpoint(const std::string& path) {
+  struct statx stx {};
+  if (::statx(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &stx) != 0) return false;
+  return (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+}
+
+// Mounts a read-only overlay of `lowers` (top first) on `target`, with the new
+// mount API's "lowerdir+" (one call per layer: no page-size limit on the
+// option string, so images with hundreds of layers mount) and mount(2) as the
+// fallback for kernels before 6.8.
+Result<> mount_overlay_ro(const std::vector<std::string>& lowers, const std::string& target) {
+  int fs = static_cast<int>(::syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC));
+  if (fs >= 0) {
+    UniqueFd fsfd(fs);
+    bool ok = true;
+    for (auto& l : lowers)
+      if (::syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir+", l.c_str(), 0) != 0) {
+        ok = false;
+        break;
+      }
+    if (ok) {
+      if (::syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0)
+        return sys_error("mount overlay on " + target);
+      int m = static_cast<int>(::syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_RDONLY));
+      if (m < 0) return sys_error("fsmount overlay for " + target);
+      UniqueFd mfd(m);
+      if (::syscall(SYS_move_mount, m, "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0)
+        return sys_error("move_mount overlay to " + target);
+      return {};
+    }
+    if (errno != EINVAL) return sys_error("overlay lowerdir+ for " + target);
+  }
+  std::string opts = "lowerdir=";
+  for (size_t i = 0; i < lowers.size(); ++i) {
+    if (lowers[i].find_first_of(":,") != std::string::npos)
+      return fail("overlay lower dir " + lowers[i] + ": ':' or ',' in the path (this kernel lacks lowerdir+)");
+    if (i) opts += ":";
+    opts += lowers[i];
+  }
+  if (::mount("overlay", target.c_str(), "overlay", MS_RDONLY, opts.c_str()) != 0)
+    return sys_error("mount overlay on " + target);
+  return {};
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ open --
+
+ImageStore::~ImageStore() = default;
+
+ImageStore::Op::~Op() {
+  if (!path_.empty()) ::unlink(path_.c_str());
+}
+
+Result<std::unique_ptr<ImageStore>> ImageStore::open(const std::string& root) {
+  std::unique_ptr<ImageStore> s(new ImageStore);
+  s->root_ = root;
+  TRY_CTX(mkdir_p(root, 0700), "image store " + root);
+  for (const char* sub : {"layers", "image-mounts", "ops"})
+    TRY_CTX(mkdir_p(root + "/" + sub, 0700), "image store " + root);
+  s->content_ = std::make_unique<ContentStore>(TRY(ContentStore::open(root)));
+  s->db_ = TRY(Db::open(root + "/berth.db", kSchema));
+  TRY_CTX(s->repair(), "repair image store " + root);
+  return s;
+}
+
+Result<UniqueFd> ImageStore::lock() const {
+  std::string p = root_ + "/store.lock";
+  UniqueFd fd(::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return sys_error("open " + p);
+  while (::flock(fd.get(), LOCK_EX) != 0)
+    if (errno != EINTR) return sys_error("lock " + p);
+  return fd;
+}
+
+Result<ImageStore::Op> ImageStore::begin_op() {
+  Op op;
+  op.path_ = root_ + "/ops/" + random_hex(16);
+  op.fd_ = UniqueFd(::open(op.path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!op.fd_) return sys_error("create " + op.path_);
+  if (::flock(op.fd_.get(), LOCK_EX) != 0) return sys_error("lock " + op.path_);
+  // Waits out a garbage collection that started before this marker existed;
+  // any later one sees the marker held and leaves the store alone.
+  TRY(lock());
+  return op;
+}
+
+Result<> ImageStore::repair() {
+  auto markers = list_dir(root_ + "/ops");
+  if (markers.empty()) return {};
+  return collect_garbage();
+}
+
+Result<> ImageStore::collect_garbage() {
+  UniqueFd held = TRY(lock());
+  std::vector<std::string> dead;
+  for (auto& m : list_dir(root_ + "/ops")) {
+    std::string p = root_ + "/ops/" + m;
+    UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) continue;
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) return {};  // a live operation: not now
+    dead.push_back(p);
+  }
+  // Blobs that no image references.
+  std::set<std::string> keep;
+  TRY(db_->run("SELECT DISTINCT blob FROM image_blobs", {}, [&](const Row& r) { keep.insert(r.text(0)); }));
+  for (auto& d : TRY(content_->list()))
+    if (!keep.count(d.str())) TRY(content_->remove(d));
+  // Layer directories that no row records, and unpacks that never finished.
+  std::set<std::string> layers;
+  TRY(db_->run("SELECT chain FROM layers", {}, [&](const Row& r) { layers.insert(r.text(0)); }));
+  for (auto& n : list_dir(root_ + "/layers"))
+    if (!layers.count("sha256:" + n)) TRY(remove_tree(root_ + "/layers/" + n));
+  // Layer rows no image needs (a removal killed between its two steps).
+  TRY(drop_unreferenced());
+  for (auto& n : list_dir(root_ + "/image-mounts")) {
+    std::string p = root_ + "/image-mounts/" + n;
+    if (!is_mountpoint(p)) ::rmdir(p.c_str());
+  }
+  for (auto& p : dead) ::unlink(p.c_str());
+  return {};
+}
+
+// ------------------------------------------------------------------ load --
+
+Result<std::optional<ImageRecord>> ImageStore::load(const std::string& id) const {
+  std::optional<ImageRecord> rec;
+  Error err;
+  TRY(db_->run("SELECT id, manifest, manifest_type, platform, created, added, size FROM images WHERE id = ?1",
+               {id}, [&](const Row& r) {
+                 ImageRecord i;
+                 auto idd = Digest::parse(r.text(0));
+                 auto md = Digest::parse(r.text(1));
+                 auto pl = Platform::parse(r.text(3));
+                 if (!idd || !md || !pl) {
+                   err = Error{0, "berth.db: image " + r.text(0) + ": malformed row"};
+                   return;
+                 }
+                 i.id = *idd;
+                 i.manifest = *md;
+                 i.manifest_type = r.text(2);
+                 i.platform = *pl;
+                 i.created = r.text(4);
+                 i.added = r.integer(5);
+                 i.size = static_cast<uint64_t>(r.integer(6));
+                 rec = std::move(i);
+               }));
+  if (!err.msg.empty()) return std::unexpected(std::move(err));
+  if (!rec) return rec;
+  TRY(db_->run("SELECT name FROM tags WHERE image = ?1 ORDER BY added, name", {id}, [&](const Row& r) {
+    if (auto ref = Reference::parse(r.text(0))) rec->tags.push_back(*ref);
+  }));
+  TRY(db_->run("SELECT name FROM repo_digests WHERE image = ?1 ORDER BY name", {id},
+               [&](const Row& r) { rec->repo_digests.push_back(r.text(0)); }));
+  TRY(db_->run("SELECT chain FROM image_layers WHERE image = ?1 ORDER BY idx", {id}, [&](const Row& r) {
+    if (auto d = Digest::parse(r.text(0))) rec->layers.push_back(*d);
+  }));
+  return rec;
+}
+
+Result<std::vector<ImageRecord>> ImageStore::list() const {
+  std::vector<std::string> ids;
+  TRY(db_->run("SELECT id FROM images ORDER BY added DESC, id", {}, [&](const Row& r) { ids.push_back(r.text(0)); }));
+  std::vector<ImageRecord> out;
+  for (auto& id : ids)
+    if (auto rec = TRY(load(id))) out.push_back(std::move(*rec));
+  return out;
+}
+
+Result<ImageRecord> ImageStore::resolve(std::string_view name) const {
+  std::string n(name);
+  auto not_found = [&] { return fail("no such image: " + n); };
+  if (n.empty()) return not_found();
+  // A full ID or a unique prefix of one.
+  std::string hex = n.starts_with("sha256:") ? n.substr(7) : n;
+  bool hexlike = hex.size() >= 4 && hex.size() <= 64 && hex.find_first_not_of("0123456789abcdef") == std::string::npos;
+  auto by_id_prefix = [&]() -> Result<std::optional<ImageRecord>> {
+    std::vector<std::string> ids;
+    TRY(db_->run("SELECT id FROM images WHERE substr(id, 8, ?2) = ?1", {hex, static_cast<int64_t>(hex.size())},
+                 [&](const Row& r) { ids.push_back(r.text(0)); }));
+    if (ids.size() > 1) return fail("image ID prefix " + hex + " is ambiguous (" + std::to_string(ids.size()) + " images)");
+    if (ids.empty()) return std::optional<ImageRecord>();
+    return load(ids[0]);
+  };
+  if (hexlike && (hex.size() == 64 || n.starts_with("sha256:")))
+    if (auto rec = TRY(by_id_prefix())) return std::move(*rec);
+  if (n.starts_with("sha256:")) return not_found();
+  auto ref = Reference::parse(n);
+  if (ref) {
+    std::optional<std::string> id;
+    if (ref->digest) {
+      std::string rd = ref->repository() + "@" + ref->digest->str();
+      id = TRY(db_->text("SELECT image FROM repo_digests WHERE name = ?1", rd));
+      if (!id) id = TRY(db_->text("SELECT id FROM images WHERE manifest = ?1", ref->digest->str()));
+    } else {
+      id = TRY(db_->text("SELECT image FROM tags WHERE name = ?1", ref->str()));
+    }
+    if (id)
+      if (auto rec = TRY(load(*id))) return std::move(*rec);
+  }
+  if (hexlike)
+    if (auto rec = TRY(by_id_prefix())) return std::move(*rec);
+  if (!ref) return std::unexpected(std::move(ref).error());
+  return not_found();
+}
+
+// ---------------------------------------------------------------- commit --
+
+Result<> ImageStore::unpack_missing(const Manifest& m, const ImageConfig& config,
+                                    const std::vector<Digest>& chain, const UnpackProgressFn& progress) {
+  struct Job {
+    size_t index;
+    std::string tmp;
+  };
+  std::vector<Job> jobs;
+  for (size_t i = 0; i < chain.size(); ++i) {
+    bool have = TRY(db_->count("SELECT count(*) FROM layers WHERE chain = ?1", chain[i].str())) > 0 &&
+                path_exists(root_ + "/layers/" + chain[i].hex);
+    if (have) {
+      if (progress) progress({i, chain.size(), m.layers[i].digest, "exists"});
+      continue;
+    }
+    jobs.push_back({i, root_ + "/layers/.tmp-" + chain[i].hex.substr(0, 12) + "-" + random_hex(8)});
+  }
+  if (jobs.empty()) return {};
+  std::vector<Result<>> results(jobs.size());
+  std::atomic<size_t> next{0};
+  std::mutex progress_mu;
+  auto work = [&] {
+    for (size_t j; (j = next++) < jobs.size();) {
+      const Job& job = jobs[j];
+      const Descriptor& blob = m.layers[job.index];
+      std::string what = "layer " + std::to_string(job.index + 1) + " (" + blob.digest.str() + ")";
+      results[j] = [&]() -> Result<> {
+        if (progress) {
+          std::lock_guard g(progress_mu);
+          progress({job.index, chain.size(), blob.digest, "extracting"});
+        }
+        TRY_CTX(mkdir_p(job.tmp + "/diff", 0755), what);
+        UniqueFd src = TRY_CTX(content_->open_blob(blob.digest), what);
+        UniqueFd dest(::open((job.tmp + "/diff").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!dest) return sys_error("open " + job.tmp + "/diff");
+        UnpackOptions o;
+        o.diff_id = config.diff_ids[job.index];
+        o.what = what;
+        o.set_owners = ::geteuid() == 0;
+        UnpackResult r = TRY(unpack_layer(src.get(), dest.get(), o));
+        TRY(atomic_write_file(job.tmp + "/size", std::to_string(r.uncompressed), 0600));
+        std::string final_dir = root_ + "/layers/" + chain[job.index].hex;
+        if (::rename(job.tmp.c_str(), final_dir.c_str()) != 0) {
+          // Another berth process unpacked the same layer first: use its copy.
+          if (errno != EEXIST && errno != ENOTEMPTY) return sys_error("rename " + job.tmp + " to " + final_dir);
+          TRY(remove_tree(job.tmp));
+        }
+        if (progress) {
+          std::lock_guard g(progress_mu);
+          progress({job.index, chain.size(), blob.digest, "done"});
+        }
+        return {};
+      }();
+      if (!results[j]) (void)remove_tree(job.tmp);
+    }
+  };
+  unsigned n = std::min<unsigned>(std::max(1u, std::thread::hardware_concurrency()), jobs.size());
+  std::vector<std::thread> threads;
+  for (unsigned t = 1; t < n; ++t) threads.emplace_back(work);
+  work();
+  for (auto& t : threads) t.join();
+  for (auto& r : results)
+    if (!r) return r;
+  return {};
+}
+
+Result<ImageRecord> ImageStore::commit(const Digest& manifest_digest, const std::vector<Reference>& tags,
+                                       const std::optional<std::string>& repo_digest,
+                                       const UnpackProgressFn& progress) {
+  std::string mbytes = TRY_CTX(content_->read(manifest_digest), "manifest " + manifest_digest.str());
+  std::string mtype = TRY(sniff_media_type(mbytes));
+  if (!is_manifest_type(mtype)) return fail("manifest " + manifest_digest.str() + ": is an index, not an image manifest");
+  Manifest m = TRY_CTX(parse_manifest(mbytes), "manifest " + manifest_digest.str());
+  std::string cbytes = TRY_CTX(content_->read(m.config.digest), "image config " + m.config.digest.str());
+  ImageConfig cfg = TRY_CTX(parse_config(cbytes), "image config " + m.config.digest.str());
+  if (cfg.diff_ids.size() != m.layers.size())
+    return fail("image " + m.config.digest.str() + ": the manifest lists " + std::to_string(m.layers.size()) +
+                " layers, the config " + std::to_string(cfg.diff_ids.size()) + " diff_ids");
+  for (auto& l : m.layers)
+    if (!content_->has(l.digest)) return fail("layer " + l.digest.str() + ": not in the content store");
+  std::vector<Digest> chain = chain_ids(cfg.diff_ids);
+  TRY(unpack_missing(m, cfg, chain, progress));
+
+  std::string id = m.config.digest.str();
+  UniqueFd held = TRY(lock());
+  uint64_t total = 0;
+  std::vector<uint64_t> sizes;
+  for (size_t i = 0; i < chain.size(); ++i) {
+    std::string dir = root_ + "/layers/" + chain[i].hex;
+    if (!path_exists(dir)) return fail("layer " + chain[i].str() + ": removed while this image was being stored; try again");
+    auto sz = read_file(dir + "/size");
+    sizes.push_back(sz ? std::strtoull(sz->c_str(), nullptr, 10) : 0);
+    total += sizes.back();
+  }
+  std::optional<Digest> index_digest;
+  if (repo_digest) {
+    auto at = repo_digest->rfind('@');
+    if (at != std::string::npos)
+      if (auto d = Digest::parse(repo_digest->substr(at + 1)); d && content_->has(*d)) index_digest = *d;
+  }
+  int64_t now = ::time(nullptr);
+  TRY(db_->transaction([&]() -> Result<> {
+    bool exists = TRY(db_->count("SELECT count(*) FROM images WHERE id = ?1", id)) > 0;
+    if (!exists) {
+      TRY(db_->exec("INSERT INTO images (id, manifest, manifest_type, platform, created, added, size) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    id, manifest_digest.str(), mtype, cfg.platform.str(), cfg.created, now,
+                    static_cast<int64_t>(total)));
+      for (size_t i = 0; i < chain.size(); ++i) {
+        TRY(db_->exec("INSERT OR IGNORE INTO layers (chain, diff_id, size) VALUES (?1, ?2, ?3)", chain[i].str(),
+                      cfg.diff_ids[i].str(), static_cast<int64_t>(sizes[i])));
+        TRY(db_->exec("INSERT INTO image_layers (image, idx, chain) VALUES (?1, ?2, ?3)", id,
+                      static_cast<int64_t>(i), chain[i].str()));
+      }
+    }
+    std::vector<std::string> blobs = {manifest_digest.str(), m.config.digest.str()};
+    for (auto& l : m.layers) blobs.push_back(l.digest.str());
+    if (index_digest) blobs.push_back(index_digest->str());
+    for (auto& b : blobs) TRY(db_->exec("INSERT OR IGNORE INTO image_blobs (image, blob) VALUES (?1, ?2)", id, b));
+    for (auto& t : tags)
+      TRY(db_->exec("INSERT OR REPLACE INTO tags (name, image, added) VALUES (?1, ?2, ?3)", t.str(), id, now));
+    if (repo_digest)
+      TRY(db_->exec("INSERT OR REPLACE INTO repo_digests (name, image) VALUES (?1, ?2)", *repo_digest, id));
+    return {};
+  }));
+  // Tags moved away may leave their old image dangling: it stays (as in Docker) until pruned.
+  auto rec = TRY(load(id));
+  if (!rec) return fail("image " + id + ": vanished after commit");
+  return std::move(*rec);
+}
+
+Result<> ImageStore::tag(const ImageRecord& image, const Reference& name) {
+  if (name.tag.empty()) return fail("tag " + name.str() + ": a tag name cannot have a digest");
+  UniqueFd held = TRY(lock());
+  return db_->exec("INSERT OR REPLACE INTO tags (name, image, added) VALUES (?1, ?2, ?3)", name.str(),
+                   image.id.str(), static_cast<int64_t>(::time(nullptr)));
+}
+
+// ---------------------------------------------------------------- remove --
+
+Result<bool> ImageStore::in_use(const std::string& id) const {
+  int64_t n = TRY(db_->count("SELECT (SELECT count(*) FROM image_mounts WHERE image = ?1 AND count > 0) + "
+                             "(SELECT count(*) FROM image_users WHERE image = ?1)",
+                             id));
+  return n > 0;
+}
+
+Result<> ImageStore::drop_unreferenced() {
+  std::vector<std::string> chains;
+  TRY(db_->run("SELECT chain FROM layers WHERE chain NOT IN (SELECT chain FROM image_layers)", {},
+               [&](const Row& r) { chains.push_back(r.text(0)); }));
+  for (auto& c : chains) {
+    TRY(db_->exec("DELETE FROM layers WHERE chain = ?1", c));
+    TRY(remove_tree(root_ + "/layers/" + c.substr(7)));
+  }
+  return {};
+}
+
+Result<> ImageStore::delete_image(const std::string& id, RemoveResult* out) {
+  std::vector<std::string> blobs;
+  TRY(db_->run("SELECT blob FROM image_blobs WHERE image = ?1", {id}, [&](const Row& r) { blobs.push_back(r.text(0)); }));
+  TRY(db_->transaction([&]() -> Result<> {
+    TRY(db_->exec("DELETE FROM image_mounts WHERE image = ?1", id));
+    TRY(db_->exec("DELETE FROM images WHERE id = ?1", id));
+    return {};
+  }));
+  // The rows are gone: what follows only removes what nothing references, and
+  // a crash here leaves garbage that repair() collects.
+  TRY(drop_unreferenced());
+  for (auto& b : blobs) {
+    if (TRY(db_->count("SELECT count(*) FROM image_blobs WHERE blob = ?1", b)) > 0) continue;
+    if (auto d = Digest::parse(b)) TRY(content_->remove(*d));
+  }
+  if (out) out->deleted.push_back(*Digest::parse(id));
+  return {};
+}
+
+Result<RemoveResult> ImageStore::remove(std::string_view name, bool force) {
+  Op op = TRY(begin_op());
+  ImageRecord rec = TRY(resolve(name));
+  UniqueFd held = TRY(lock());
+  RemoveResult out;
+  std::string id = rec.id.str();
+  auto ref = Reference::parse(name);
+  bool by_name = false;
+  if (ref && !ref->digest)
+    by_name = TRY(db_->count("SELECT count(*) FROM tags WHERE name = ?1 AND image = ?2", ref->str(), id)) > 0;
+  if (by_name && rec.tags.size() > 1) {
+    TRY(db_->exec("DELETE FROM tags WHERE name = ?1", ref->str()));
+    out.untagged.push_back(ref->familiar());
+    return out;
+  }
+  if (!by_name && rec.tags.size() > 1 && !force)
+    return fail("image " + rec.id.hex.substr(0, 12) + " is referenced in multiple repositories (use --force)");
+  if (!force && TRY(in_use(id)))
+    return fail("image " + std::string(name) + " (" + rec.id.hex.substr(0, 12) + ") is in use (mounted or by a container); use --force");
+  if (force) {
+    // A forced removal of a mounted image unmounts it first.
+    std::string mp = root_ + "/image-mounts/" + rec.id.hex;
+    if (is_mountpoint(mp)) ::umount2(mp.c_str(), MNT_DETACH);
+    ::rmdir(mp.c_str());
+  }
+  for (auto& t : rec.tags) out.untagged.push_back(t.familiar());
+  for (auto& d : rec.repo_digests) out.untagged.push_back(d);
+  TRY(delete_image(id, &out));
+  return out;
+}
+
+Result<RemoveResult> ImageStore::prune(bool all) {
+  Op op = TRY(begin_op());
+  UniqueFd held = TRY(lock());
+  RemoveResult out;
+  std::vector<std::string> ids;
+  std::string q = all ? "SELECT id FROM images" : "SELECT id FROM images WHERE id NOT IN (SELECT image FROM tags)";
+  TRY(db_->run(q, {}, [&](const Row& r) { ids.push_back(r.text(0)); }));
+  for (auto& id : ids) {
+    if (TRY(in_use(id))) continue;
+    auto rec = TRY(load(id));
+    if (rec)
+      for (auto& t : rec->tags) out.untagged.push_back(t.familiar());
+    TRY(delete_image(id, &out));
+  }
+  return out;
+}
+
+Result<DiskUsage> ImageStore::disk_usage() const {
+  DiskUsage u;
+  TRY(db_->run("SELECT count(*) FROM images", {}, [&](const Row& r) { u.images = r.integer(0); }));
+  TRY(db_->run("SELECT count(*) FROM images WHERE id IN (SELECT image FROM image_users) OR id IN "
+               "(SELECT image FROM image_mounts WHERE count > 0)",
+               {}, [&](const Row& r) { u.active = r.integer(0); }));
+  TRY(db_->run("SELECT coalesce(sum(size), 0) FROM layers", {}, [&](const Row& r) { u.layers_size = r.integer(0); }));
+  TRY(db_->run("SELECT coalesce(sum(size), 0) FROM images", {}, [&](const Row& r) { u.images_size = r.integer(0); }));
+  // Reclaimable: layers only unused images hold.
+  TRY(db_->run("SELECT coalesce(sum(size), 0) FROM layers WHERE chain NOT IN (SELECT il.chain FROM image_layers il "
+               "WHERE il.image IN (SELECT image FROM image_users) OR il.image IN (SELECT image FROM image_mounts "
+               "WHERE count > 0))",
+               {}, [&](const Row& r) { u.reclaimable = r.integer(0); }));
+  for (auto& d : TRY(content_->list()))
+    if (auto s = content_->size(d)) u.content_size += *s;
+  return u;
+}
+
+// ---------------------------------------------------------------- mounts --
+
+std::vector<std::string> ImageStore::layer_dirs(const ImageRecord& image) const {
+  std::vector<std::string> out;
+  for (auto it = image.layers.rbegin(); it != image.layers.rend(); ++it)
+    out.push_back(root_ + "/layers/" + it->hex + "/diff");
+  return out;
+}
+
+Result<std::string> ImageStore::mount(const ImageRecord& image) {
+  UniqueFd held = TRY(lock());
+  std::string mp = root_ + "/image-mounts/" + image.id.hex;
+  if (!is_mountpoint(mp)) {
+    TRY(mkdir_p(mp, 0700));
+    auto lowers = layer_dirs(image);
+    if (lowers.empty()) return fail("image " + image.id.hex.substr(0, 12) + ": has no layers to mount");
+    if (lowers.size() == 1) {
+      // overlayfs needs two lower layers when it has no upper one.
+      if (::mount(lowers[0].c_str(), mp.c_str(), nullptr, MS_BIND, nullptr) != 0 ||
+          ::mount(nullptr, mp.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr) != 0) {
+        int e = errno;
+        ::umount2(mp.c_str(), MNT_DETACH);
+        ::rmdir(mp.c_str());
+        return sys_error(e, "bind mount " + lowers[0] + " on " + mp);
+      }
+    } else if (auto r = mount_overlay_ro(lowers, mp); !r) {
+      ::rmdir(mp.c_str());
+      return std::unexpected(std::move(r).error());
+    }
+    TRY(db_->exec("INSERT OR REPLACE INTO image_mounts (image, count) VALUES (?1, 0)", image.id.str()));
+  }
+  TRY(db_->exec("INSERT INTO image_mounts (image, count) VALUES (?1, 1) "
+                "ON CONFLICT(image) DO UPDATE SET count = count + 1",
+                image.id.str()));
+  return mp;
+}
+
+Result<bool> ImageStore::umount(const ImageRecord& image, bool all) {
+  UniqueFd held = TRY(lock());
+  std::string mp = root_ + "/image-mounts/" + image.id.hex;
+  int64_t n = TRY(db_->count("SELECT coalesce(max(count), 0) FROM image_mounts WHERE image = ?1", image.id.str()));
+  bool mounted = is_mountpoint(mp);
+  if (n <= 0 && !mounted) return false;
+  if (n > 1 && !all) {
+    TRY(db_->exec("UPDATE image_mounts SET count = count - 1 WHERE image = ?1", image.id.str()));
+    return true;
+  }
+  if (mounted && ::umount2(mp.c_str(), 0) != 0) return sys_error("umount " + mp);
+  ::rmdir(mp.c_str());
+  TRY(db_->exec("DELETE FROM image_mounts WHERE image = ?1", image.id.str()));
+  return true;
+}
+
+Result<std::vector<std::pair<ImageRecord, std::string>>> ImageStore::mounts() const {
+  std::vector<std::string> ids;
+  TRY(db_->run("SELECT image FROM image_mounts WHERE count > 0", {}, [&](const Row& r) { ids.push_back(r.text(0)); }));
+  std::vector<std::pair<ImageRecord, std::string>> out;
+  for (auto& id : ids)
+    if (auto rec = TRY(load(id))) out.emplace_back(*rec, root_ + "/image-mounts/" + rec->id.hex);
+  return out;
+}
+
+Result<std::string> ImageStore::read_config(const ImageRecord& image) const { return content_->read(image.id); }
+Result<std::string> ImageStore::read_manifest(const ImageRecord& image) const {
+  return content_->read(image.manifest);
+}
+
+}  // namespace berth::image

@@ -1,0 +1,158 @@
+// The image store: images (their manifests, configs and layer blobs in the
+// content store), names and tags (in berth.db), and layers unpacked once each
+// under layers/<chain id>/diff, shared by every image and container that uses
+// them.
+//
+// On-disk layout under the store root (/var/lib/berth by default):
+//   berth.db                      images, tags, repo digests, layers, mounts
+//   content/sha256/<hex>          blobs (content_store.h)
+//   layers/<chain hex>/diff/      a layer unpacked, as an overlay lower dir
+//   layers/.tmp-*                 layers being unpacked (renamed into place when whole)
+//   image-mounts/<image hex>/     `image mount` points
+//   ops/<random>                  a marker per running store operation, flocked
+//
+// Crash safety. A layer directory is renamed into place only when complete and
+// verified, and is recorded in the database in the same transaction as the
+// image that needs it; blobs are committed whole (content_store.h). What a
+// killed operation can leave is therefore only garbage: blobs, layer
+// directories and temporaries that no row references. Each operation that can
+// make garbage holds an flocked marker in ops/ while it runs; open() finds
+// markers whose holder died and, when no other operation is running, removes
+// every unreferenced blob, layer directory and temporary.
+//
+// Concurrency. Rows and the directories they name change together under an
+// exclusive flock on store.lock (held briefly: downloads and unpacks happen
+// before it is taken), so an rmi can never remove a layer that a concurrent
+// pull is about to record.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "image/content_store.h"
+#include "image/digest.h"
+#include "image/manifest.h"
+#include "image/reference.h"
+#include "util/error.h"
+#include "util/fd.h"
+
+namespace berth::image {
+
+class Db;
+
+struct ImageRecord {
+  Digest id;        // the config digest (Docker's image ID)
+  Digest manifest;  // the image manifest (for an index pulled, the platform's manifest)
+  std::string manifest_type;
+  Platform platform;
+  std::string created;  // from the config, RFC 3339
+  int64_t added = 0;    // when the store got it, unix seconds
+  uint64_t size = 0;    // unpacked bytes of all layers
+  std::vector<Reference> tags;
+  std::vector<std::string> repo_digests;  // "localhost:5000/app@sha256:..."
+  std::vector<Digest> layers;             // chain ids, bottom first
+};
+
+struct LayerProgress {
+  size_t index = 0, count = 0;  // which layer of how many
+  Digest blob;
+  std::string_view phase;  // "extracting", "done", "exists"
+};
+using UnpackProgressFn = std::function<void(const LayerProgress&)>;
+
+struct RemoveResult {
+  std::vector<std::string> untagged;  // names removed
+  std::vector<Digest> deleted;        // images removed
+};
+
+struct DiskUsage {
+  uint64_t images = 0, images_size = 0, layers_size = 0, content_size = 0, reclaimable = 0;
+  uint64_t active = 0;  // images some tag or mount keeps
+};
+
+class ImageStore {
+ public:
+  // Opens (creating it) the store at `root` and repairs what a killed operation left.
+  static Result<std::unique_ptr<ImageStore>> open(const std::string& root);
+  ~ImageStore();
+
+  const std::string& root() const { return root_; }
+  ContentStore& content() { return *content_; }
+
+  // An operation in progress: while one lives, garbage collection leaves the
+  // store alone. Take one before putting blobs that no image references yet.
+  class Op {
+   public:
+    Op(Op&&) = default;
+    Op& operator=(Op&&) = default;
+    ~Op();
+
+   private:
+    friend class ImageStore;
+    Op() = default;
+    std::string path_;
+    UniqueFd fd_;
+  };
+  Result<Op> begin_op();
+
+  // Records the image whose manifest (already in the content store, with its
+  // config and layer blobs) is `manifest`: unpacks the layers missing from the
+  // store (in parallel), then in one transaction adds the image, points `tags`
+  // at it (moving them from another image) and adds `repo_digest` if set.
+  Result<ImageRecord> commit(const Digest& manifest, const std::vector<Reference>& tags,
+                             const std::optional<std::string>& repo_digest = std::nullopt,
+                             const UnpackProgressFn& progress = {});
+
+  // Finds an image by name ("busybox", "app:1", "localhost:5000/x@sha256:..."),
+  // by ID or by a unique ID prefix of 4 or more hex digits (with or without "sha256:").
+  Result<ImageRecord> resolve(std::string_view name) const;
+  Result<std::vector<ImageRecord>> list() const;
+  Result<> tag(const ImageRecord& image, const Reference& name);
+
+  // `docker rmi`: a name removes that tag, and the image with its last name; an
+  // ID removes the image (refused when several names point at it, unless
+  // `force`). An image that is mounted (`image mount`) or used by a container is
+  // refused unless `force`.
+  Result<RemoveResult> remove(std::string_view name, bool force);
+  // Dangling images (no tag), or with `all` every image nothing uses.
+  Result<RemoveResult> prune(bool all);
+  Result<DiskUsage> disk_usage() const;
+
+  // Layer directories of an image, top layer first: overlay's lowerdir order.
+  std::vector<std::string> layer_dirs(const ImageRecord& image) const;
+
+  // `image mount`: a read-only view of the rootfs, counted (each mount needs an umount).
+  Result<std::string> mount(const ImageRecord& image);
+  // Returns false when the image was not mounted.
+  Result<bool> umount(const ImageRecord& image, bool all = false);
+  Result<std::vector<std::pair<ImageRecord, std::string>>> mounts() const;
+
+  // The raw blob of an image's manifest or config.
+  Result<std::string> read_config(const ImageRecord& image) const;
+  Result<std::string> read_manifest(const ImageRecord& image) const;
+
+  // Removes unreferenced blobs, layer dirs and temporaries when no operation is running.
+  Result<> collect_garbage();
+
+ private:
+  ImageStore() = default;
+  Result<> repair();
+  Result<UniqueFd> lock() const;
+  Result<> unpack_missing(const Manifest& m, const ImageConfig& config, const std::vector<Digest>& chain,
+                          const UnpackProgressFn& progress);
+  Result<std::optional<ImageRecord>> load(const std::string& id) const;
+  Result<> delete_image(const std::string& id, RemoveResult* out);
+  Result<> drop_unreferenced();
+  Result<bool> in_use(const std::string& id) const;
+
+  std::string root_;
+  std::unique_ptr<ContentStore> content_;
+  std::unique_ptr<Db> db_;
+};
+
+}  // namespace berth::image
