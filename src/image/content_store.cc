@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <random>
+#include <utility>
 
 #include "util/fs.h"
 
@@ -20,6 +21,8 @@ Result<> fsync_dir(const std::string& dir) {
   if (::fsync(d.get()) < 0) return sys_error("fsync " + dir);
   return {};
 }
+
+std::string blob_path(const std::string& root, const Digest& d) { return root + "/" + d.algorithm + "/" + d.hex; }
 
 std::string random_name() {
   static thread_local std::mt19937_64 rng(std::random_device{}() ^ static_cast<uint64_t>(::getpid()));
@@ -47,7 +50,7 @@ Result<ContentStore> ContentStore::open(const std::string& root) {
   return ContentStore(content);
 }
 
-std::string ContentStore::path(const Digest& d) const { return root_ + "/" + d.algorithm + "/" + d.hex; }
+std::string ContentStore::path(const Digest& d) const { return blob_path(root_, d); }
 
 bool ContentStore::has(const Digest& d) const { return path_exists(path(d)); }
 
@@ -70,59 +73,79 @@ Result<std::string> ContentStore::read(const Digest& d, uint64_t max) const {
   return read_fd(fd.get());
 }
 
-template <class Fill>
-Result<Digest> ContentStore::ingest_with(const std::optional<Digest>& expect, std::optional<uint64_t> size,
-                                         const std::string& what, Fill&& fill) {
+ContentStore::Writer::Writer(std::string root, std::string tmp, UniqueFd fd, std::optional<Digest> expect,
+                             std::optional<uint64_t> size, std::string what)
+    : root_(std::move(root)), tmp_(std::move(tmp)), fd_(std::move(fd)), expect_(std::move(expect)), size_(size),
+      what_(std::move(what)), hash_(std::make_unique<Sha256>()) {}
+
+ContentStore::Writer::Writer(Writer&& o) noexcept
+    : root_(std::move(o.root_)), tmp_(std::exchange(o.tmp_, {})), fd_(std::move(o.fd_)), expect_(std::move(o.expect_)),
+      size_(o.size_), what_(std::move(o.what_)), hash_(std::move(o.hash_)), written_(o.written_) {}
+
+ContentStore::Writer::~Writer() {
+  if (!tmp_.empty()) ::unlink(tmp_.c_str());
+}
+
+Result<> ContentStore::Writer::write(std::string_view data) {
+  if (tmp_.empty()) return fail(what_ + ": write after commit");
+  if (size_ && written_ + data.size() > *size_)
+    return fail(what_ + ": more data than the " + std::to_string(*size_) + " bytes announced");
+  hash_->update(data);
+  written_ += data.size();
+  TRY_CTX(write_fd(fd_.get(), data), what_);
+  return {};
+}
+
+Result<> ContentStore::Writer::restart() {
+  if (::ftruncate(fd_.get(), 0) < 0 || ::lseek(fd_.get(), 0, SEEK_SET) < 0) return sys_error(what_ + ": truncate " + tmp_);
+  hash_ = std::make_unique<Sha256>();
+  written_ = 0;
+  return {};
+}
+
+Result<Digest> ContentStore::Writer::commit() {
+  if (tmp_.empty()) return fail(what_ + ": committed twice");
+  if (size_ && written_ != *size_)
+    return fail(what_ + ": " + std::to_string(written_) + " bytes, " + std::to_string(*size_) + " announced (truncated?)");
+  Digest got = hash_->finish();
+  if (expect_ && !(got == *expect_))
+    return fail(what_ + ": digest mismatch: expected " + expect_->str() + ", got " + got.str());
+  if (::fsync(fd_.get()) < 0) return sys_error(what_ + ": fsync");
+  if (::rename(tmp_.c_str(), blob_path(root_, got).c_str()) < 0) return sys_error(what_ + ": commit blob " + got.str());
+  tmp_.clear();
+  TRY(fsync_dir(root_ + "/sha256"));
+  return got;
+}
+
+Result<ContentStore::Writer> ContentStore::writer(const std::optional<Digest>& expect, std::optional<uint64_t> size,
+                                                  const std::string& what) {
   std::string tmp = root_ + "/ingest/" + random_name();
   UniqueFd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!out) return sys_error(what + ": create " + tmp);
   // Held until the blob is committed or removed: marks the file as live.
   ::flock(out.get(), LOCK_EX);
-  auto r = [&]() -> Result<Digest> {
-    Sha256 h;
-    uint64_t total = 0;
-    auto sink = [&](const char* p, size_t n) -> Result<> {
-      if (size && total + n > *size)
-        return fail(what + ": more data than the " + std::to_string(*size) + " bytes announced");
-      h.update(p, n);
-      total += n;
-      TRY_CTX(write_fd(out.get(), std::string_view(p, n)), what);
-      return {};
-    };
-    TRY(fill(sink));
-    if (size && total != *size)
-      return fail(what + ": " + std::to_string(total) + " bytes, " + std::to_string(*size) + " announced (truncated?)");
-    Digest got = h.finish();
-    if (expect && !(got == *expect))
-      return fail(what + ": digest mismatch: expected " + expect->str() + ", got " + got.str());
-    if (::fsync(out.get()) < 0) return sys_error(what + ": fsync");
-    if (::rename(tmp.c_str(), path(got).c_str()) < 0) return sys_error(what + ": commit blob " + got.str());
-    TRY(fsync_dir(root_ + "/sha256"));
-    return got;
-  }();
-  if (!r) ::unlink(tmp.c_str());
-  return r;
+  return Writer(root_, std::move(tmp), std::move(out), expect, size, what);
 }
 
 Result<Digest> ContentStore::ingest(int fd, const std::optional<Digest>& expect, std::optional<uint64_t> size,
                                     const std::string& what) {
-  return ingest_with(expect, size, what, [&](auto& sink) -> Result<> {
-    std::string buf(1 << 20, '\0');
-    for (;;) {
-      ssize_t n = ::read(fd, buf.data(), buf.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return sys_error(what + ": read");
-      }
-      if (n == 0) return {};
-      TRY(sink(buf.data(), static_cast<size_t>(n)));
+  Writer w = TRY(writer(expect, size, what));
+  std::string buf(1 << 20, '\0');
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sys_error(what + ": read");
     }
-  });
+    if (n == 0) return w.commit();
+    TRY(w.write(std::string_view(buf.data(), static_cast<size_t>(n))));
+  }
 }
 
 Result<Digest> ContentStore::put(std::string_view data, const std::optional<Digest>& expect, const std::string& what) {
-  return ingest_with(expect, data.size(), what,
-                     [&](auto& sink) -> Result<> { return sink(data.data(), data.size()); });
+  Writer w = TRY(writer(expect, data.size(), what));
+  TRY(w.write(data));
+  return w.commit();
 }
 
 Result<> ContentStore::remove(const Digest& d) {

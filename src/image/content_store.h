@@ -7,9 +7,14 @@
 // holds an flock on its ingest file; opening the store removes ingest files no
 // live writer holds (what a killed pull leaves), so a crash at any moment
 // leaves a store the next command uses as is.
+//
+// Writer is the push side of the same path (a download feeding bytes as they
+// arrive): it can go back to zero bytes when a resumed download restarts from
+// the beginning, and removes its ingest file unless committed.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -41,16 +46,42 @@ class ContentStore {
                         const std::string& what);
   Result<Digest> put(std::string_view data, const std::optional<Digest>& expect = std::nullopt,
                      const std::string& what = "blob");
+
+  // An ingest fed by the caller. Not thread-safe (one writer per transfer);
+  // several writers of one store may work at once.
+  class Writer {
+   public:
+    Writer(Writer&& o) noexcept;
+    Writer& operator=(Writer&&) = delete;
+    ~Writer();
+    // Refuses data beyond the announced size.
+    Result<> write(std::string_view data);
+    uint64_t written() const { return written_; }
+    // Back to zero bytes (a server that answered a Range request with the whole blob).
+    Result<> restart();
+    // Checks size and digest, fsyncs and renames into place; the writer is spent after.
+    Result<Digest> commit();
+
+   private:
+    friend class ContentStore;
+    Writer(std::string root, std::string tmp, UniqueFd fd, std::optional<Digest> expect,
+           std::optional<uint64_t> size, std::string what);
+    std::string root_;  // a copy: the store may move while a writer works
+    std::string tmp_;  // empty once committed or moved from
+    UniqueFd fd_;
+    std::optional<Digest> expect_;
+    std::optional<uint64_t> size_;
+    std::string what_;
+    std::unique_ptr<Sha256> hash_;
+    uint64_t written_ = 0;
+  };
+  Result<Writer> writer(const std::optional<Digest>& expect, std::optional<uint64_t> size, const std::string& what);
   // Removing a blob that is not there is not an error.
   Result<> remove(const Digest& d);
   Result<std::vector<Digest>> list() const;
 
  private:
   explicit ContentStore(std::string root) : root_(std::move(root)) {}
-  // Writes through `write` into an ingest file and commits it under its digest.
-  template <class Fill>
-  Result<Digest> ingest_with(const std::optional<Digest>& expect, std::optional<uint64_t> size,
-                             const std::string& what, Fill&& fill);
   std::string root_;  // <root>/content
 };
 

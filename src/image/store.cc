@@ -468,6 +468,13 @@ Result<> ImageStore::delete_image(const std::string& id, RemoveResult* out) {
   return {};
 }
 
+Result<> ImageStore::discard_blobs(const std::vector<Digest>& blobs) {
+  UniqueFd held = TRY(lock());
+  for (auto& b : blobs)
+    if (TRY(db_->count("SELECT count(*) FROM image_blobs WHERE blob = ?1", b.str())) == 0) TRY(content_->remove(b));
+  return {};
+}
+
 Result<RemoveResult> ImageStore::remove(std::string_view name, bool force) {
   Op op = TRY(begin_op());
   ImageRecord rec = TRY(resolve(name));
@@ -593,6 +600,14 @@ Result<std::vector<std::pair<ImageRecord, std::string>>> ImageStore::mounts() co
   std::vector<std::pair<ImageRecord, std::string>> out;
   for (auto& id : ids)
     if (auto rec = TRY(load(id))) out.emplace_back(*rec, root_ + "/image-mounts/" + rec->id.hex);
+  return out;
+}
+
+Result<std::vector<Digest>> ImageStore::blobs(const ImageRecord& image) const {
+  std::vector<Digest> out;
+  TRY(db_->run("SELECT blob FROM image_blobs WHERE image = ?1 ORDER BY blob", {image.id.str()}, [&](const Row& r) {
+    if (auto d = Digest::parse(r.text(0))) out.push_back(*d);
+  }));
   return out;
 }
 

@@ -132,10 +132,16 @@ class ImageStore {
   Result<bool> umount(const ImageRecord& image, bool all = false);
   Result<std::vector<std::pair<ImageRecord, std::string>>> mounts() const;
 
+  // Every blob the store keeps for an image: its manifests (an image loaded or
+  // pulled in several forms has several), config and layer blobs.
+  Result<std::vector<Digest>> blobs(const ImageRecord& image) const;
   // The raw blob of an image's manifest or config.
   Result<std::string> read_config(const ImageRecord& image) const;
   Result<std::string> read_manifest(const ImageRecord& image) const;
 
+  // Removes those of `blobs` that no image references (what a failed or
+  // finished load put that no image kept).
+  Result<> discard_blobs(const std::vector<Digest>& blobs);
   // Removes unreferenced blobs, layer dirs and temporaries when no operation is running.
   Result<> collect_garbage();
 

@@ -7,12 +7,10 @@
 #include <archive_entry.h>
 #include <dirent.h>
 #include <fcntl.h>
-#include <isa-l/igzip_lib.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
-#include <zstd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -25,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "image/decompress.h"
 #include "util/fd.h"
 #include "util/fs.h"
 #include "util/syscalls.h"
@@ -32,8 +31,6 @@
 namespace berth::image {
 namespace {
 
-constexpr size_t kInBuf = 128 * 1024;
-constexpr size_t kOutBuf = 256 * 1024;
 constexpr unsigned long long kResolve =
     RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
 
@@ -52,185 +49,8 @@ std::string printable(std::string_view s) {
   return out;
 }
 
-// ---------------------------------------------------------------------------
-// Source: reads src_fd, decompresses (gzip via isa-l, zstd, or none), hashes
-// and counts the uncompressed bytes, enforces the bomb cap.
-
-class Source {
- public:
-  Source(int fd, const UnpackOptions& o) : fd_(fd), o_(o), in_(kInBuf), out_(kOutBuf) {}
-  ~Source() {
-    if (zstd_) ZSTD_freeDCtx(zstd_);
-  }
-
-  // Sniffs the compression from the first bytes.
-  Result<> init() {
-    while (in_len_ < 4 && !eof_) TRY(fill());
-    const unsigned char* p = in_.data();
-    if (in_len_ >= 2 && p[0] == 0x1f && p[1] == 0x8b) {
-      kind_ = Kind::Gzip;
-      gz_ = std::make_unique<inflate_state>();
-      gz_member_done_ = true;  // starts the first member on the first read
-    } else if (in_len_ >= 4 && p[0] == 0x28 && p[1] == 0xb5 && p[2] == 0x2f && p[3] == 0xfd) {
-      kind_ = Kind::Zstd;
-      zstd_ = ZSTD_createDCtx();
-      if (!zstd_) return fail(o_.what + ": zstd: cannot allocate a decompression context");
-    } else {
-      kind_ = Kind::Plain;
-    }
-    return {};
-  }
-
-  // Next chunk of uncompressed bytes; an empty view at the end of the stream.
-  Result<std::string_view> read() {
-    std::string_view v;
-    switch (kind_) {
-      case Kind::Plain: v = TRY(read_plain()); break;
-      case Kind::Gzip: v = TRY(read_gzip()); break;
-      case Kind::Zstd: v = TRY(read_zstd()); break;
-    }
-    if (!v.empty()) {
-      uncompressed_ += v.size();
-      hash_.update(v.data(), v.size());
-      if (uncompressed_ > o_.ratio_floor &&
-          static_cast<unsigned __int128>(o_.max_ratio) * compressed_ < uncompressed_)
-        return fail(o_.what + ": expands more than " + std::to_string(o_.max_ratio) +
-                    " times (a decompression bomb?)");
-    }
-    return v;
-  }
-
-  // Reads the rest of the stream (tar padding after the end-of-archive
-  // blocks) so the hash covers all of it.
-  Result<> drain() {
-    for (;;) {
-      auto v = TRY(read());
-      if (v.empty()) return {};
-    }
-  }
-
-  Digest finish() { return hash_.finish(); }
-  uint64_t compressed() const { return compressed_; }
-  uint64_t uncompressed() const { return uncompressed_; }
-
- private:
-  enum class Kind { Plain, Gzip, Zstd };
-
-  // Appends what the fd gives to the input buffer (compacting it first).
-  Result<> fill() {
-    if (in_off_ > 0) {
-      std::memmove(in_.data(), in_.data() + in_off_, in_len_);
-      in_off_ = 0;
-    }
-    if (in_len_ == in_.size()) return {};
-    for (;;) {
-      ssize_t n = ::read(fd_, in_.data() + in_len_, in_.size() - in_len_);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return sys_error(o_.what + ": read");
-      if (n == 0) eof_ = true;
-      in_len_ += static_cast<size_t>(n);
-      compressed_ += static_cast<uint64_t>(n);
-      return {};
-    }
-  }
-  void consume(size_t n) {
-    in_off_ += n;
-    in_len_ -= n;
-    if (in_len_ == 0) in_off_ = 0;
-  }
-
-  Result<std::string_view> read_plain() {
-    if (in_len_ == 0 && !eof_) TRY(fill());
-    std::string_view v(reinterpret_cast<const char*>(in_.data() + in_off_), in_len_);
-    consume(in_len_);
-    return v;
-  }
-
-  Result<std::string_view> read_gzip() {
-    bool stalled = false;
-    for (;;) {
-      if (gz_member_done_) {
-        // Between members: another member follows only if input remains.
-        if (in_len_ == 0 && !eof_) {
-          TRY(fill());
-          continue;
-        }
-        if (in_len_ == 0) return std::string_view();
-        // Zero padding after the last member (bsdtar and libarchive write it
-        // by default; gzip(1) accepts it). No member starts with 0.
-        if (in_[in_off_] == 0) {
-          for (;;) {
-            while (in_len_ > 0 && in_[in_off_] == 0) consume(1);
-            if (in_len_ > 0) return fail(o_.what + ": garbage after the gzip stream");
-            if (eof_) return std::string_view();
-            TRY(fill());
-          }
-        }
-        isal_inflate_init(gz_.get());
-        gz_->crc_flag = ISAL_GZIP;
-        gz_member_done_ = false;
-      }
-      if ((in_len_ == 0 || stalled) && !eof_) TRY(fill());
-      gz_->next_in = in_.data() + in_off_;
-      gz_->avail_in = static_cast<uint32_t>(in_len_);
-      gz_->next_out = out_.data();
-      gz_->avail_out = static_cast<uint32_t>(out_.size());
-      int r = isal_inflate(gz_.get());
-      size_t used = in_len_ - gz_->avail_in;
-      size_t produced = out_.size() - gz_->avail_out;
-      consume(used);
-      if (r < 0) return fail(o_.what + ": corrupt gzip stream (isa-l error " + std::to_string(r) + ")");
-      if (gz_->block_state == ISAL_BLOCK_FINISH) gz_member_done_ = true;
-      if (produced > 0) return std::string_view(reinterpret_cast<const char*>(out_.data()), produced);
-      if (gz_member_done_) continue;
-      if (used == 0) {
-        if (eof_) return fail(o_.what + ": truncated gzip stream");
-        stalled = true;
-      } else {
-        stalled = false;
-      }
-    }
-  }
-
-  Result<std::string_view> read_zstd() {
-    for (;;) {
-      if (in_len_ == 0 && !eof_) TRY(fill());
-      ZSTD_inBuffer in{in_.data() + in_off_, in_len_, 0};
-      ZSTD_outBuffer out{out_.data(), out_.size(), 0};
-      size_t r = ZSTD_decompressStream(zstd_, &out, &in);
-      if (ZSTD_isError(r)) return fail(o_.what + ": corrupt zstd stream: " + ZSTD_getErrorName(r));
-      consume(in.pos);
-      if (in.pos == 0 && out.pos == 0) {
-        // No progress: the end, or more input needed.
-        if (eof_ && in_len_ == 0) {
-          if (zstd_last_ != 0) return fail(o_.what + ": truncated zstd stream");
-          return std::string_view();
-        }
-        if (eof_ || in_len_ == in_.size()) return fail(o_.what + ": truncated zstd stream");
-        TRY(fill());
-        continue;
-      }
-      zstd_last_ = r;
-      if (out.pos > 0) return std::string_view(reinterpret_cast<const char*>(out_.data()), out.pos);
-    }
-  }
-
-  int fd_;
-  const UnpackOptions& o_;
-  std::vector<unsigned char> in_, out_;
-  size_t in_off_ = 0, in_len_ = 0;
-  bool eof_ = false;
-  Kind kind_ = Kind::Plain;
-  std::unique_ptr<inflate_state> gz_;
-  bool gz_member_done_ = false;
-  ZSTD_DCtx* zstd_ = nullptr;
-  size_t zstd_last_ = 1;
-  uint64_t compressed_ = 0, uncompressed_ = 0;
-  Sha256 hash_;
-};
-
 struct ReadCtx {
-  Source* src;
+  Decompressor* src;
   std::optional<Error> error;  // the source's failure, when libarchive reports one
 };
 
@@ -641,7 +461,7 @@ struct ArchiveFree {
 
 Result<UnpackResult> unpack_layer(int src_fd, int dest_dirfd, const UnpackOptions& o) {
   UnpackResult res;
-  Source src(src_fd, o);
+  Decompressor src(src_fd, DecompressOptions{o.max_ratio, o.ratio_floor, o.what});
   TRY(src.init());
   ReadCtx ctx{&src, std::nullopt};
 

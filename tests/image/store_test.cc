@@ -81,9 +81,11 @@ class StoreTest : public ::testing::Test {
     for (auto& img : *images) {
       auto m = parse_manifest(*store_->read_manifest(img));
       ASSERT_TRUE(m) << m.error().str();
-      blobs.insert(img.manifest.str());
-      blobs.insert(m->config.digest.str());
-      for (auto& l : m->layers) blobs.insert(l.digest.str());
+      EXPECT_TRUE(store_->content().has(m->config.digest));
+      for (auto& l : m->layers) EXPECT_TRUE(store_->content().has(l.digest)) << l.digest.str();
+      auto kept = store_->blobs(img);
+      ASSERT_TRUE(kept);
+      for (auto& b : *kept) blobs.insert(b.str());
       for (auto& d : img.layers) layers.insert(d.hex);
       for (auto& dir : store_->layer_dirs(img)) EXPECT_TRUE(fs::is_directory(dir)) << dir;
     }

@@ -46,5 +46,7 @@ T check(Result<T> r) {
 
 void add_image_commands(CLI::App& app, Context& ctx);
 void add_system_commands(CLI::App& app, Context& ctx);
+// After add_image_commands (adds to its `image` group too).
+void add_transfer_commands(CLI::App& app, Context& ctx);
 
 }  // namespace berth::cli

@@ -38,6 +38,7 @@ int run(int argc, char** argv) {
   app.add_option("--root", ctx.root, "Where berth keeps images and containers")->capture_default_str();
   app.add_flag("-D,--debug", ctx.debug, "Debug output");
   add_image_commands(app, ctx);
+  add_transfer_commands(app, ctx);
   add_system_commands(app, ctx);
   try {
     app.parse(argc, argv);

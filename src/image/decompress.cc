@@ -1,0 +1,199 @@
+#include "image/decompress.h"
+
+#include <isa-l/igzip_lib.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <cstring>
+#include <vector>
+
+namespace berth::image {
+
+namespace {
+constexpr size_t kInBuf = 128 * 1024;
+constexpr size_t kOutBuf = 256 * 1024;
+}  // namespace
+
+struct Decompressor::Impl {
+  Impl(int fd, DecompressOptions o) : fd_(fd), o_(std::move(o)), in_(kInBuf), out_(kOutBuf) {}
+  ~Impl() {
+    if (zstd_) ZSTD_freeDCtx(zstd_);
+  }
+
+  // Sniffs the compression from the first bytes.
+  Result<> init() {
+    while (in_len_ < 4 && !eof_) TRY(fill());
+    const unsigned char* p = in_.data();
+    if (in_len_ >= 2 && p[0] == 0x1f && p[1] == 0x8b) {
+      kind_ = Kind::kGzip;
+      gz_ = std::make_unique<inflate_state>();
+      gz_member_done_ = true;  // starts the first member on the first read
+    } else if (in_len_ >= 4 && p[0] == 0x28 && p[1] == 0xb5 && p[2] == 0x2f && p[3] == 0xfd) {
+      kind_ = Kind::kZstd;
+      zstd_ = ZSTD_createDCtx();
+      if (!zstd_) return fail(o_.what + ": zstd: cannot allocate a decompression context");
+    } else {
+      kind_ = Kind::kPlain;
+    }
+    return {};
+  }
+
+  // Next chunk of uncompressed bytes; an empty view at the end of the stream.
+  Result<std::string_view> read() {
+    std::string_view v;
+    switch (kind_) {
+      case Kind::kPlain: v = TRY(read_plain()); break;
+      case Kind::kGzip: v = TRY(read_gzip()); break;
+      case Kind::kZstd: v = TRY(read_zstd()); break;
+    }
+    if (!v.empty()) {
+      uncompressed_ += v.size();
+      hash_.update(v.data(), v.size());
+      if (uncompressed_ > o_.ratio_floor &&
+          static_cast<unsigned __int128>(o_.max_ratio) * compressed_ < uncompressed_)
+        return fail(o_.what + ": expands more than " + std::to_string(o_.max_ratio) +
+                    " times (a decompression bomb?)");
+    }
+    return v;
+  }
+
+  // Reads the rest of the stream (tar padding after the end-of-archive
+  // blocks) so the hash covers all of it.
+  Result<> drain() {
+    for (;;) {
+      auto v = TRY(read());
+      if (v.empty()) return {};
+    }
+  }
+
+  Digest finish() { return hash_.finish(); }
+  uint64_t compressed() const { return compressed_; }
+  uint64_t uncompressed() const { return uncompressed_; }
+
+  using Kind = Decompressor::Kind;
+
+  // Appends what the fd gives to the input buffer (compacting it first).
+  Result<> fill() {
+    if (in_off_ > 0) {
+      std::memmove(in_.data(), in_.data() + in_off_, in_len_);
+      in_off_ = 0;
+    }
+    if (in_len_ == in_.size()) return {};
+    for (;;) {
+      ssize_t n = ::read(fd_, in_.data() + in_len_, in_.size() - in_len_);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return sys_error(o_.what + ": read");
+      if (n == 0) eof_ = true;
+      in_len_ += static_cast<size_t>(n);
+      compressed_ += static_cast<uint64_t>(n);
+      return {};
+    }
+  }
+  void consume(size_t n) {
+    in_off_ += n;
+    in_len_ -= n;
+    if (in_len_ == 0) in_off_ = 0;
+  }
+
+  Result<std::string_view> read_plain() {
+    if (in_len_ == 0 && !eof_) TRY(fill());
+    std::string_view v(reinterpret_cast<const char*>(in_.data() + in_off_), in_len_);
+    consume(in_len_);
+    return v;
+  }
+
+  Result<std::string_view> read_gzip() {
+    bool stalled = false;
+    for (;;) {
+      if (gz_member_done_) {
+        // Between members: another member follows only if input remains.
+        if (in_len_ == 0 && !eof_) {
+          TRY(fill());
+          continue;
+        }
+        if (in_len_ == 0) return std::string_view();
+        // Zero padding after the last member (bsdtar and libarchive write it
+        // by default; gzip(1) accepts it). No member starts with 0.
+        if (in_[in_off_] == 0) {
+          for (;;) {
+            while (in_len_ > 0 && in_[in_off_] == 0) consume(1);
+            if (in_len_ > 0) return fail(o_.what + ": garbage after the gzip stream");
+            if (eof_) return std::string_view();
+            TRY(fill());
+          }
+        }
+        isal_inflate_init(gz_.get());
+        gz_->crc_flag = ISAL_GZIP;
+        gz_member_done_ = false;
+      }
+      if ((in_len_ == 0 || stalled) && !eof_) TRY(fill());
+      gz_->next_in = in_.data() + in_off_;
+      gz_->avail_in = static_cast<uint32_t>(in_len_);
+      gz_->next_out = out_.data();
+      gz_->avail_out = static_cast<uint32_t>(out_.size());
+      int r = isal_inflate(gz_.get());
+      size_t used = in_len_ - gz_->avail_in;
+      size_t produced = out_.size() - gz_->avail_out;
+      consume(used);
+      if (r < 0) return fail(o_.what + ": corrupt gzip stream (isa-l error " + std::to_string(r) + ")");
+      if (gz_->block_state == ISAL_BLOCK_FINISH) gz_member_done_ = true;
+      if (produced > 0) return std::string_view(reinterpret_cast<const char*>(out_.data()), produced);
+      if (gz_member_done_) continue;
+      if (used == 0) {
+        if (eof_) return fail(o_.what + ": truncated gzip stream");
+        stalled = true;
+      } else {
+        stalled = false;
+      }
+    }
+  }
+
+  Result<std::string_view> read_zstd() {
+    for (;;) {
+      if (in_len_ == 0 && !eof_) TRY(fill());
+      ZSTD_inBuffer in{in_.data() + in_off_, in_len_, 0};
+      ZSTD_outBuffer out{out_.data(), out_.size(), 0};
+      size_t r = ZSTD_decompressStream(zstd_, &out, &in);
+      if (ZSTD_isError(r)) return fail(o_.what + ": corrupt zstd stream: " + ZSTD_getErrorName(r));
+      consume(in.pos);
+      if (in.pos == 0 && out.pos == 0) {
+        // No progress: the end, or more input needed.
+        if (eof_ && in_len_ == 0) {
+          if (zstd_last_ != 0) return fail(o_.what + ": truncated zstd stream");
+          return std::string_view();
+        }
+        if (eof_ || in_len_ == in_.size()) return fail(o_.what + ": truncated zstd stream");
+        TRY(fill());
+        continue;
+      }
+      zstd_last_ = r;
+      if (out.pos > 0) return std::string_view(reinterpret_cast<const char*>(out_.data()), out.pos);
+    }
+  }
+
+  int fd_;
+  DecompressOptions o_;
+  std::vector<unsigned char> in_, out_;
+  size_t in_off_ = 0, in_len_ = 0;
+  bool eof_ = false;
+  Kind kind_ = Kind::kPlain;
+  std::unique_ptr<inflate_state> gz_;
+  bool gz_member_done_ = false;
+  ZSTD_DCtx* zstd_ = nullptr;
+  size_t zstd_last_ = 1;
+  uint64_t compressed_ = 0, uncompressed_ = 0;
+  Sha256 hash_;
+};
+
+
+Decompressor::Decompressor(int fd, DecompressOptions o) : d_(std::make_unique<Impl>(fd, std::move(o))) {}
+Decompressor::~Decompressor() = default;
+Result<> Decompressor::init() { return d_->init(); }
+Decompressor::Kind Decompressor::kind() const { return d_->kind_; }
+Result<std::string_view> Decompressor::read() { return d_->read(); }
+Result<> Decompressor::drain() { return d_->drain(); }
+Digest Decompressor::finish() { return d_->finish(); }
+uint64_t Decompressor::compressed() const { return d_->compressed(); }
+uint64_t Decompressor::uncompressed() const { return d_->uncompressed(); }
+
+}  // namespace berth::image
