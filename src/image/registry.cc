@@ -861,14 +861,14 @@ Result<> Registry::fetch_blob(const Digest& d, uint64_t size, ContentStore& stor
   return {};
 }
 
-Result<> Registry::push_blob(const Digest& d, ContentStore& store, const std::optional<std::string>& mount_from,
+Result<Registry::Pushed> Registry::push_blob(const Digest& d, ContentStore& store, const std::optional<std::string>& mount_from,
                              const ProgressFn& progress) {
   if (TRY(impl_->head_blob(d, impl_->push_scope()))) {
     if (progress) {
       uint64_t n = store.size(d).value_or(0);
       progress(d, n, n);
     }
-    return {};
+    return Pushed::kExisted;
   }
   std::string what = impl_->name + ": blob " + d.str();
   uint64_t size = TRY(store.size(d));
@@ -881,10 +881,7 @@ Result<> Registry::push_blob(const Digest& d, ContentStore& store, const std::op
     rq.method = "POST";
     rq.url = TRY(add_query(TRY(add_query(uploads, "mount", d.str())), "from", *mount_from));
     Response r = TRY(impl_->send(std::move(rq), scope + " repository:" + *mount_from + ":pull", false));
-    if (r.status == 201) {
-      if (progress) progress(d, size, size);
-      return {};
-    }
+    if (r.status == 201) return Pushed::kMounted;
     // 202: the registry declined the mount and opened an upload instead.
     if (r.status != 202) return status_error(what + ": mount from " + *mount_from, r);
     location = TRY_CTX(resolve_url(r.url, r.header("location")), what);
@@ -909,7 +906,7 @@ Result<> Registry::push_blob(const Digest& d, ContentStore& store, const std::op
   if (r.status != 201 && r.status != 204) return status_error(what + ": upload", r);
   if (auto dcd = Digest::parse(r.header("docker-content-digest")); dcd && !(*dcd == d))
     return fail(what + ": registry stored it as " + dcd->str());
-  return {};
+  return Pushed::kUploaded;
 }
 
 Result<Digest> Registry::put_manifest(std::string_view tag_or_digest, std::string_view media_type, std::string_view bytes) {

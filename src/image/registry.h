@@ -75,7 +75,8 @@ class Registry {
   // Uploads a blob from `store` unless the registry has it. With `mount_from`
   // (another repository path on this registry) a cross-repository mount is
   // tried first, and the upload happens only when the registry declines it.
-  Result<> push_blob(const Digest& d, ContentStore& store, const std::optional<std::string>& mount_from = std::nullopt,
+  enum class Pushed { kExisted, kMounted, kUploaded };
+  Result<Pushed> push_blob(const Digest& d, ContentStore& store, const std::optional<std::string>& mount_from = std::nullopt,
                      const ProgressFn& progress = {});
   // PUT /v2/<path>/manifests/<tag_or_digest>; returns the digest of bytes.
   Result<Digest> put_manifest(std::string_view tag_or_digest, std::string_view media_type, std::string_view bytes);

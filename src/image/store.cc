@@ -429,6 +429,11 @@ Result<> ImageStore::tag(const ImageRecord& image, const Reference& name) {
                    image.id.str(), static_cast<int64_t>(::time(nullptr)));
 }
 
+Result<> ImageStore::add_repo_digest(const ImageRecord& image, const std::string& name) {
+  UniqueFd held = TRY(lock());
+  return db_->exec("INSERT OR REPLACE INTO repo_digests (name, image) VALUES (?1, ?2)", name, image.id.str());
+}
+
 // ---------------------------------------------------------------- remove --
 
 Result<bool> ImageStore::in_use(const std::string& id) const {

@@ -113,6 +113,8 @@ class ImageStore {
   Result<ImageRecord> resolve(std::string_view name) const;
   Result<std::vector<ImageRecord>> list() const;
   Result<> tag(const ImageRecord& image, const Reference& name);
+  // Records that `name` ("repo@sha256:...") is this image in a registry (after a push).
+  Result<> add_repo_digest(const ImageRecord& image, const std::string& name);
 
   // `docker rmi`: a name removes that tag, and the image with its last name; an
   // ID removes the image (refused when several names point at it, unless

@@ -130,7 +130,9 @@ TEST_F(ArchiveTest, RoundTripsThroughBothFormats) {
     ASSERT_TRUE(mp) << mp.error().str();
     EXPECT_TRUE(fs::exists(*mp + "/bin/busybox"));
     ASSERT_TRUE(other->umount((*loaded)[0].image));
-    if (f == ArchiveFormat::kOciArchive) EXPECT_EQ((*loaded)[0].image.manifest, img.manifest) << "OCI keeps the manifest";
+    if (f == ArchiveFormat::kOciArchive) {
+      EXPECT_EQ((*loaded)[0].image.manifest, img.manifest) << "OCI keeps the manifest";
+    }
     expect_clean(*other, dir_ + "/other");
     other.reset();
     ASSERT_TRUE(remove_tree(dir_ + "/other"));

@@ -231,6 +231,7 @@ TEST_F(RegistryTest, MountsAcrossRepositoriesAndFallsBackToUpload) {
   ASSERT_TRUE(a->push_blob(img.layer_d, *src_));
   auto m = b->push_blob(img.layer_d, *src_, "team/a");
   ASSERT_TRUE(m) << m.error().str();
+  EXPECT_EQ(*m, Registry::Pushed::kMounted);
   EXPECT_TRUE(*b->has_blob(img.layer_d));
   EXPECT_EQ(reg_->count_requests("POST", "/v2/team/b/blobs/uploads/?mount=", 1), 1u);
   EXPECT_EQ(reg_->count_requests("PUT", "/v2/team/b/"), 0u);  // mounted, not uploaded
@@ -238,6 +239,7 @@ TEST_F(RegistryTest, MountsAcrossRepositoriesAndFallsBackToUpload) {
   // A source that lacks the blob: the registry opens an upload instead (202).
   auto f = b->push_blob(img.config_d, *src_, "team/a");
   ASSERT_TRUE(f) << f.error().str();
+  EXPECT_EQ(*f, Registry::Pushed::kUploaded);
   EXPECT_TRUE(*b->has_blob(img.config_d));
   EXPECT_EQ(reg_->count_requests("POST", "/v2/team/b/blobs/uploads/?mount=", 2), 2u);
   EXPECT_EQ(reg_->count_requests("PUT", "/v2/team/b/blobs/uploads/", 1), 1u);

@@ -20,6 +20,7 @@ namespace berth::cli {
 struct Context {
   std::string root;  // --root, $BERTH_ROOT, /var/lib/berth
   bool debug = false;
+  std::string config;  // --config: where config.json (credentials) lives
   // Opened on first use, so `berth --help` and `berth version` touch nothing.
   Result<image::ImageStore*> store();
   // An image by name or ID; a missing "busybox" or "debian" (with the tag
@@ -48,5 +49,6 @@ void add_image_commands(CLI::App& app, Context& ctx);
 void add_system_commands(CLI::App& app, Context& ctx);
 // After add_image_commands (adds to its `image` group too).
 void add_transfer_commands(CLI::App& app, Context& ctx);
+void add_registry_commands(CLI::App& app, Context& ctx);
 
 }  // namespace berth::cli

@@ -37,8 +37,10 @@ int run(int argc, char** argv) {
   ctx.root = env_root && *env_root ? env_root : "/var/lib/berth";
   app.add_option("--root", ctx.root, "Where berth keeps images and containers")->capture_default_str();
   app.add_flag("-D,--debug", ctx.debug, "Debug output");
+  app.add_option("--config", ctx.config, "Location of client config files (default $DOCKER_CONFIG or ~/.docker)");
   add_image_commands(app, ctx);
   add_transfer_commands(app, ctx);
+  add_registry_commands(app, ctx);
   add_system_commands(app, ctx);
   try {
     app.parse(argc, argv);

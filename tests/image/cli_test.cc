@@ -1,0 +1,323 @@
+// `berth` image verbs end to end as root: the real binary against a real
+// docker-registry on loopback. Output is checked in Docker's words, failures
+// as one line with a non-zero status, and the store is checked after every
+// failure and after kills at random points of a pull.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "image/layer_writer.h"
+#include "image/pull.h"
+#include "image/store.h"
+#include "registry_fixture.h"
+#include "util/fs.h"
+
+namespace berth::image {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using test::LocalRegistry;
+using test::RegistryConfig;
+
+struct Out {
+  int code = -1;
+  std::string out, err;
+};
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (layer owners, mounts)";
+    if (::access(LocalRegistry::kBinary, X_OK) != 0) GTEST_SKIP() << "docker-registry is not installed";
+    root_ = dir_.path() + "/store";
+    ::setenv("DOCKER_CONFIG", (dir_.path() + "/docker").c_str(), 1);
+  }
+  void TearDown() override {
+    if (fs::exists(root_ + "/image-mounts"))
+      for (auto& e : fs::directory_iterator(root_ + "/image-mounts")) ::umount2(e.path().c_str(), MNT_DETACH);
+  }
+
+  // Runs berth with --root; stdin from `input` (a file) when given.
+  Out berth(const std::vector<std::string>& args, const std::string& input = "", pid_t* started = nullptr,
+            bool wait = true) {
+    std::string out = dir_.path() + "/out", err = dir_.path() + "/err";
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      int i = ::open(input.empty() ? "/dev/null" : input.c_str(), O_RDONLY);
+      ::dup2(i, 0);
+      ::dup2(o, 1);
+      ::dup2(e, 2);
+      std::vector<std::string> argv = {BERTH_CLI, "--root", root_};
+      argv.insert(argv.end(), args.begin(), args.end());
+      std::vector<char*> a;
+      for (auto& s : argv) a.push_back(s.data());
+      a.push_back(nullptr);
+      ::execv(a[0], a.data());
+      _exit(127);
+    }
+    if (started) *started = pid;
+    Out r;
+    if (!wait) return r;
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r.out = read_file(out).value_or("");
+    r.err = read_file(err).value_or("");
+    return r;
+  }
+
+  std::unique_ptr<ImageStore> open() {
+    auto s = ImageStore::open(root_);
+    EXPECT_TRUE(s) << s.error().str();
+    return s ? std::move(*s) : nullptr;
+  }
+
+  // Every blob and layer dir belongs to an image; nothing temporary is left.
+  void expect_clean() {
+    auto s = open();
+    ASSERT_TRUE(s);
+    std::set<std::string> blobs, layers;
+    auto images = s->list();
+    ASSERT_TRUE(images);
+    for (auto& img : *images) {
+      auto kept = s->blobs(img);
+      ASSERT_TRUE(kept);
+      for (auto& b : *kept) blobs.insert(b.str());
+      for (auto& l : img.layers) layers.insert(l.hex);
+      for (auto& d : s->layer_dirs(img)) EXPECT_TRUE(fs::is_directory(d)) << d;
+    }
+    auto stored = s->content().list();
+    ASSERT_TRUE(stored);
+    for (auto& d : *stored) EXPECT_TRUE(blobs.count(d.str())) << "orphaned blob " << d.str();
+    for (auto& e : fs::directory_iterator(root_ + "/layers"))
+      EXPECT_TRUE(layers.count(e.path().filename().string())) << "orphaned layer dir " << e.path();
+    EXPECT_TRUE(fs::is_empty(root_ + "/content/ingest"));
+    EXPECT_TRUE(fs::is_empty(root_ + "/ops"));
+  }
+
+  // A `layers`-layer image of random (incompressible) data, `mib` MiB a layer,
+  // pushed to `reg` as `name` from a store of its own.
+  void push_big_image(LocalRegistry& reg, const std::string& name, int layers, int mib) {
+    std::string other = dir_.path() + "/src-store";
+    auto s = ImageStore::open(other);
+    ASSERT_TRUE(s) << s.error().str();
+    auto op = (*s)->begin_op();
+    std::vector<Descriptor> descs;
+    std::vector<Digest> diffs;
+    std::mt19937_64 rng(42);
+    for (int l = 0; l < layers; ++l) {
+      auto w = LayerWriter::create((*s)->content(), other + "/content/ingest", "big layer");
+      ASSERT_TRUE(w);
+      std::string data(static_cast<size_t>(mib) << 20, '\0');
+      for (size_t i = 0; i + 8 <= data.size(); i += 8) {
+        uint64_t v = rng();
+        std::memcpy(&data[i], &v, 8);
+      }
+      ASSERT_TRUE((*w)->file("layer" + std::to_string(l), data, {}));
+      auto b = (*w)->finish();
+      ASSERT_TRUE(b);
+      descs.push_back(b->descriptor);
+      diffs.push_back(b->diff_id);
+    }
+    std::string cfg = make_config("{}", diffs, std::vector<std::string>(diffs.size(), "x"), rfc3339(1));
+    Descriptor cd{std::string(media::kOciConfig), *(*s)->content().put(cfg), cfg.size()};
+    Digest md = *(*s)->content().put(make_manifest(cd, descs));
+    auto ref = *Reference::parse(reg.domain() + "/" + name);
+    auto img = (*s)->commit(md, {ref});
+    ASSERT_TRUE(img) << img.error().str();
+    auto pushed = push(**s, *img, ref, {});
+    ASSERT_TRUE(pushed) << pushed.error().str();
+  }
+
+  test::TempDir dir_;
+  std::string root_;
+};
+
+TEST_F(CliTest, PushAndPullSpeakDocker) {
+  auto reg = LocalRegistry::start({});
+  ASSERT_TRUE(reg) << reg.error().str();
+  std::string name = (*reg)->domain() + "/bb:1";
+  ASSERT_EQ(berth({"image", "create", "busybox"}).code, 0);
+  ASSERT_EQ(berth({"tag", "busybox", name}).code, 0);
+  Out p = berth({"push", name});
+  ASSERT_EQ(p.code, 0) << p.err;
+  EXPECT_NE(p.out.find("The push refers to repository [" + (*reg)->domain() + "/bb]"), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find(": Pushed\n"), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find("1: digest: sha256:"), std::string::npos) << p.out;
+  // A second repository on the same registry mounts the layer instead of uploading it.
+  ASSERT_EQ(berth({"tag", "busybox", (*reg)->domain() + "/copy:1"}).code, 0);
+  Out m = berth({"push", (*reg)->domain() + "/copy:1"});
+  ASSERT_EQ(m.code, 0) << m.err;
+  EXPECT_NE(m.out.find("Mounted from bb"), std::string::npos) << m.out;
+
+  std::string id = berth({"images", "-q", "busybox"}).out;
+  ASSERT_EQ(id.size(), 13u) << id;
+  ASSERT_EQ(berth({"rmi", "-f", id.substr(0, 12)}).code, 0);
+  EXPECT_TRUE(berth({"images", "-q"}).out.empty());
+  Out pull = berth({"pull", name});
+  ASSERT_EQ(pull.code, 0) << pull.err;
+  EXPECT_NE(pull.out.find("1: Pulling from bb"), std::string::npos) << pull.out;
+  EXPECT_NE(pull.out.find(": Pull complete"), std::string::npos) << pull.out;
+  EXPECT_NE(pull.out.find("Status: Downloaded newer image for " + name), std::string::npos) << pull.out;
+  EXPECT_TRUE(pull.out.ends_with(name + "\n")) << pull.out;
+  Out again = berth({"pull", name});
+  EXPECT_NE(again.out.find("Status: Image is up to date for " + name), std::string::npos) << again.out;
+  Out images = berth({"images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}"});
+  EXPECT_NE(images.out.find((*reg)->domain() + "/bb 1 sha256:"), std::string::npos) << images.out;
+  Out mount = berth({"image", "mount", name});
+  ASSERT_EQ(mount.code, 0) << mount.err;
+  std::string mp = mount.out.substr(0, mount.out.size() - 1);
+  EXPECT_TRUE(fs::exists(mp + "/bin/busybox"));
+  ASSERT_EQ(berth({"image", "umount", name}).code, 0);
+  expect_clean();
+}
+
+TEST_F(CliTest, PullsLayersInParallelAndSkipsWhatItHas) {
+  auto reg = LocalRegistry::start({});
+  ASSERT_TRUE(reg) << reg.error().str();
+  push_big_image(**reg, "big:1", 4, 2);
+  Out p = berth({"pull", (*reg)->domain() + "/big:1"});
+  ASSERT_EQ(p.code, 0) << p.err;
+  size_t complete = 0;
+  for (size_t at = 0; (at = p.out.find(": Pull complete", at)) != std::string::npos; ++at) ++complete;
+  EXPECT_EQ(complete, 4u) << p.out;
+  auto s = open();
+  auto img = s->resolve((*reg)->domain() + "/big:1");
+  ASSERT_TRUE(img);
+  EXPECT_EQ(img->layers.size(), 4u);
+  s.reset();
+  EXPECT_EQ((*reg)->count_requests("GET", "/v2/big/blobs/", 5), 5u) << "config and four layers, once each";
+  // The same layers under another name: nothing downloaded again.
+  ASSERT_EQ(berth({"tag", (*reg)->domain() + "/big:1", (*reg)->domain() + "/big:2"}).code, 0);
+  ASSERT_EQ(berth({"push", (*reg)->domain() + "/big:2"}).code, 0);
+  Out again = berth({"pull", (*reg)->domain() + "/big:2"});
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_NE(again.out.find("Already exists"), std::string::npos) << again.out;
+  EXPECT_EQ((*reg)->count_requests("GET", "/v2/big/blobs/"), 5u);
+  expect_clean();
+}
+
+TEST_F(CliTest, LoginLogoutAndCredentials) {
+  RegistryConfig cfg;
+  cfg.auth = RegistryConfig::Auth::kHtpasswd;
+  auto reg = LocalRegistry::start(cfg);
+  ASSERT_TRUE(reg) << reg.error().str();
+  std::string d = (*reg)->domain();
+  ASSERT_EQ(berth({"image", "create", "busybox", "-t", d + "/private:1"}).code, 0);
+  Out anon = berth({"push", d + "/private:1"});
+  EXPECT_EQ(anon.code, 1);
+  EXPECT_NE(anon.err.find("authentication required"), std::string::npos) << anon.err;
+  Out wrong = berth({"login", "-u", "alice", "-p", "nope", d});
+  EXPECT_EQ(wrong.code, 1);
+  EXPECT_NE(wrong.err.find("authentication failed"), std::string::npos) << wrong.err;
+  EXPECT_FALSE(fs::exists(dir_.path() + "/docker/config.json"));
+  ASSERT_TRUE(atomic_write_file(dir_.path() + "/pw", "s3cret\n", 0600));
+  Out ok = berth({"login", "-u", "alice", "--password-stdin", d}, dir_.path() + "/pw");
+  ASSERT_EQ(ok.code, 0) << ok.err;
+  EXPECT_EQ(ok.out, "Login Succeeded\n");
+  json conf = json::parse(*read_file(dir_.path() + "/docker/config.json"));
+  EXPECT_TRUE(conf["auths"].contains(d)) << conf.dump();
+  EXPECT_EQ(fs::status(dir_.path() + "/docker/config.json").permissions() & fs::perms::others_read, fs::perms::none);
+  Out pushed = berth({"push", d + "/private:1"});
+  ASSERT_EQ(pushed.code, 0) << pushed.err;
+  Out out = berth({"logout", d});
+  EXPECT_EQ(out.out, "Removing login credentials for " + d + "\n");
+  ASSERT_EQ(berth({"rmi", d + "/private:1"}).code, 0);
+  Out denied = berth({"pull", d + "/private:1"});
+  EXPECT_EQ(denied.code, 1);
+  EXPECT_NE(denied.err.find("authentication required"), std::string::npos) << denied.err;
+  expect_clean();
+}
+
+TEST_F(CliTest, BadRegistriesAndImagesFailCleanly) {
+  auto reg = LocalRegistry::start({});
+  ASSERT_TRUE(reg) << reg.error().str();
+  std::string d = (*reg)->domain();
+  Out refused = berth({"pull", "127.0.0.1:" + std::to_string(test::free_port()) + "/x:1"});
+  EXPECT_EQ(refused.code, 1);
+  EXPECT_NE(refused.err.find("connect"), std::string::npos) << refused.err;
+  EXPECT_EQ(std::count(refused.err.begin(), refused.err.end(), '\n'), 1) << "one line: " << refused.err;
+  Out unknown = berth({"pull", d + "/nothere:1"});
+  EXPECT_EQ(unknown.code, 1);
+  EXPECT_NE(unknown.err.find(d + "/nothere:1: manifest unknown"), std::string::npos) << unknown.err;
+  Out bad_name = berth({"pull", "app/UPPER"});
+  EXPECT_EQ(bad_name.code, 1);
+  EXPECT_NE(bad_name.err.find("app/UPPER"), std::string::npos) << bad_name.err;
+  // A layer corrupted on the registry's disk: refused, naming the layer; nothing kept.
+  push_big_image(**reg, "corrupt:1", 2, 1);
+  auto s = ImageStore::open(dir_.path() + "/src-store");
+  ASSERT_TRUE(s);
+  auto img = (*s)->resolve(d + "/corrupt:1");
+  ASSERT_TRUE(img);
+  auto m = parse_manifest(*(*s)->read_manifest(*img));
+  s->reset();
+  std::string victim = (*reg)->blob_data_path(m->layers[1].digest.hex);
+  ASSERT_TRUE(atomic_write_file(victim, "not the layer", 0644));
+  Out corrupt = berth({"pull", d + "/corrupt:1"});
+  EXPECT_EQ(corrupt.code, 1);
+  EXPECT_NE(corrupt.err.find("layer 2 of"), std::string::npos) << corrupt.err;
+  EXPECT_TRUE(berth({"images", "-q"}).out.empty());
+  expect_clean();
+}
+
+TEST_F(CliTest, InteroperatesWithSkopeoThroughTheRegistry) {
+  if (std::system("command -v skopeo >/dev/null") != 0) GTEST_SKIP() << "skopeo is not installed";
+  auto reg = LocalRegistry::start({});
+  ASSERT_TRUE(reg) << reg.error().str();
+  std::string d = (*reg)->domain();
+  ASSERT_EQ(berth({"image", "create", "busybox", "-t", d + "/bb:1"}).code, 0);
+  ASSERT_EQ(berth({"push", d + "/bb:1"}).code, 0);
+  // berth -> skopeo -> registry (another name) -> berth.
+  std::string layout = dir_.path() + "/layout";
+  ASSERT_EQ(std::system(("skopeo copy -q --src-tls-verify=false docker://" + d + "/bb:1 oci:" + layout + ":x").c_str()), 0);
+  ASSERT_EQ(std::system(("skopeo copy -q --dest-tls-verify=false oci:" + layout + ":x docker://" + d + "/viaskopeo:2").c_str()), 0);
+  Out p = berth({"pull", d + "/viaskopeo:2"});
+  ASSERT_EQ(p.code, 0) << p.err;
+  Out insp = berth({"image", "inspect", "--format", "{{.Os}}/{{.Architecture}} {{json .Config.Cmd}}", d + "/viaskopeo:2"});
+  EXPECT_EQ(insp.out, "linux/amd64 [\"sh\"]\n") << insp.err;
+  expect_clean();
+}
+
+// Kills `berth pull` at random points; each time the next command must find a
+// store it can use (repairing it), and a last pull must succeed.
+TEST_F(CliTest, PullKilledAtRandomPointsLeavesAUsableStore) {
+  auto reg = LocalRegistry::start({});
+  ASSERT_TRUE(reg) << reg.error().str();
+  push_big_image(**reg, "kill:1", 3, 3);
+  std::mt19937 rng(std::random_device{}());
+  std::string name = (*reg)->domain() + "/kill:1";
+  for (int round = 0; round < 10; ++round) {
+    pid_t pid = -1;
+    berth({"pull", "-q", name}, "", &pid, false);
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 400));
+    ::kill(pid, SIGKILL);
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    Out list = berth({"images", "-q"});
+    ASSERT_EQ(list.code, 0) << list.err;
+    expect_clean();
+    if (HasFailure()) return;
+    if (!list.out.empty()) {
+      ASSERT_EQ(berth({"rmi", name}).code, 0);
+    }
+  }
+  Out p = berth({"pull", name});
+  ASSERT_EQ(p.code, 0) << p.err;
+  expect_clean();
+}
+
+}  // namespace
+}  // namespace berth::image
