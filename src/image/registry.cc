@@ -559,8 +559,10 @@ Result<> write_auth_file(const std::string& path, const json& cfg) {
 // trusted along with the system's.
 Result<std::string> extra_ca_pem(const std::string& domain, const RegistryOptions& o) {
   std::string extra;
-  for (const auto& base : o.certs_dirs) {
-    std::string dir = base + "/" + domain;
+  std::vector<std::string> dirs;
+  for (const auto& base : o.certs_dirs) dirs.push_back(base + "/" + domain);
+  if (!o.extra_ca_dir.empty()) dirs.push_back(o.extra_ca_dir);
+  for (const auto& dir : dirs) {
     DIR* d = ::opendir(dir.c_str());
     if (!d) continue;
     std::vector<std::string> names;
@@ -849,7 +851,9 @@ Result<> Registry::fetch_blob(const Digest& d, uint64_t size, ContentStore& stor
     auto r = impl_->send(std::move(rq), impl_->pull_scope(), true, &dropped);
     if (!r) {
       if (dropped && attempt < kBlobAttempts) continue;
-      auto e = std::move(r).error().context(what);
+      // The sink's own errors (the store's) already name the blob.
+      auto e = std::move(r).error();
+      if (!e.msg.starts_with(what)) (void)std::move(e).context(what);
       if (dropped) e.msg += " (" + std::to_string(attempt) + " attempts)";
       return std::unexpected(std::move(e));
     }

@@ -38,6 +38,7 @@ struct RegistryOptions {
   std::string auth_file;              // Docker config.json ("auths": {"host": {"auth": base64(user:pass)}}); empty = none
   std::vector<std::string> insecure;  // "host[:port]" allowed plain HTTP / unverified TLS ("host" matches every port)
   std::vector<std::string> certs_dirs = {"/etc/berth/certs.d", "/etc/docker/certs.d"};
+  std::string extra_ca_dir;           // *.crt here trusted for this registry too (podman's --cert-dir)
   std::string user_agent = "berth";
   int timeout_s = 30;                 // connect and low-speed timeouts (not total time)
   // Loopback registries are insecure by default, as for Docker; tests turn this

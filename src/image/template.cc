@@ -57,7 +57,11 @@ Result<ImageRecord> busybox(ImageStore& store, const Reference& name, const Temp
   if (!bb) return sys_error("busybox template: " + o.busybox + " (install busybox-static)");
   struct stat st {};
   if (::fstat(bb.get(), &st) != 0) return sys_error("stat " + o.busybox);
+  // Both runs of busybox before the operation starts: a child forked while an
+  // operation's marker is locked holds that lock until it execs, and a repair
+  // running then (the parent killed) would take the operation for a live one.
   std::string applets = TRY_CTX(capture({o.busybox, "--list-full"}), "busybox template");
+  std::string version = TRY(capture({o.busybox})).substr(0, 64);
   auto op = TRY(store.begin_op());
   auto w = TRY(LayerWriter::create(store.content(), store.root() + "/content/ingest", "busybox template layer"));
   // Every entry carries the binary's mtime: the same binary makes the same layer.
@@ -80,7 +84,6 @@ Result<ImageRecord> busybox(ImageStore& store, const Reference& name, const Temp
   TRY(w->file("etc/hostname", "busybox\n", file));
   LayerBlob layer = TRY(w->finish());
   nlohmann::json config = {{"Env", {kPath}}, {"Cmd", {"sh"}}};
-  std::string version = TRY(capture({o.busybox})).substr(0, 64);
   auto nl = version.find('\n');
   if (nl != std::string::npos) version.resize(nl);
   return store_image(store, layer, config.dump(), "berth image create busybox (" + version + ")", st.st_mtime, name);

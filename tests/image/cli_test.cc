@@ -18,6 +18,7 @@
 
 #include "image/layer_writer.h"
 #include "image/pull.h"
+#include "image/registry.h"
 #include "image/store.h"
 #include "registry_fixture.h"
 #include "util/fs.h"
@@ -288,6 +289,136 @@ TEST_F(CliTest, InteroperatesWithSkopeoThroughTheRegistry) {
   ASSERT_EQ(p.code, 0) << p.err;
   Out insp = berth({"image", "inspect", "--format", "{{.Os}}/{{.Architecture}} {{json .Config.Cmd}}", d + "/viaskopeo:2"});
   EXPECT_EQ(insp.out, "linux/amd64 [\"sh\"]\n") << insp.err;
+  expect_clean();
+}
+
+TEST_F(CliTest, TlsRegistryWithCertDir) {
+  RegistryConfig cfg;
+  cfg.tls = true;
+  auto reg = LocalRegistry::start(cfg);
+  ASSERT_TRUE(reg) << reg.error().str();
+  std::string d = (*reg)->domain();
+  std::string certs = dir_.path() + "/certs";
+  ASSERT_TRUE(mkdir_p(certs));
+  fs::copy_file((*reg)->ca_cert(), certs + "/ca.crt");
+  ASSERT_EQ(berth({"image", "create", "busybox", "-t", d + "/tls:1"}).code, 0);
+  Out p = berth({"push", "--cert-dir", certs, d + "/tls:1"});
+  ASSERT_EQ(p.code, 0) << p.err;
+  ASSERT_EQ(berth({"rmi", d + "/tls:1"}).code, 0);
+  Out pull = berth({"pull", "--cert-dir", certs, d + "/tls:1"});
+  ASSERT_EQ(pull.code, 0) << pull.err;
+  Out missing = berth({"pull", "--cert-dir", dir_.path() + "/nope", d + "/tls:1"});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.err.find("--cert-dir"), std::string::npos) << missing.err;
+  expect_clean();
+}
+
+TEST_F(CliTest, PullsThePlatformOfAnIndex) {
+  auto reg = LocalRegistry::start({});
+  ASSERT_TRUE(reg) << reg.error().str();
+  std::string d = (*reg)->domain();
+  // Two one-layer images whose configs name amd64 and arm64, under one index.
+  std::string other = dir_.path() + "/src-store";
+  auto s = ImageStore::open(other);
+  ASSERT_TRUE(s);
+  auto op = (*s)->begin_op();
+  auto conn = Registry::connect(*Reference::parse(d + "/multi:1"), {});
+  ASSERT_TRUE(conn) << conn.error().str();
+  std::vector<std::string> entries;
+  for (std::string arch : {"amd64", "arm64"}) {
+    auto w = LayerWriter::create((*s)->content(), other + "/content/ingest", "layer");
+    ASSERT_TRUE(w);
+    ASSERT_TRUE((*w)->file("arch", arch, {}));
+    auto b = (*w)->finish();
+    ASSERT_TRUE(b);
+    json cfg = json::parse(make_config("{}", {b->diff_id}, {"x"}, rfc3339(1)));
+    cfg["architecture"] = arch;
+    Descriptor cd{std::string(media::kOciConfig), *(*s)->content().put(cfg.dump()), cfg.dump().size()};
+    std::string manifest = make_manifest(cd, {b->descriptor});
+    Digest md = *(*s)->content().put(manifest);
+    ASSERT_TRUE((*conn)->push_blob(b->descriptor.digest, (*s)->content()));
+    ASSERT_TRUE((*conn)->push_blob(cd.digest, (*s)->content()));
+    ASSERT_TRUE((*conn)->put_manifest(md.str(), media::kOciManifest, manifest));
+    Descriptor entry{std::string(media::kOciManifest), md, manifest.size(), Platform{"linux", arch, ""}, {}};
+    entries.push_back(descriptor_json(entry));
+  }
+  std::string index = R"({"schemaVersion":2,"mediaType":")" + std::string(media::kOciIndex) + R"(","manifests":[)" +
+                      entries[0] + "," + entries[1] + "]}";
+  ASSERT_TRUE((*conn)->put_manifest("1", media::kOciIndex, index));
+  Out arm = berth({"pull", "--platform", "linux/arm64", d + "/multi:1"});
+  ASSERT_EQ(arm.code, 0) << arm.err;
+  Out mount = berth({"image", "mount", d + "/multi:1"});
+  ASSERT_EQ(mount.code, 0) << mount.err;
+  EXPECT_EQ(*read_file(mount.out.substr(0, mount.out.size() - 1) + "/arch"), "arm64");
+  ASSERT_EQ(berth({"image", "umount", d + "/multi:1"}).code, 0);
+  Out amd = berth({"pull", d + "/multi:1"});
+  ASSERT_EQ(amd.code, 0) << amd.err;
+  EXPECT_EQ(berth({"image", "inspect", "--format", "{{.Architecture}}", d + "/multi:1"}).out, "amd64\n");
+  Out none = berth({"pull", "--platform", "linux/s390x", d + "/multi:1"});
+  EXPECT_EQ(none.code, 1);
+  EXPECT_NE(none.err.find("no manifest for platform linux/s390x (there are: linux/amd64, linux/arm64)"),
+            std::string::npos)
+      << none.err;
+  expect_clean();
+}
+
+TEST_F(CliTest, FullDiskFailsCleanly) {
+  auto reg = LocalRegistry::start({});
+  ASSERT_TRUE(reg) << reg.error().str();
+  push_big_image(**reg, "full:1", 3, 3);
+  // The store on a 5 MiB tmpfs: the second layer cannot fit.
+  ASSERT_TRUE(mkdir_p(root_));
+  ASSERT_EQ(::mount("tmpfs", root_.c_str(), "tmpfs", 0, "size=5m"), 0) << strerror(errno);
+  struct Unmount {
+    std::string p;
+    ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
+  } unmount{root_};
+  Out p = berth({"pull", "-q", (*reg)->domain() + "/full:1"});
+  EXPECT_EQ(p.code, 1);
+  EXPECT_NE(p.err.find("No space left on device"), std::string::npos) << p.err;
+  EXPECT_EQ(p.err.find("full:1: layer"), std::string::npos) << "said once: " << p.err;
+  EXPECT_NE(p.err.find("full:1"), std::string::npos) << "names the image: " << p.err;
+  EXPECT_EQ(std::count(p.err.begin(), p.err.end(), '\n'), 1) << p.err;
+  EXPECT_TRUE(berth({"images", "-q"}).out.empty());
+  expect_clean();
+}
+
+TEST_F(CliTest, InteroperatesWithPodman) {
+  if (std::system("command -v podman >/dev/null") != 0) GTEST_SKIP() << "podman is not installed";
+  auto reg = LocalRegistry::start({});
+  ASSERT_TRUE(reg) << reg.error().str();
+  std::string d = (*reg)->domain();
+  std::string pm = "env -u DOCKER_CONFIG podman --root " + dir_.path() + "/pm/root --runroot " + dir_.path() +
+                   "/pm/run --storage-driver vfs ";
+  std::string log = dir_.path() + "/podman.log";
+  auto podman = [&](const std::string& args) {
+    int rc = std::system((pm + args + " >" + log + " 2>&1").c_str());
+    if (rc != 0) ADD_FAILURE() << "podman " << args << ":\n" << read_file(log).value_or("");
+    return rc;
+  };
+  ASSERT_EQ(berth({"image", "create", "busybox", "-t", d + "/bb:1"}).code, 0);
+  // berth -> podman: an archive, and the registry.
+  ASSERT_EQ(berth({"save", "-o", dir_.path() + "/bb.tar", d + "/bb:1"}).code, 0);
+  ASSERT_EQ(podman("load -i " + dir_.path() + "/bb.tar"), 0);
+  ASSERT_EQ(berth({"push", d + "/bb:1"}).code, 0);
+  ASSERT_EQ(podman("pull --tls-verify=false " + d + "/bb:1"), 0);
+  // podman -> berth: its archives (both formats) and a push.
+  ASSERT_EQ(podman("tag " + d + "/bb:1 " + d + "/frompodman:2"), 0);
+  ASSERT_EQ(podman("save --format oci-archive -o " + dir_.path() + "/p-oci.tar " + d + "/frompodman:2"), 0);
+  ASSERT_EQ(podman("save --format docker-archive -o " + dir_.path() + "/p-docker.tar " + d + "/frompodman:2"), 0);
+  ASSERT_EQ(podman("push --tls-verify=false " + d + "/frompodman:2"), 0);
+  ASSERT_EQ(berth({"rmi", "-f", d + "/bb:1"}).code, 0);
+  for (auto* f : {"/p-oci.tar", "/p-docker.tar"}) {
+    Out l = berth({"load", "-i", dir_.path() + f});
+    ASSERT_EQ(l.code, 0) << f << ": " << l.err;
+    EXPECT_NE(l.out.find("frompodman"), std::string::npos) << f << ": " << l.out;
+  }
+  Out p = berth({"pull", d + "/frompodman:2"});
+  ASSERT_EQ(p.code, 0) << p.err;
+  Out mount = berth({"image", "mount", d + "/frompodman:2"});
+  ASSERT_EQ(mount.code, 0) << mount.err;
+  EXPECT_TRUE(fs::exists(mount.out.substr(0, mount.out.size() - 1) + "/bin/busybox"));
+  ASSERT_EQ(berth({"image", "umount", d + "/frompodman:2"}).code, 0);
   expect_clean();
 }
 

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -241,6 +242,15 @@ TEST_F(StoreTest, RepairsWhatADeadOperationLeft) {
 TEST_F(StoreTest, KilledAtRandomPointsLeavesAUsableStore) {
   std::mt19937 rng(std::random_device{}());
   store_.reset();
+  // The killed child's own children (busybox runs) come back here to be reaped.
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  struct Reap {
+    ~Reap() {
+      while (::waitpid(-1, nullptr, 0) > 0) {
+      }
+      ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+    }
+  } reap;
   for (int round = 0; round < 12; ++round) {
     pid_t pid = ::fork();
     ASSERT_GE(pid, 0);

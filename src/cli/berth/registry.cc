@@ -1,4 +1,5 @@
 // Registry verbs: pull, push, login, logout (Docker's output).
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -16,8 +17,14 @@ namespace berth::cli {
 
 namespace {
 
+bool fs_is_dir(const std::string& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 struct RegistryFlags {
   std::string tls_verify = "true";  // podman's --tls-verify
+  std::string cert_dir;             // podman's --cert-dir: <dir>/*.crt trusted for this registry
   std::string platform;
 };
 
@@ -34,6 +41,11 @@ image::PullOptions options(const Context& ctx, const RegistryFlags& f, const std
   if (f.tls_verify == "false") o.registry.insecure.push_back(domain);
   else if (f.tls_verify != "true") die("--tls-verify: expected true or false, not \"" + f.tls_verify + "\"");
   if (!f.platform.empty()) o.platform = check(image::Platform::parse(f.platform));
+  if (!f.cert_dir.empty()) {
+    // certs.d's layout is <dir>/<host[:port]>/*.crt; --cert-dir names the inner directory.
+    if (!fs_is_dir(f.cert_dir)) die("--cert-dir " + f.cert_dir + ": not a directory");
+    o.registry.extra_ca_dir = f.cert_dir;
+  }
   return o;
 }
 
@@ -130,6 +142,7 @@ void add_registry_flags(CLI::App& c, RegistryFlags& f, bool platform) {
   c.add_option("--tls-verify", f.tls_verify, "Require HTTPS and verify certificates (true|false)")
       ->expected(0, 1)
       ->default_str("true");
+  c.add_option("--cert-dir", f.cert_dir, "Trust the certificates (*.crt) in this directory for the registry");
   if (platform) c.add_option("--platform", f.platform, "Pull this platform (os/arch[/variant])");
 }
 
