@@ -9,7 +9,7 @@ pkgs=(
   libssl-dev libarchive-dev libzstd-dev libisal-dev libcurl4-openssl-dev libsqlite3-dev
   busybox-static jq python3 procps iproute2
   runc hyperfine
-  docker-registry apache2-utils openssl skopeo umoci
+  docker-registry apache2-utils openssl skopeo umoci podman debootstrap
   qemu-system-x86 linux-image-amd64 cpio
 )
 missing=()

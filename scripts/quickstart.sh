@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The README's first command: install what berth needs, build, install
-# berth-runtime into /usr/local/bin, and run a busybox container that greets.
+# berth-runtime and berth into /usr/local/bin, and run a busybox container that greets.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
 scripts/install-deps.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-ninja -C build berth-runtime
+ninja -C build berth-runtime berth-cli
 cmake --install build --component Unspecified >/dev/null 2>&1 || cmake --install build >/dev/null
 
 bundle=$(mktemp -d /tmp/berth-hello.XXXXXX)
