@@ -47,6 +47,7 @@ Result<PullResult> pull(ImageStore& store, const Reference& ref, const PullOptio
     events({d, status, done, total});
   };
   std::vector<Digest> fetched;  // blobs this pull added (removed again on failure unless an image keeps them)
+  std::vector<Digest> unpacked;  // layers this pull unpacked (removed again on failure unless recorded)
   std::mutex fetched_mu;
   std::optional<Digest> previous;
   if (!ref.digest)
@@ -84,6 +85,10 @@ Result<PullResult> pull(ImageStore& store, const Reference& ref, const PullOptio
       return fail(name + ": the image is for " + cfg.platform.str() + ", not " + o.platform.str() +
                   " (use --platform)");
 
+    if (cfg.diff_ids.size() != m.layers.size())
+      return fail(name + ": the manifest lists " + std::to_string(m.layers.size()) + " layers, the config " +
+                  std::to_string(cfg.diff_ids.size()) + " diff_ids");
+    std::vector<Digest> chain = chain_ids(cfg.diff_ids);
     for (size_t i = 0; i < m.layers.size(); ++i)
       emit(m.layers[i].digest, cs.has(m.layers[i].digest) ? "Already exists"
                                : i < static_cast<size_t>(o.parallel) ? "Pulling fs layer"
@@ -100,6 +105,13 @@ Result<PullResult> pull(ImageStore& store, const Reference& ref, const PullOptio
         fetched.push_back(l.digest);
       }
       emit(l.digest, "Download complete", l.size, l.size);
+      // Unpacked here, while the other blobs still download.
+      emit(l.digest, "Extracting");
+      if (TRY(store.prepare_layer(chain[i], l, cfg.diff_ids[i], what))) {
+        std::lock_guard g(fetched_mu);
+        unpacked.push_back(chain[i]);
+      }
+      emit(l.digest, "Pull complete");
       return {};
     }));
 
@@ -117,6 +129,7 @@ Result<PullResult> pull(ImageStore& store, const Reference& ref, const PullOptio
   };
   auto r = body();
   auto discarded = store.discard_blobs(fetched);
+  if (discarded) discarded = store.discard_layers(unpacked);
   if (r && !discarded) return std::unexpected(std::move(discarded).error());
   return r;
 }

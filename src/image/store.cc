@@ -292,59 +292,70 @@ Result<ImageRecord> ImageStore::resolve(std::string_view name) const {
 
 // ---------------------------------------------------------------- commit --
 
+Result<bool> ImageStore::prepare_layer(const Digest& chain, const Descriptor& blob, const Digest& diff_id,
+                                       const std::string& what) {
+  // A layer directory exists only once whole: it is renamed into place last.
+  std::string final_dir = root_ + "/layers/" + chain.hex;
+  if (path_exists(final_dir)) return false;
+  std::string tmp = root_ + "/layers/.tmp-" + chain.hex.substr(0, 12) + "-" + random_hex(8);
+  auto r = [&]() -> Result<> {
+    TRY_CTX(mkdir_p(tmp + "/diff", 0755), what);
+    UniqueFd src = TRY_CTX(content_->open_blob(blob.digest), what);
+    UniqueFd dest(::open((tmp + "/diff").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dest) return sys_error("open " + tmp + "/diff");
+    UnpackOptions o;
+    o.diff_id = diff_id;
+    o.what = what;
+    o.set_owners = ::geteuid() == 0;
+    UnpackResult u = TRY(unpack_layer(src.get(), dest.get(), o));
+    TRY(atomic_write_file(tmp + "/size", std::to_string(u.uncompressed), 0600));
+    if (::rename(tmp.c_str(), final_dir.c_str()) != 0) {
+      // Another berth process unpacked the same layer first: use its copy.
+      if (errno != EEXIST && errno != ENOTEMPTY) return sys_error("rename " + tmp + " to " + final_dir);
+      TRY(remove_tree(tmp));
+    }
+    return {};
+  }();
+  if (!r) {
+    (void)remove_tree(tmp);
+    return std::unexpected(std::move(r).error());
+  }
+  return true;
+}
+
 Result<> ImageStore::unpack_missing(const Manifest& m, const ImageConfig& config,
-                                    const std::vector<Digest>& chain, const UnpackProgressFn& progress) {
-  struct Job {
-    size_t index;
-    std::string tmp;
-  };
-  std::vector<Job> jobs;
+                                    const std::vector<Digest>& chain, const UnpackProgressFn& progress,
+                                    std::vector<Digest>* made) {
+  std::vector<size_t> jobs;
   for (size_t i = 0; i < chain.size(); ++i) {
-    bool have = TRY(db_->count("SELECT count(*) FROM layers WHERE chain = ?1", chain[i].str())) > 0 &&
-                path_exists(root_ + "/layers/" + chain[i].hex);
-    if (have) {
+    if (path_exists(root_ + "/layers/" + chain[i].hex)) {
       if (progress) progress({i, chain.size(), m.layers[i].digest, "exists"});
       continue;
     }
-    jobs.push_back({i, root_ + "/layers/.tmp-" + chain[i].hex.substr(0, 12) + "-" + random_hex(8)});
+    jobs.push_back(i);
   }
   if (jobs.empty()) return {};
   std::vector<Result<>> results(jobs.size());
   std::atomic<size_t> next{0};
   std::mutex progress_mu;
+  auto report = [&](size_t i, std::string_view phase) {
+    if (!progress) return;
+    std::lock_guard g(progress_mu);
+    progress({i, chain.size(), m.layers[i].digest, phase});
+  };
   auto work = [&] {
     for (size_t j; (j = next++) < jobs.size();) {
-      const Job& job = jobs[j];
-      const Descriptor& blob = m.layers[job.index];
-      std::string what = "layer " + std::to_string(job.index + 1) + " (" + blob.digest.str() + ")";
-      results[j] = [&]() -> Result<> {
-        if (progress) {
-          std::lock_guard g(progress_mu);
-          progress({job.index, chain.size(), blob.digest, "extracting"});
-        }
-        TRY_CTX(mkdir_p(job.tmp + "/diff", 0755), what);
-        UniqueFd src = TRY_CTX(content_->open_blob(blob.digest), what);
-        UniqueFd dest(::open((job.tmp + "/diff").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        if (!dest) return sys_error("open " + job.tmp + "/diff");
-        UnpackOptions o;
-        o.diff_id = config.diff_ids[job.index];
-        o.what = what;
-        o.set_owners = ::geteuid() == 0;
-        UnpackResult r = TRY(unpack_layer(src.get(), dest.get(), o));
-        TRY(atomic_write_file(job.tmp + "/size", std::to_string(r.uncompressed), 0600));
-        std::string final_dir = root_ + "/layers/" + chain[job.index].hex;
-        if (::rename(job.tmp.c_str(), final_dir.c_str()) != 0) {
-          // Another berth process unpacked the same layer first: use its copy.
-          if (errno != EEXIST && errno != ENOTEMPTY) return sys_error("rename " + job.tmp + " to " + final_dir);
-          TRY(remove_tree(job.tmp));
-        }
-        if (progress) {
-          std::lock_guard g(progress_mu);
-          progress({job.index, chain.size(), blob.digest, "done"});
-        }
-        return {};
-      }();
-      if (!results[j]) (void)remove_tree(job.tmp);
+      size_t i = jobs[j];
+      report(i, "extracting");
+      auto r = prepare_layer(chain[i], m.layers[i], config.diff_ids[i],
+                             "layer " + std::to_string(i + 1) + " (" + m.layers[i].digest.str() + ")");
+      if (r) {
+        report(i, "done");
+        std::lock_guard g(progress_mu);
+        if (*r) made->push_back(chain[i]);
+      } else {
+        results[j] = std::unexpected(std::move(r).error());
+      }
     }
   };
   unsigned n = std::min<unsigned>(std::max(1u, std::thread::hardware_concurrency()), jobs.size());
@@ -372,50 +383,57 @@ Result<ImageRecord> ImageStore::commit(const Digest& manifest_digest, const std:
   for (auto& l : m.layers)
     if (!content_->has(l.digest)) return fail("layer " + l.digest.str() + ": not in the content store");
   std::vector<Digest> chain = chain_ids(cfg.diff_ids);
-  TRY(unpack_missing(m, cfg, chain, progress));
-
   std::string id = m.config.digest.str();
-  UniqueFd held = TRY(lock());
-  uint64_t total = 0;
-  std::vector<uint64_t> sizes;
-  for (size_t i = 0; i < chain.size(); ++i) {
-    std::string dir = root_ + "/layers/" + chain[i].hex;
-    if (!path_exists(dir)) return fail("layer " + chain[i].str() + ": removed while this image was being stored; try again");
-    auto sz = read_file(dir + "/size");
-    sizes.push_back(sz ? std::strtoull(sz->c_str(), nullptr, 10) : 0);
-    total += sizes.back();
-  }
-  std::optional<Digest> index_digest;
-  if (repo_digest) {
-    auto at = repo_digest->rfind('@');
-    if (at != std::string::npos)
-      if (auto d = Digest::parse(repo_digest->substr(at + 1)); d && content_->has(*d)) index_digest = *d;
-  }
-  int64_t now = ::time(nullptr);
-  TRY(db_->transaction([&]() -> Result<> {
-    bool exists = TRY(db_->count("SELECT count(*) FROM images WHERE id = ?1", id)) > 0;
-    if (!exists) {
-      TRY(db_->exec("INSERT INTO images (id, manifest, manifest_type, platform, created, added, size) "
-                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    id, manifest_digest.str(), mtype, cfg.platform.str(), cfg.created, now,
-                    static_cast<int64_t>(total)));
-      for (size_t i = 0; i < chain.size(); ++i) {
-        TRY(db_->exec("INSERT OR IGNORE INTO layers (chain, diff_id, size) VALUES (?1, ?2, ?3)", chain[i].str(),
-                      cfg.diff_ids[i].str(), static_cast<int64_t>(sizes[i])));
-        TRY(db_->exec("INSERT INTO image_layers (image, idx, chain) VALUES (?1, ?2, ?3)", id,
-                      static_cast<int64_t>(i), chain[i].str()));
-      }
+  std::vector<Digest> made;  // layers unpacked here: removed again unless recorded
+  auto stored = [&]() -> Result<> {
+    TRY(unpack_missing(m, cfg, chain, progress, &made));
+    UniqueFd held = TRY(lock());
+    uint64_t total = 0;
+    std::vector<uint64_t> sizes;
+    for (size_t i = 0; i < chain.size(); ++i) {
+      std::string dir = root_ + "/layers/" + chain[i].hex;
+      if (!path_exists(dir)) return fail("layer " + chain[i].str() + ": removed while this image was being stored; try again");
+      auto sz = read_file(dir + "/size");
+      sizes.push_back(sz ? std::strtoull(sz->c_str(), nullptr, 10) : 0);
+      total += sizes.back();
     }
-    std::vector<std::string> blobs = {manifest_digest.str(), m.config.digest.str()};
-    for (auto& l : m.layers) blobs.push_back(l.digest.str());
-    if (index_digest) blobs.push_back(index_digest->str());
-    for (auto& b : blobs) TRY(db_->exec("INSERT OR IGNORE INTO image_blobs (image, blob) VALUES (?1, ?2)", id, b));
-    for (auto& t : tags)
-      TRY(db_->exec("INSERT OR REPLACE INTO tags (name, image, added) VALUES (?1, ?2, ?3)", t.str(), id, now));
-    if (repo_digest)
-      TRY(db_->exec("INSERT OR REPLACE INTO repo_digests (name, image) VALUES (?1, ?2)", *repo_digest, id));
+    std::optional<Digest> index_digest;
+    if (repo_digest) {
+      auto at = repo_digest->rfind('@');
+      if (at != std::string::npos)
+        if (auto d = Digest::parse(repo_digest->substr(at + 1)); d && content_->has(*d)) index_digest = *d;
+    }
+    int64_t now = ::time(nullptr);
+    TRY(db_->transaction([&]() -> Result<> {
+      bool exists = TRY(db_->count("SELECT count(*) FROM images WHERE id = ?1", id)) > 0;
+      if (!exists) {
+        TRY(db_->exec("INSERT INTO images (id, manifest, manifest_type, platform, created, added, size) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                      id, manifest_digest.str(), mtype, cfg.platform.str(), cfg.created, now,
+                      static_cast<int64_t>(total)));
+        for (size_t i = 0; i < chain.size(); ++i) {
+          TRY(db_->exec("INSERT OR IGNORE INTO layers (chain, diff_id, size) VALUES (?1, ?2, ?3)", chain[i].str(),
+                        cfg.diff_ids[i].str(), static_cast<int64_t>(sizes[i])));
+          TRY(db_->exec("INSERT INTO image_layers (image, idx, chain) VALUES (?1, ?2, ?3)", id,
+                        static_cast<int64_t>(i), chain[i].str()));
+        }
+      }
+      std::vector<std::string> blobs = {manifest_digest.str(), m.config.digest.str()};
+      for (auto& l : m.layers) blobs.push_back(l.digest.str());
+      if (index_digest) blobs.push_back(index_digest->str());
+      for (auto& b : blobs) TRY(db_->exec("INSERT OR IGNORE INTO image_blobs (image, blob) VALUES (?1, ?2)", id, b));
+      for (auto& t : tags)
+        TRY(db_->exec("INSERT OR REPLACE INTO tags (name, image, added) VALUES (?1, ?2, ?3)", t.str(), id, now));
+      if (repo_digest)
+        TRY(db_->exec("INSERT OR REPLACE INTO repo_digests (name, image) VALUES (?1, ?2)", *repo_digest, id));
+      return {};
+    }));
     return {};
-  }));
+  }();
+  if (!stored) {
+    (void)discard_layers(made);
+    return std::unexpected(std::move(stored).error());
+  }
   // Tags moved away may leave their old image dangling: it stays (as in Docker) until pruned.
   auto rec = TRY(load(id));
   if (!rec) return fail("image " + id + ": vanished after commit");
@@ -477,6 +495,14 @@ Result<> ImageStore::discard_blobs(const std::vector<Digest>& blobs) {
   UniqueFd held = TRY(lock());
   for (auto& b : blobs)
     if (TRY(db_->count("SELECT count(*) FROM image_blobs WHERE blob = ?1", b.str())) == 0) TRY(content_->remove(b));
+  return {};
+}
+
+Result<> ImageStore::discard_layers(const std::vector<Digest>& chains) {
+  UniqueFd held = TRY(lock());
+  for (auto& c : chains)
+    if (TRY(db_->count("SELECT count(*) FROM layers WHERE chain = ?1", c.str())) == 0)
+      TRY(remove_tree(root_ + "/layers/" + c.hex));
   return {};
 }
 

@@ -108,6 +108,13 @@ class ImageStore {
                              const std::optional<std::string>& repo_digest = std::nullopt,
                              const UnpackProgressFn& progress = {});
 
+  // Unpacks one layer blob (in the content store) as `chain`, unless the
+  // store has that layer already (false). Safe to call from several threads
+  // and processes at once; pull calls it as each blob arrives, so downloads
+  // and unpacks overlap. commit() records what it made.
+  Result<bool> prepare_layer(const Digest& chain, const Descriptor& blob, const Digest& diff_id,
+                             const std::string& what);
+
   // Finds an image by name ("busybox", "app:1", "localhost:5000/x@sha256:..."),
   // by ID or by a unique ID prefix of 4 or more hex digits (with or without "sha256:").
   Result<ImageRecord> resolve(std::string_view name) const;
@@ -144,6 +151,8 @@ class ImageStore {
   // Removes those of `blobs` that no image references (what a failed or
   // finished load put that no image kept).
   Result<> discard_blobs(const std::vector<Digest>& blobs);
+  // Removes those of the layers `chains` (made by prepare_layer) that no image records.
+  Result<> discard_layers(const std::vector<Digest>& chains);
   // Removes unreferenced blobs, layer dirs and temporaries when no operation is running.
   Result<> collect_garbage();
 
@@ -152,7 +161,7 @@ class ImageStore {
   Result<> repair();
   Result<UniqueFd> lock() const;
   Result<> unpack_missing(const Manifest& m, const ImageConfig& config, const std::vector<Digest>& chain,
-                          const UnpackProgressFn& progress);
+                          const UnpackProgressFn& progress, std::vector<Digest>* made);
   Result<std::optional<ImageRecord>> load(const std::string& id) const;
   Result<> delete_image(const std::string& id, RemoveResult* out);
   Result<> drop_unreferenced();
