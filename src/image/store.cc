@@ -90,11 +90,14 @@ bool is_mountpoint(const std::string& path) {
   return (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
 }
 
-// Mounts a read-only overlay of `lowers` (top first) on `target`, with the new
-// mount API's "lowerdir+" (one call per layer: no page-size limit on the
-// option string, so images with hundreds of layers mount) and mount(2) as the
-// fallback for kernels before 6.8.
-Result<> mount_overlay_ro(const std::vector<std::string>& lowers, const std::string& target) {
+// Mounts an overlay of `lowers` (top first) on `target`: read-only without
+// `upper`, else with upper and work dirs. The new mount API's "lowerdir+"
+// takes one layer per call (no page-size limit on the option string, so
+// images with hundreds of layers mount); mount(2) is the fallback for kernels
+// before 6.8.
+Result<> mount_overlay(const std::vector<std::string>& lowers, const std::string& upper, const std::string& work,
+                       const std::string& target) {
+  bool ro = upper.empty();
   int fs = static_cast<int>(::syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC));
   if (fs >= 0) {
     UniqueFd fsfd(fs);
@@ -105,9 +108,12 @@ Result<> mount_overlay_ro(const std::vector<std::string>& lowers, const std::str
         break;
       }
     if (ok) {
+      if (!ro && (::syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "upperdir", upper.c_str(), 0) != 0 ||
+                  ::syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "workdir", work.c_str(), 0) != 0))
+        return sys_error("overlay upper/work dirs for " + target);
       if (::syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0)
         return sys_error("mount overlay on " + target);
-      int m = static_cast<int>(::syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_RDONLY));
+      int m = static_cast<int>(::syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, ro ? MOUNT_ATTR_RDONLY : 0));
       if (m < 0) return sys_error("fsmount overlay for " + target);
       UniqueFd mfd(m);
       if (::syscall(SYS_move_mount, m, "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0)
@@ -123,7 +129,8 @@ Result<> mount_overlay_ro(const std::vector<std::string>& lowers, const std::str
     if (i) opts += ":";
     opts += lowers[i];
   }
-  if (::mount("overlay", target.c_str(), "overlay", MS_RDONLY, opts.c_str()) != 0)
+  if (!ro) opts += ",upperdir=" + upper + ",workdir=" + work;
+  if (::mount("overlay", target.c_str(), "overlay", ro ? MS_RDONLY : 0, opts.c_str()) != 0)
     return sys_error("mount overlay on " + target);
   return {};
 }
@@ -597,7 +604,7 @@ Result<std::string> ImageStore::mount(const ImageRecord& image) {
         ::rmdir(mp.c_str());
         return sys_error(e, "bind mount " + lowers[0] + " on " + mp);
       }
-    } else if (auto r = mount_overlay_ro(lowers, mp); !r) {
+    } else if (auto r = mount_overlay(lowers, "", "", mp); !r) {
       ::rmdir(mp.c_str());
       return std::unexpected(std::move(r).error());
     }
@@ -640,6 +647,40 @@ Result<std::vector<Digest>> ImageStore::blobs(const ImageRecord& image) const {
     if (auto d = Digest::parse(r.text(0))) out.push_back(*d);
   }));
   return out;
+}
+
+// ------------------------------------------------------ container rootfs --
+
+Result<std::string> ImageStore::create_rootfs(const std::string& user, const ImageRecord& image,
+                                              const std::string& dir) {
+  UniqueFd held = TRY(lock());
+  if (TRY(db_->count("SELECT count(*) FROM image_users WHERE user = ?1", user)) > 0)
+    return fail("container rootfs for " + user + ": already exists");
+  if (TRY(db_->count("SELECT count(*) FROM images WHERE id = ?1", image.id.str())) == 0)
+    return fail("image " + image.id.hex.substr(0, 12) + ": removed");
+  std::string rootfs = dir + "/rootfs";
+  for (auto* sub : {"/upper", "/work", "/rootfs"}) TRY(mkdir_p(dir + sub, 0755));
+  auto lowers = layer_dirs(image);
+  if (lowers.empty()) {
+    // An image without layers (FROM scratch, nothing added): the upper dir alone.
+    if (::mount((dir + "/upper").c_str(), rootfs.c_str(), nullptr, MS_BIND, nullptr) != 0)
+      return sys_error("bind mount " + dir + "/upper on " + rootfs);
+  } else {
+    TRY(mount_overlay(lowers, dir + "/upper", dir + "/work", rootfs));
+  }
+  if (auto r = db_->exec("INSERT INTO image_users (user, image) VALUES (?1, ?2)", user, image.id.str()); !r) {
+    ::umount2(rootfs.c_str(), MNT_DETACH);
+    return std::unexpected(std::move(r).error());
+  }
+  return rootfs;
+}
+
+Result<> ImageStore::remove_rootfs(const std::string& user, const std::string& dir) {
+  UniqueFd held = TRY(lock());
+  std::string rootfs = dir + "/rootfs";
+  if (is_mountpoint(rootfs) && ::umount2(rootfs.c_str(), MNT_DETACH) != 0) return sys_error("umount " + rootfs);
+  TRY(remove_tree(dir));
+  return db_->exec("DELETE FROM image_users WHERE user = ?1", user);
 }
 
 Result<std::string> ImageStore::read_config(const ImageRecord& image) const { return content_->read(image.id); }

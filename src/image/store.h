@@ -141,6 +141,14 @@ class ImageStore {
   Result<bool> umount(const ImageRecord& image, bool all = false);
   Result<std::vector<std::pair<ImageRecord, std::string>>> mounts() const;
 
+  // A container's root filesystem: an overlay of the image's layers with its
+  // own upper and work dirs under `dir` (dir/upper, dir/work), mounted on
+  // dir/rootfs, which is returned. `user` (a container ID) keeps the image in
+  // use until remove_rootfs; rmi refuses it meanwhile.
+  Result<std::string> create_rootfs(const std::string& user, const ImageRecord& image, const std::string& dir);
+  // Unmounts and removes `dir`, and lets the image go.
+  Result<> remove_rootfs(const std::string& user, const std::string& dir);
+
   // Every blob the store keeps for an image: its manifests (an image loaded or
   // pulled in several forms has several), config and layer blobs.
   Result<std::vector<Digest>> blobs(const ImageRecord& image) const;

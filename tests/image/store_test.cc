@@ -45,6 +45,8 @@ class StoreTest : public ::testing::Test {
     // Whatever a failed test left mounted under this store (and only there).
     for (auto& e : fs::directory_iterator(root_ + "/image-mounts", fs::directory_options::skip_permission_denied))
       ::umount2(e.path().c_str(), MNT_DETACH);
+    if (fs::exists(root_ + "/containers"))
+      for (auto& e : fs::directory_iterator(root_ + "/containers")) ::umount2((e.path() / "rootfs").c_str(), MNT_DETACH);
     (void)remove_tree(root_);
   }
 
@@ -147,6 +149,33 @@ TEST_F(StoreTest, OverlayViewAppliesWhiteoutsAcrossLayers) {
   EXPECT_TRUE(fs::exists(*mp + "/d/new"));
   EXPECT_EQ(*read_file(*mp + "/top"), "5");
   ASSERT_TRUE(store_->umount(*img));
+  expect_consistent();
+}
+
+TEST_F(StoreTest, ContainerRootfsIsCopyOnWriteAndKeepsTheImageInUse) {
+  auto img = make_image({{{"etc", "<dir>"}, {"etc/conf", "base"}}, {{"app", "v1"}}}, "app:1");
+  ASSERT_TRUE(img) << img.error().str();
+  std::string c1 = root_ + "/containers/c1", c2 = root_ + "/containers/c2";
+  auto r1 = store_->create_rootfs("c1", *img, c1);
+  ASSERT_TRUE(r1) << r1.error().str();
+  auto r2 = store_->create_rootfs("c2", *img, c2);
+  ASSERT_TRUE(r2) << r2.error().str();
+  EXPECT_FALSE(store_->create_rootfs("c1", *img, c1 + "x")) << "one rootfs per container";
+  ASSERT_TRUE(atomic_write_file(*r1 + "/etc/conf", "changed", 0644));
+  ASSERT_TRUE(atomic_write_file(*r1 + "/new", "n", 0644));
+  // The change is in c1's upper dir only: not in the layer, not in c2.
+  EXPECT_EQ(*read_file(c1 + "/upper/etc/conf"), "changed");
+  EXPECT_EQ(*read_file(store_->layer_dirs(*img)[1] + "/etc/conf"), "base");
+  EXPECT_EQ(*read_file(*r2 + "/etc/conf"), "base");
+  EXPECT_FALSE(fs::exists(*r2 + "/new"));
+  auto rm = store_->remove("app:1", false);
+  ASSERT_FALSE(rm);
+  EXPECT_NE(rm.error().str().find("in use"), std::string::npos) << rm.error().str();
+  ASSERT_TRUE(store_->remove_rootfs("c1", c1));
+  EXPECT_FALSE(fs::exists(c1));
+  EXPECT_FALSE(store_->remove("app:1", false)) << "c2 still uses it";
+  ASSERT_TRUE(store_->remove_rootfs("c2", c2));
+  ASSERT_TRUE(store_->remove("app:1", false));
   expect_consistent();
 }
 
