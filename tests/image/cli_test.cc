@@ -422,31 +422,52 @@ TEST_F(CliTest, InteroperatesWithPodman) {
   expect_clean();
 }
 
-// Kills `berth pull` at random points; each time the next command must find a
-// store it can use (repairing it), and a last pull must succeed.
-TEST_F(CliTest, PullKilledAtRandomPointsLeavesAUsableStore) {
+// Kills `berth pull`, `berth load` and `berth rmi` at random points; each time
+// the next command must find a store it can use (repairing it), and a last
+// pull must succeed.
+TEST_F(CliTest, KilledAtRandomPointsLeavesAUsableStore) {
   auto reg = LocalRegistry::start({});
   ASSERT_TRUE(reg) << reg.error().str();
   push_big_image(**reg, "kill:1", 3, 3);
-  std::mt19937 rng(std::random_device{}());
   std::string name = (*reg)->domain() + "/kill:1";
-  for (int round = 0; round < 10; ++round) {
+  std::string archive = dir_.path() + "/kill.tar";
+  ASSERT_EQ(berth({"pull", "-q", name}).code, 0);
+  ASSERT_EQ(berth({"save", "-o", archive, name}).code, 0);
+  std::mt19937 rng(std::random_device{}());
+  const std::vector<std::string> verbs = {"pull", "load", "rmi"};
+  for (int round = 0; round < 15; ++round) {
+    const std::string& verb = verbs[round % verbs.size()];
+    bool present = !berth({"images", "-q"}).out.empty();
+    if (verb == "rmi" && !present) {
+      ASSERT_EQ(berth({"pull", "-q", name}).code, 0);
+    }
+    if (verb != "rmi" && present) {
+      ASSERT_EQ(berth({"rmi", name}).code, 0);
+    }
+    std::vector<std::string> args = verb == "pull"   ? std::vector<std::string>{"pull", "-q", name}
+                                    : verb == "load" ? std::vector<std::string>{"load", "-q", "-i", archive}
+                                                     : std::vector<std::string>{"rmi", name};
     pid_t pid = -1;
-    berth({"pull", "-q", name}, "", &pid, false);
-    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 400));
+    berth(args, "", &pid, false);
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % (verb == "rmi" ? 30000 : 300000)));
     ::kill(pid, SIGKILL);
     int st = 0;
     ::waitpid(pid, &st, 0);
     Out list = berth({"images", "-q"});
-    ASSERT_EQ(list.code, 0) << list.err;
+    ASSERT_EQ(list.code, 0) << verb << ": " << list.err;
     expect_clean();
-    if (HasFailure()) return;
-    if (!list.out.empty()) {
-      ASSERT_EQ(berth({"rmi", name}).code, 0);
+    if (HasFailure()) {
+      ADD_FAILURE() << "after killing berth " << verb << " (round " << round << ")";
+      return;
     }
+  }
+  if (!berth({"images", "-q"}).out.empty()) {
+    ASSERT_EQ(berth({"rmi", name}).code, 0);
   }
   Out p = berth({"pull", name});
   ASSERT_EQ(p.code, 0) << p.err;
+  Out l = berth({"load", "-i", archive});
+  ASSERT_EQ(l.code, 0) << l.err;
   expect_clean();
 }
 
