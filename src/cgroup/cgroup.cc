@@ -2,9 +2,11 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -269,6 +271,18 @@ Layout parse_layout(const std::string& mountinfo) {
 }
 
 Result<Layout> detect_layout(const std::string& mountinfo_path) {
+  // The common case in one syscall: cgroup2 mounted at /sys/fs/cgroup is a
+  // unified host (runc and crun decide the same way). Anything else reads
+  // mountinfo.
+  if (mountinfo_path == "/proc/self/mountinfo") {
+    struct statfs sfs {};
+    if (::statfs("/sys/fs/cgroup", &sfs) == 0 && sfs.f_type == CGROUP2_SUPER_MAGIC) {
+      Layout l;
+      l.mode = Mode::unified;
+      l.unified_root = "/sys/fs/cgroup";
+      return l;
+    }
+  }
   auto text = TRY(read_file(mountinfo_path));
   Layout l = parse_layout(text);
   if (l.mode == Mode::unified && l.unified_root.empty()) return fail("no cgroup filesystem is mounted");

@@ -252,6 +252,13 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   cg = TRY(cgroup::open(layout, cg_path));
   oci::Resources res = spec.linux && spec.linux->resources ? *spec.linux->resources : oci::Resources{};
   if (!res.devices.empty()) add_default_device_rules(res, spec);
+  bool v2 = layout.mode == cgroup::Mode::unified;
+  // On v2 the device rules are an eBPF program whose load (the verifier) is
+  // the slowest step of making the cgroup: it is loaded and attached after the
+  // clone, while the child sets up its mounts, and before kGo, so before the
+  // container runs anything of its own.
+  oci::Resources late_devices;
+  if (v2) late_devices.devices = std::move(res.devices), res.devices.clear();
   auto make_cgroup = [&]() -> Result<> {
     if (auto r = cg->create(&res); !r) {
       if (!g.rootless) return std::unexpected(std::move(r).error().context("cgroup " + cg_path));
@@ -261,7 +268,6 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
     if (cg) cleanup.add([cg] { (void)cg->destroy(); });
     return {};
   };
-  bool v2 = layout.mode == cgroup::Mode::unified;
   TRY(make_cgroup());
 
   NsPlan ns = TRY(plan_namespaces(spec, cg ? &layout : nullptr));
@@ -361,6 +367,7 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
     for (auto& n : spec.linux->namespaces) st.namespaces.push_back(n.type);
   if (spec.linux) TRY(move_net_devices(spec.linux->net_devices, st.pid));
   if (cg && !cgfd && !self_join) TRY_CTX(cg->add_pid(st.pid), "join cgroup " + cg->path());
+  if (cg && !late_devices.devices.empty()) TRY_CTX(cg->apply(late_devices), "cgroup " + cg_path);
   // Saved before the container can exec (`run` does not stop it in between),
   // so `state` and `kill` work from its first instruction on.
   TRY(save_state(g.root, st));
