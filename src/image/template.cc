@@ -1,10 +1,12 @@
 #include "image/template.h"
 
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -89,6 +91,21 @@ Result<ImageRecord> busybox(ImageStore& store, const Reference& name, const Temp
   return store_image(store, layer, config.dump(), "berth image create busybox (" + version + ")", st.st_mtime, name);
 }
 
+// debootstrap mounts /proc and /sys in the target and unmounts them when it
+// ends; should it die first, they are unmounted here (deepest first) before
+// the tree is removed.
+void unmount_beneath(const std::string& dir) {
+  auto info = read_file("/proc/self/mountinfo");
+  if (!info) return;
+  std::vector<std::string> points;
+  for (auto& line : split(*info, '\n')) {
+    auto f = split(line, ' ');
+    if (f.size() > 4 && (f[4] == dir || f[4].starts_with(dir + "/"))) points.push_back(f[4]);
+  }
+  std::sort(points.begin(), points.end(), [](auto& a, auto& b) { return a.size() > b.size(); });
+  for (auto& p : points) ::umount2(p.c_str(), MNT_DETACH);
+}
+
 Result<ImageRecord> debian(ImageStore& store, const Reference& name, const TemplateOptions& o) {
   if (::access("/usr/sbin/debootstrap", X_OK) != 0) return fail("debian template: debootstrap is not installed");
   auto op = TRY(store.begin_op());
@@ -96,7 +113,10 @@ Result<ImageRecord> debian(ImageStore& store, const Reference& name, const Templ
   TRY(mkdir_p(tmp, 0755));
   struct Remove {
     std::string p;
-    ~Remove() { (void)remove_tree(p); }
+    ~Remove() {
+      unmount_beneath(p);
+      (void)remove_tree(p);
+    }
   } cleanup{tmp};
   std::vector<std::string> argv = {"/usr/sbin/debootstrap", "--variant=minbase", o.suite, tmp + "/rootfs"};
   if (!o.mirror.empty()) argv.push_back(o.mirror);

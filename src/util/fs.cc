@@ -86,6 +86,12 @@ static Result<> remove_at(int dirfd, const char* name) {
   if (errno != EISDIR) return sys_error(std::string("unlink ") + name);
   UniqueFd fd(::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) return sys_error(std::string("open ") + name);
+  // Never into another mount: a bind mount left in a tree (debootstrap's
+  // /proc, a volume) would have its contents deleted.
+  struct statx stx {};
+  if (::statx(fd.get(), "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 &&
+      (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT))
+    return sys_error(EBUSY, std::string("remove ") + name + ": a mount point");
   DIR* d = ::fdopendir(::dup(fd.get()));
   if (!d) return sys_error(std::string("opendir ") + name);
   while (auto* e = ::readdir(d)) {

@@ -265,6 +265,20 @@ TEST_F(StoreTest, RepairsWhatADeadOperationLeft) {
   expect_consistent();
 }
 
+TEST_F(StoreTest, RemoveTreeNeverDescendsIntoAMount) {
+  std::string dir = root_ + "/victim";
+  ASSERT_TRUE(mkdir_p(dir + "/mnt"));
+  ASSERT_EQ(::mount("tmpfs", (dir + "/mnt").c_str(), "tmpfs", 0, "size=1m"), 0);
+  ASSERT_TRUE(atomic_write_file(dir + "/mnt/precious", "x", 0644));
+  auto r = remove_tree(dir);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().err, EBUSY);
+  EXPECT_TRUE(fs::exists(dir + "/mnt/precious"));
+  ASSERT_EQ(::umount2((dir + "/mnt").c_str(), 0), 0);
+  ASSERT_TRUE(remove_tree(dir));
+  EXPECT_FALSE(fs::exists(dir));
+}
+
 // Kills `berth image create busybox` (a child process running the store code)
 // at random points; every time, the next open must find a consistent store and
 // the image must then be creatable.
