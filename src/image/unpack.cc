@@ -13,14 +13,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <map>
-#include <optional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "image/decompress.h"
@@ -49,14 +53,90 @@ std::string printable(std::string_view s) {
   return out;
 }
 
+// Decompression and hashing run on a thread of their own, a few chunks ahead
+// of the thread that writes the files (as `igzip -dc | tar -x` would): on a
+// gzip layer the two take similar time, and they overlap.
+class Prefetcher {
+ public:
+  explicit Prefetcher(Decompressor& d) : d_(d), thread_([this] { run(); }) {}
+  ~Prefetcher() { stop(); }
+  Prefetcher(const Prefetcher&) = delete;
+  Prefetcher& operator=(const Prefetcher&) = delete;
+
+  // The next chunk (valid until the next call); empty at the end of the stream.
+  Result<std::string_view> next() {
+    std::unique_lock lk(mu_);
+    if (!current_.empty()) free_.push_back(std::move(current_));
+    current_.clear();
+    cv_.notify_all();
+    cv_.wait(lk, [&] { return !full_.empty() || done_; });
+    if (!full_.empty()) {
+      current_ = std::move(full_.front());
+      full_.pop_front();
+      cv_.notify_all();
+      return std::string_view(current_.data(), current_.size());
+    }
+    if (error_) return std::unexpected(*error_);
+    return std::string_view();
+  }
+  // Waits for the producer to finish (the decompressor is then the caller's again).
+  void stop() {
+    {
+      std::lock_guard lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  static constexpr size_t kDepth = 16;  // chunks of up to 256 KiB
+
+  void run() {
+    for (;;) {
+      auto v = d_.read();
+      std::unique_lock lk(mu_);
+      if (!v || v->empty()) {
+        if (!v) error_ = std::move(v).error();
+        done_ = true;
+        cv_.notify_all();
+        return;
+      }
+      cv_.wait(lk, [&] { return full_.size() < kDepth || stop_; });
+      if (stop_) {
+        done_ = true;
+        return;
+      }
+      std::string buf;
+      if (!free_.empty()) {
+        buf = std::move(free_.back());
+        free_.pop_back();
+      }
+      buf.assign(v->data(), v->size());
+      full_.push_back(std::move(buf));
+      cv_.notify_all();
+    }
+  }
+
+  Decompressor& d_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::string> full_;
+  std::vector<std::string> free_;
+  std::string current_;
+  std::optional<Error> error_;
+  bool done_ = false, stop_ = false;
+  std::thread thread_;  // last: started once everything above exists
+};
+
 struct ReadCtx {
-  Decompressor* src;
+  Prefetcher* src;
   std::optional<Error> error;  // the source's failure, when libarchive reports one
 };
 
 la_ssize_t read_cb(struct archive* a, void* data, const void** buf) {
   auto* ctx = static_cast<ReadCtx*>(data);
-  auto v = ctx->src->read();
+  auto v = ctx->src->next();
   if (!v) {
     ctx->error = std::move(v).error();
     archive_set_error(a, EIO, "%s", ctx->error->str().c_str());
@@ -463,7 +543,8 @@ Result<UnpackResult> unpack_layer(int src_fd, int dest_dirfd, const UnpackOption
   UnpackResult res;
   Decompressor src(src_fd, DecompressOptions{o.max_ratio, o.ratio_floor, o.what});
   TRY(src.init());
-  ReadCtx ctx{&src, std::nullopt};
+  Prefetcher ahead(src);
+  ReadCtx ctx{&ahead, std::nullopt};
 
   std::unique_ptr<struct archive, ArchiveFree> a(archive_read_new());
   if (!a) return fail(o.what + ": cannot allocate a tar reader");
@@ -490,7 +571,13 @@ Result<UnpackResult> unpack_layer(int src_fd, int dest_dirfd, const UnpackOption
       return std::unexpected(std::move(applied).error());
     }
   }
-  TRY(src.drain());
+  // The rest of the stream (tar padding after the end-of-archive blocks), so
+  // the hash covers all of it.
+  for (;;) {
+    auto v = TRY(ahead.next());
+    if (v.empty()) break;
+  }
+  ahead.stop();
   TRY(app.finish_dirs());
 
   res.diff_id = src.finish();
