@@ -8,7 +8,7 @@ pkgs=(
   libseccomp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
   libssl-dev libarchive-dev libzstd-dev libisal-dev libcurl4-openssl-dev libsqlite3-dev
   busybox-static jq python3 procps iproute2
-  runc hyperfine
+  runc hyperfine pigz isal
   docker-registry apache2-utils openssl skopeo umoci podman debootstrap
   qemu-system-x86 linux-image-amd64 cpio
 )
