@@ -475,7 +475,9 @@ TEST_F(Cgroup, SystemdDriverRefusesClearly) {
   b.save();
   r = rt({"--systemd-cgroup", "create", "--bundle", b.dir, "sd"});
   EXPECT_NE(r.code, 0);
-  if (!exists("/run/systemd/system")) EXPECT_TRUE(contains(r.err, "systemd is not running")) << r.desc();
+  if (!exists("/run/systemd/system")) {
+    EXPECT_TRUE(contains(r.err, "systemd is not running")) << r.desc();
+  }
   EXPECT_EQ(split_lines(trim(r.err)).size(), 1u) << r.err;
   EXPECT_TRUE(root_entries().empty());
 }
