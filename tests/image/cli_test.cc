@@ -183,6 +183,14 @@ TEST_F(CliTest, PushAndPullSpeakDocker) {
   std::string mp = mount.out.substr(0, mount.out.size() - 1);
   EXPECT_TRUE(fs::exists(mp + "/bin/busybox"));
   ASSERT_EQ(berth({"image", "umount", name}).code, 0);
+  // By digest: no tag, shown under its repository as Docker does.
+  auto at = pull.out.find("Digest: ");
+  ASSERT_NE(at, std::string::npos);
+  std::string digest = pull.out.substr(at + 8, 71);
+  ASSERT_EQ(berth({"rmi", name}).code, 0);
+  Out by_digest = berth({"pull", (*reg)->domain() + "/bb@" + digest});
+  ASSERT_EQ(by_digest.code, 0) << by_digest.err;
+  EXPECT_EQ(berth({"images", "--format", "{{.Repository}} {{.Tag}}"}).out, (*reg)->domain() + "/bb <none>\n");
   expect_clean();
 }
 

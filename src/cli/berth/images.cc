@@ -4,6 +4,7 @@
 #include <fnmatch.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <functional>
 #include <iostream>
@@ -74,6 +75,13 @@ void images(Context& ctx, const ImagesOptions& o) {
     if (dangling && *dangling != is_dangling) continue;
     std::vector<std::pair<std::string, std::string>> names;  // repository, tag
     for (auto& t : img.tags) names.emplace_back(t.familiar_repository(), t.tag);
+    // Untagged but known to a registry (pulled by digest, or its tag moved on):
+    // Docker shows the repository with no tag.
+    for (auto& rd : img.repo_digests)
+      if (names.empty() || names.back().second == "<none>")
+        if (auto r = Reference::parse(rd.substr(0, rd.find('@'))))
+          if (std::none_of(names.begin(), names.end(), [&](auto& n) { return n.first == r->familiar_repository(); }))
+            names.emplace_back(r->familiar_repository(), "<none>");
     if (names.empty()) names.emplace_back("<none>", "<none>");
     for (auto& [repo, tag] : names) {
       if (!refs.empty()) {

@@ -32,6 +32,7 @@ int run(int argc, char** argv) {
   CLI::App app{"berth: containers, daemonless", "berth"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show every command's options");
+  app.set_version_flag("-v,--version", std::string("berth version ") + BERTH_VERSION + ", commit " + BERTH_COMMIT);
   Context ctx;
   const char* env_root = std::getenv("BERTH_ROOT");
   ctx.root = env_root && *env_root ? env_root : "/var/lib/berth";
