@@ -282,6 +282,24 @@ TEST_F(CliTest, BadRegistriesAndImagesFailCleanly) {
   expect_clean();
 }
 
+TEST_F(CliTest, ManifestOfAnUnknownMediaTypeIsRefused) {
+  const std::string weird = "application/vnd.example.weird+json";
+  test::FakeHttpServer srv([&](const test::HttpRequest& rq) {
+    if (rq.path == "/v2/") return test::FakeHttpServer::reply(200, "{}");
+    if (rq.path == "/v2/app/manifests/1")
+      return test::FakeHttpServer::reply(200, R"({"schemaVersion":2,"mediaType":")" + weird + R"("})",
+                                         {"Content-Type: " + weird});
+    return test::FakeHttpServer::reply(404, "");
+  });
+  Out p = berth({"pull", srv.domain() + "/app:1"});
+  EXPECT_EQ(p.code, 1);
+  EXPECT_NE(p.err.find(srv.domain() + "/app:1"), std::string::npos) << "names the image: " << p.err;
+  EXPECT_NE(p.err.find("unknown media type \"" + weird + "\""), std::string::npos) << p.err;
+  EXPECT_EQ(std::count(p.err.begin(), p.err.end(), '\n'), 1) << p.err;
+  EXPECT_TRUE(berth({"images", "-q"}).out.empty());
+  expect_clean();
+}
+
 TEST_F(CliTest, InteroperatesWithSkopeoThroughTheRegistry) {
   if (std::system("command -v skopeo >/dev/null") != 0) GTEST_SKIP() << "skopeo is not installed";
   auto reg = LocalRegistry::start({});
