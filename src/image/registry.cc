@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "image/curl_loader.h"
 #include "util/fs.h"
 
 namespace berth::image {
@@ -777,6 +778,7 @@ Registry::~Registry() = default;
 const std::string& Registry::base_url() const { return impl_->base; }
 
 Result<std::unique_ptr<Registry>> Registry::connect(const Reference& ref, const RegistryOptions& o) {
+  TRY_CTX(load_curl(), "registry " + ref.domain);
   auto impl = TRY(Impl::open(ref.domain, ref.path, o, std::nullopt));
   // familiar_repository() as Docker prints it, so errors read "localhost:5000/app:1: ...".
   impl->name = ref.familiar_repository();
@@ -935,6 +937,7 @@ Result<Digest> Registry::put_manifest(std::string_view tag_or_digest, std::strin
 Result<> login(const std::string& domain_in, const std::string& user, const std::string& password, const RegistryOptions& o) {
   std::string domain = normalize_domain(domain_in);
   if (o.auth_file.empty()) return fail("login to " + domain + ": no auth file configured");
+  TRY_CTX(load_curl(), "registry " + domain);
   auto impl = TRY(Registry::Impl::open(domain, "", o, Credentials{user, password}));
   Request rq;
   rq.url = impl->base + "/v2/";
