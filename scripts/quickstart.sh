@@ -15,4 +15,5 @@ trap 'rm -rf "$bundle"' EXIT
 rmdir "$bundle"
 BERTH_RUNTIME=/usr/local/bin/berth-runtime scripts/make-busybox-bundle.sh "$bundle" >/dev/null
 cd "$bundle"
-exec /usr/local/bin/berth-runtime run "hello-$$"
+# Not exec: the EXIT trap removes the bundle afterwards.
+/usr/local/bin/berth-runtime run "hello-$$"
