@@ -226,6 +226,17 @@ Result<LayerBlob> LayerWriter::finish() {
   return b;
 }
 
+// libarchive's pax writer reports an entry type it cannot store through this
+// internal function, which lives in the object holding libarchive's table of
+// every format. Defined here (same behaviour, the message shortened), a static
+// libarchive leaves that object, and the xar writer with libxml2 and ICU
+// behind it, out of the berth binary. With a shared libarchive this copy is
+// unused: the library calls its own.
+extern "C" void __archive_write_entry_filetype_unsupported(struct archive* a, struct archive_entry* entry,
+                                                           const char* format) {
+  archive_set_error(a, EINVAL, "%s: %s format cannot archive this file type", archive_entry_pathname(entry), format);
+}
+
 std::string rfc3339(int64_t unix_seconds) {
   time_t t = static_cast<time_t>(unix_seconds);
   struct tm tm {};
