@@ -19,7 +19,7 @@ std::string Row::text(int col) const {
 int64_t Row::integer(int col) const { return sqlite3_column_int64(s_, col); }
 bool Row::is_null(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
 
-Result<std::unique_ptr<Db>> Db::open(const std::string& path, std::string_view schema) {
+Result<std::unique_ptr<Db>> Db::open(const std::string& path, std::string_view schema, int version) {
   // Created here with 0600 before SQLite opens it (SQLite would use 0644).
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return sys_error("open " + path);
@@ -31,14 +31,26 @@ Result<std::unique_ptr<Db>> Db::open(const std::string& path, std::string_view s
   sqlite3_busy_timeout(raw, 30000);
   // synchronous=NORMAL in WAL mode: a committed transaction survives a crash of
   // the process (what the kill tests play); a power cut may lose the last one,
-  // never corrupt the database.
+  // never corrupt the database. Both pragmas are per connection.
   char* msg = nullptr;
-  std::string init = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
-  init += schema;
-  if (sqlite3_exec(raw, init.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
-    Error e{0, path + ": " + (msg ? msg : "schema failed")};
+  auto exec = [&](const std::string& sql) -> Result<> {
+    if (sqlite3_exec(raw, sql.c_str(), nullptr, nullptr, &msg) == SQLITE_OK) return {};
+    Error e{0, path + ": " + (msg ? msg : "failed")};
     sqlite3_free(msg);
     return std::unexpected(std::move(e));
+  };
+  TRY(exec("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"));
+  // The schema runs only when the file's user_version is older than `version`
+  // (a new file is 0): parsing it on every open was a good part of a short
+  // command's time. WAL mode is a property of the file, set once with it.
+  int64_t have = 0;
+  TRY(db->run("PRAGMA user_version", {}, [&](const Row& r) { have = r.integer(0); }));
+  if (have < version) {
+    TRY(exec("PRAGMA journal_mode=WAL;"));
+    TRY(db->transaction([&]() -> Result<> {
+      TRY(exec(std::string(schema)));
+      return exec("PRAGMA user_version=" + std::to_string(version) + ";");
+    }));
   }
   return db;
 }

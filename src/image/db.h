@@ -39,9 +39,11 @@ class Row {
 
 class Db {
  public:
-  // Opens (creating it 0600 if missing) the database at `path` and runs
-  // `schema` (idempotent statements: CREATE TABLE IF NOT EXISTS ...).
-  static Result<std::unique_ptr<Db>> open(const std::string& path, std::string_view schema);
+  // Opens (creating it 0600 if missing) the database at `path`; runs `schema`
+  // (idempotent statements: CREATE TABLE IF NOT EXISTS ...) when the file's
+  // user_version is below `version`, then records `version`. Bump it with
+  // every schema change.
+  static Result<std::unique_ptr<Db>> open(const std::string& path, std::string_view schema, int version);
   ~Db();
   Db(const Db&) = delete;
   Db& operator=(const Db&) = delete;

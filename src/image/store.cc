@@ -25,6 +25,8 @@ namespace berth::image {
 
 namespace {
 
+// Bumped with every change to kSchema.
+constexpr int kSchemaVersion = 1;
 constexpr std::string_view kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS images (
   id TEXT PRIMARY KEY,
@@ -152,7 +154,7 @@ Result<std::unique_ptr<ImageStore>> ImageStore::open(const std::string& root) {
   for (const char* sub : {"layers", "image-mounts", "ops"})
     TRY_CTX(mkdir_p(root + "/" + sub, 0700), "image store " + root);
   s->content_ = std::make_unique<ContentStore>(TRY(ContentStore::open(root)));
-  s->db_ = TRY(Db::open(root + "/berth.db", kSchema));
+  s->db_ = TRY(Db::open(root + "/berth.db", kSchema, kSchemaVersion));
   TRY_CTX(s->repair(), "repair image store " + root);
   return s;
 }
