@@ -282,6 +282,24 @@ TEST_F(CliTest, BadRegistriesAndImagesFailCleanly) {
   expect_clean();
 }
 
+TEST_F(CliTest, ImagesFiltersAsDocker) {
+  ASSERT_TRUE(mkdir_p(dir_.path() + "/root/etc"));
+  ASSERT_EQ(std::system(("tar -C " + dir_.path() + "/root -cf " + dir_.path() + "/r.tar .").c_str()), 0);
+  ASSERT_EQ(berth({"import", "-c", "LABEL tier=web", dir_.path() + "/r.tar", "web:1"}).code, 0);
+  ASSERT_EQ(berth({"import", "-c", "LABEL tier=db", "-c", "LABEL backup=yes", dir_.path() + "/r.tar", "db:1"}).code, 0);
+  auto names = [&](const std::string& filter) {
+    return berth({"images", "--filter", filter, "--format", "{{.Repository}}"}).out;
+  };
+  EXPECT_EQ(names("label=tier=web"), "web\n");
+  EXPECT_EQ(names("label=backup"), "db\n");
+  EXPECT_EQ(names("label=tier=cache"), "");
+  EXPECT_EQ(names("reference=d*"), "db\n");
+  Out bad = berth({"images", "--filter", "colour=red"});
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("invalid filter 'colour=red'"), std::string::npos) << bad.err;
+  expect_clean();
+}
+
 TEST_F(CliTest, ManifestOfAnUnknownMediaTypeIsRefused) {
   const std::string weird = "application/vnd.example.weird+json";
   test::FakeHttpServer srv([&](const test::HttpRequest& rq) {

@@ -60,19 +60,44 @@ void images(Context& ctx, const ImagesOptions& o) {
   auto list = check(check(ctx.store())->list());
   std::optional<bool> dangling;
   std::vector<std::string> refs;
+  std::vector<std::pair<std::string, std::optional<std::string>>> labels;  // key, value if given
+  std::optional<int64_t> before, since;  // created, exclusive bounds
+  image::ImageStore& store = *check(ctx.store());
+  auto created_of = [&](const std::string& name) { return parse_rfc3339(check(ctx.image(name)).created); };
   for (auto& f : o.filters) {
     auto eq = f.find('=');
     std::string k = f.substr(0, eq), v = eq == std::string::npos ? "" : f.substr(eq + 1);
     if (k == "dangling" && (v == "true" || v == "false")) dangling = v == "true";
     else if (k == "reference" && !v.empty()) refs.push_back(v);
-    else die("invalid filter '" + f + "' (supported: dangling=true|false, reference=PATTERN)");
+    else if (k == "label" && !v.empty()) {
+      auto veq = v.find('=');
+      labels.emplace_back(v.substr(0, veq), veq == std::string::npos ? std::nullopt
+                                                                     : std::optional<std::string>(v.substr(veq + 1)));
+    } else if (k == "before" && !v.empty()) before = created_of(v);
+    else if (k == "since" && !v.empty()) since = created_of(v);
+    else die("invalid filter '" + f + "' (supported: dangling=true|false, reference=PATTERN, label=KEY[=VALUE], before=IMAGE, since=IMAGE)");
   }
+  // Labels live in each image's config: read only when a label filter asks.
+  auto has_labels = [&](const ImageRecord& img) {
+    if (labels.empty()) return true;
+    json cfg = json::parse(store.read_config(img).value_or("{}"), nullptr, false);
+    const json* l = nullptr;
+    if (cfg.is_object() && cfg.contains("config") && cfg["config"].is_object() && cfg["config"].contains("Labels"))
+      l = &cfg["config"]["Labels"];
+    for (auto& [key, value] : labels) {
+      if (!l || !l->is_object() || !l->contains(key)) return false;
+      if (value && (!(*l)[key].is_string() || (*l)[key].get<std::string>() != *value)) return false;
+    }
+    return true;
+  };
   if (!o.repo.empty()) refs.push_back(o.repo.find(':') == std::string::npos ? o.repo + ":*" : o.repo);
   std::vector<json> rows;
   std::set<std::string> seen_ids;
   for (auto& img : list) {
     bool is_dangling = img.tags.empty();
     if (dangling && *dangling != is_dangling) continue;
+    int64_t created_at_s = parse_rfc3339(img.created);
+    if ((before && created_at_s >= *before) || (since && created_at_s <= *since) || !has_labels(img)) continue;
     std::vector<std::pair<std::string, std::string>> names;  // repository, tag
     for (auto& t : img.tags) names.emplace_back(t.familiar_repository(), t.tag);
     // Untagged but known to a registry (pulled by digest, or its tag moved on):
@@ -349,7 +374,8 @@ void add_image_commands(CLI::App& app, Context& ctx) {
     c.add_flag("--no-trunc", o->no_trunc, "Don't truncate output");
     c.add_flag("--digests", o->digests, "Show digests");
     c.add_option("--format", o->format, "Format output: table, json or a Go template");
-    c.add_option("-f,--filter", o->filters, "Filter output (dangling=, reference=)");
+    c.add_option("-f,--filter", o->filters, "Filter output (dangling=, reference=, label=, before=, since=)")
+        ->allow_extra_args(false);
     c.add_option("REPOSITORY", o->repo, "Only images of this repository[:tag]");
     c.callback([&ctx, o] { images(ctx, *o); });
   });

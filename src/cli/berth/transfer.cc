@@ -121,7 +121,8 @@ void add_transfer_commands(CLI::App& app, Context& ctx) {
       std::vector<std::string> changes;
     };
     auto io = std::make_shared<ImportO>();
-    im->add_option("-c,--change", io->changes, "Apply Dockerfile instruction to the created image");
+    im->add_option("-c,--change", io->changes, "Apply Dockerfile instruction to the created image")
+        ->allow_extra_args(false);
     im->add_option("-m,--message", io->message, "Set commit message for imported image");
     im->add_option("file", io->source, "A tarball (plain, gzip or zstd), or - for STDIN")->required();
     im->add_option("REPOSITORY[:TAG]", io->name, "Name the image");
