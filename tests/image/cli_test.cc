@@ -286,6 +286,7 @@ TEST_F(CliTest, ImagesFiltersAsDocker) {
   ASSERT_TRUE(mkdir_p(dir_.path() + "/root/etc"));
   ASSERT_EQ(std::system(("tar -C " + dir_.path() + "/root -cf " + dir_.path() + "/r.tar .").c_str()), 0);
   ASSERT_EQ(berth({"import", "-c", "LABEL tier=web", dir_.path() + "/r.tar", "web:1"}).code, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // created times have one-second resolution
   ASSERT_EQ(berth({"import", "-c", "LABEL tier=db", "-c", "LABEL backup=yes", dir_.path() + "/r.tar", "db:1"}).code, 0);
   auto names = [&](const std::string& filter) {
     return berth({"images", "--filter", filter, "--format", "{{.Repository}}"}).out;
@@ -294,6 +295,8 @@ TEST_F(CliTest, ImagesFiltersAsDocker) {
   EXPECT_EQ(names("label=backup"), "db\n");
   EXPECT_EQ(names("label=tier=cache"), "");
   EXPECT_EQ(names("reference=d*"), "db\n");
+  EXPECT_EQ(names("before=db:1"), "web\n");
+  EXPECT_EQ(names("since=web:1"), "db\n");
   Out bad = berth({"images", "--filter", "colour=red"});
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("invalid filter 'colour=red'"), std::string::npos) << bad.err;
