@@ -87,29 +87,24 @@ class TarOut {
   bool ok_ = false;
 };
 
-// The uncompressed layer as a tar entry: its size (from the store) goes in the
-// header before the data streams through the decompressor.
+// The uncompressed layer as a tar entry: its size, recorded when the store
+// unpacked it, goes in the header before the data streams through the
+// decompressor; the diff_id is checked at the end (a blob changed on disk
+// fails the save).
 Result<> write_uncompressed_layer(TarOut& out, ContentStore& cs, const Descriptor& blob, const Digest& diff_id,
-                                  const std::string& name) {
-  // The size of the uncompressed stream is only known by reading it once.
+                                  uint64_t size, const std::string& name) {
   UniqueFd fd = TRY(cs.open_blob(blob.digest));
-  uint64_t size = 0;
-  {
-    Decompressor d(fd.get(), {200, 1ull << 30, "layer " + blob.digest.str()});
-    TRY(d.init());
-    TRY(d.drain());
-    if (!(d.finish() == diff_id)) return fail("layer " + blob.digest.str() + ": does not match its diff_id");
-    size = d.uncompressed();
-  }
-  if (::lseek(fd.get(), 0, SEEK_SET) != 0) return sys_error("rewind layer " + blob.digest.str());
   TRY(out.header(name, size));
   Decompressor d(fd.get(), {200, 1ull << 30, "layer " + blob.digest.str()});
   TRY(d.init());
   for (;;) {
     auto chunk = TRY(d.read());
     if (chunk.empty()) break;
+    if (d.uncompressed() > size) return fail("layer " + blob.digest.str() + ": longer than its recorded size");
     TRY(out.data(chunk, name));
   }
+  if (d.uncompressed() != size || !(d.finish() == diff_id))
+    return fail("layer " + blob.digest.str() + ": does not match its diff_id");
   return {};
 }
 
@@ -125,7 +120,9 @@ Result<> save_docker(ImageStore& store, const std::vector<SaveItem>& items, TarO
     json layers = json::array();
     for (size_t i = 0; i < m.layers.size(); ++i) {
       std::string name = cfg.diff_ids[i].hex + "/layer.tar";
-      if (written.insert(name).second) TRY(write_uncompressed_layer(out, cs, m.layers[i], cfg.diff_ids[i], name));
+      if (i >= item.image.layer_sizes.size()) return fail("image " + item.image.id.str() + ": layer sizes missing");
+      if (written.insert(name).second)
+        TRY(write_uncompressed_layer(out, cs, m.layers[i], cfg.diff_ids[i], item.image.layer_sizes[i], name));
       layers.push_back(name);
     }
     json tags = json::array();

@@ -9,6 +9,7 @@
 
 #include <ctime>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <vector>
 
 #include "util/fs.h"
@@ -16,9 +17,8 @@
 namespace berth::image {
 
 struct LayerWriter::Impl {
-  ContentStore* store = nullptr;
   std::string what;
-  UniqueFd out;  // the compressed stream (an unlinked temp file)
+  std::optional<ContentStore::Writer> out;  // the compressed stream, hashed as it goes
   Sha256 diff;
   uint64_t uncompressed = 0;
   isal_zstream zs{};
@@ -41,9 +41,11 @@ struct LayerWriter::Impl {
         return false;
       }
       size_t n = zbuf.size() - zs.avail_out;
-      if (n && !write_fd(out.get(), {reinterpret_cast<char*>(zbuf.data()), n})) {
-        err = Error{errno, what + ": write the compressed layer"};
-        return false;
+      if (n) {
+        if (auto r = out->write({reinterpret_cast<char*>(zbuf.data()), n}); !r) {
+          err = std::move(r).error();
+          return false;
+        }
       }
     } while (zs.avail_in > 0 || (end && zs.internal_state.state != ZSTATE_END));
     return true;
@@ -88,13 +90,10 @@ LayerWriter::~LayerWriter() {
   if (impl_->a) archive_write_free(impl_->a);
 }
 
-Result<std::unique_ptr<LayerWriter>> LayerWriter::create(ContentStore& store, const std::string& tmp_dir,
-                                                         std::string what) {
+Result<std::unique_ptr<LayerWriter>> LayerWriter::create(ContentStore& store, std::string what) {
   auto d = std::make_unique<Impl>();
-  d->store = &store;
   d->what = std::move(what);
-  d->out = UniqueFd(::open(tmp_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
-  if (!d->out) return sys_error("create a temporary file in " + tmp_dir);
+  d->out.emplace(TRY(store.writer(std::nullopt, std::nullopt, d->what)));
   isal_deflate_init(&d->zs);
   d->zs.gzip_flag = IGZIP_GZIP;
   d->zs.level = 1;
@@ -216,13 +215,12 @@ Result<LayerBlob> LayerWriter::finish() {
   Impl& d = *impl_;
   if (archive_write_close(d.a) != ARCHIVE_OK) TRY(d.check(ARCHIVE_FATAL, "end of archive"));
   if (!d.deflate(nullptr, 0, true)) return std::unexpected(d.err);
-  if (::lseek(d.out.get(), 0, SEEK_SET) != 0) return sys_error(d.what + ": rewind");
   LayerBlob b;
   b.diff_id = d.diff.finish();
   b.uncompressed = d.uncompressed;
   b.descriptor.media_type = media::kOciLayerGzip;
-  b.descriptor.digest = TRY(d.store->ingest(d.out.get(), std::nullopt, std::nullopt, d.what));
-  b.descriptor.size = TRY(d.store->size(b.descriptor.digest));
+  b.descriptor.size = d.out->written();
+  b.descriptor.digest = TRY(d.out->commit());
   return b;
 }
 

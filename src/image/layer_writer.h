@@ -32,10 +32,9 @@ struct EntryMeta {
 
 class LayerWriter {
  public:
-  // `tmp_dir` holds the compressed stream until it is committed (the content
-  // store's ingest directory is a good one: same filesystem).
-  static Result<std::unique_ptr<LayerWriter>> create(ContentStore& store, const std::string& tmp_dir,
-                                                     std::string what);
+  // The compressed stream goes straight into a content-store ingest (hashed
+  // as it is written), committed by finish().
+  static Result<std::unique_ptr<LayerWriter>> create(ContentStore& store, std::string what);
   ~LayerWriter();
 
   Result<> dir(std::string_view path, const EntryMeta& m);

@@ -1,41 +1,10 @@
 #include "image/pull.h"
 
-#include <atomic>
 #include <mutex>
-#include <thread>
+
+#include "image/parallel.h"
 
 namespace berth::image {
-
-namespace {
-
-// Runs fn(i) for i in [0, n) on up to `parallel` threads; the first error wins.
-Result<> parallel_for(size_t n, int parallel, const std::function<Result<>(size_t)>& fn) {
-  std::atomic<size_t> next{0};
-  std::mutex mu;
-  std::optional<Error> first;
-  auto work = [&] {
-    for (size_t i; (i = next++) < n;) {
-      {
-        std::lock_guard g(mu);
-        if (first) return;
-      }
-      auto r = fn(i);
-      if (!r) {
-        std::lock_guard g(mu);
-        if (!first) first = r.error();
-      }
-    }
-  };
-  std::vector<std::thread> threads;
-  size_t extra = std::min<size_t>(n, static_cast<size_t>(std::max(1, parallel))) - (n ? 1 : 0);
-  for (size_t t = 0; t < extra; ++t) threads.emplace_back(work);
-  work();
-  for (auto& t : threads) t.join();
-  if (first) return std::unexpected(*first);
-  return {};
-}
-
-}  // namespace
 
 Result<PullResult> pull(ImageStore& store, const Reference& ref, const PullOptions& o, const TransferFn& events) {
   auto op = TRY(store.begin_op());
@@ -93,7 +62,7 @@ Result<PullResult> pull(ImageStore& store, const Reference& ref, const PullOptio
       emit(m.layers[i].digest, cs.has(m.layers[i].digest) ? "Already exists"
                                : i < static_cast<size_t>(o.parallel) ? "Pulling fs layer"
                                                                      : "Waiting");
-    TRY(parallel_for(m.layers.size(), o.parallel, [&](size_t i) -> Result<> {
+    TRY(parallel_for(m.layers.size(), static_cast<unsigned>(o.parallel), [&](size_t i) -> Result<> {
       const Descriptor& l = m.layers[i];
       if (cs.has(l.digest)) return {};
       std::string what = "layer " + std::to_string(i + 1) + " of " + name;
@@ -155,7 +124,7 @@ Result<PushResult> push(ImageStore& store, const ImageRecord& image, const Refer
     events({d, status, done, total});
   };
   for (auto& l : m.layers) emit(l.digest, "Preparing");
-  TRY(parallel_for(m.layers.size(), o.parallel, [&](size_t i) -> Result<> {
+  TRY(parallel_for(m.layers.size(), static_cast<unsigned>(o.parallel), [&](size_t i) -> Result<> {
     const Descriptor& l = m.layers[i];
     if (!cs.has(l.digest))
       return fail("push " + dest.familiar() + ": layer " + l.digest.str() + " is not in the store");

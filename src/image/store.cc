@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <ctime>
 #include <mutex>
 #include <random>
@@ -18,6 +17,7 @@
 #include <thread>
 
 #include "image/db.h"
+#include "image/parallel.h"
 #include "image/unpack.h"
 #include "util/fs.h"
 
@@ -247,9 +247,14 @@ Result<std::optional<ImageRecord>> ImageStore::load(const std::string& id) const
   }));
   TRY(db_->run("SELECT name FROM repo_digests WHERE image = ?1 ORDER BY name", {id},
                [&](const Row& r) { rec->repo_digests.push_back(r.text(0)); }));
-  TRY(db_->run("SELECT chain FROM image_layers WHERE image = ?1 ORDER BY idx", {id}, [&](const Row& r) {
-    if (auto d = Digest::parse(r.text(0))) rec->layers.push_back(*d);
-  }));
+  TRY(db_->run("SELECT il.chain, l.size FROM image_layers il JOIN layers l ON l.chain = il.chain "
+               "WHERE il.image = ?1 ORDER BY il.idx",
+               {id}, [&](const Row& r) {
+                 if (auto d = Digest::parse(r.text(0))) {
+                   rec->layers.push_back(*d);
+                   rec->layer_sizes.push_back(static_cast<uint64_t>(r.integer(1)));
+                 }
+               }));
   return rec;
 }
 
@@ -343,38 +348,24 @@ Result<> ImageStore::unpack_missing(const Manifest& m, const ImageConfig& config
     }
     jobs.push_back(i);
   }
-  if (jobs.empty()) return {};
-  std::vector<Result<>> results(jobs.size());
-  std::atomic<size_t> next{0};
   std::mutex progress_mu;
   auto report = [&](size_t i, std::string_view phase) {
     if (!progress) return;
     std::lock_guard g(progress_mu);
     progress({i, chain.size(), m.layers[i].digest, phase});
   };
-  auto work = [&] {
-    for (size_t j; (j = next++) < jobs.size();) {
-      size_t i = jobs[j];
-      report(i, "extracting");
-      auto r = prepare_layer(chain[i], m.layers[i], config.diff_ids[i],
-                             "layer " + std::to_string(i + 1) + " (" + m.layers[i].digest.str() + ")");
-      if (r) {
-        report(i, "done");
-        std::lock_guard g(progress_mu);
-        if (*r) made->push_back(chain[i]);
-      } else {
-        results[j] = std::unexpected(std::move(r).error());
-      }
+  return parallel_for(jobs.size(), std::thread::hardware_concurrency(), [&](size_t j) -> Result<> {
+    size_t i = jobs[j];
+    report(i, "extracting");
+    bool fresh = TRY(prepare_layer(chain[i], m.layers[i], config.diff_ids[i],
+                                   "layer " + std::to_string(i + 1) + " (" + m.layers[i].digest.str() + ")"));
+    report(i, "done");
+    if (fresh) {
+      std::lock_guard g(progress_mu);
+      made->push_back(chain[i]);
     }
-  };
-  unsigned n = std::min<unsigned>(std::max(1u, std::thread::hardware_concurrency()), jobs.size());
-  std::vector<std::thread> threads;
-  for (unsigned t = 1; t < n; ++t) threads.emplace_back(work);
-  work();
-  for (auto& t : threads) t.join();
-  for (auto& r : results)
-    if (!r) return r;
-  return {};
+    return {};
+  });
 }
 
 Result<ImageRecord> ImageStore::commit(const Digest& manifest_digest, const std::vector<Reference>& tags,
@@ -661,18 +652,26 @@ Result<std::string> ImageStore::create_rootfs(const std::string& user, const Ima
   if (TRY(db_->count("SELECT count(*) FROM images WHERE id = ?1", image.id.str())) == 0)
     return fail("image " + image.id.hex.substr(0, 12) + ": removed");
   std::string rootfs = dir + "/rootfs";
-  for (auto* sub : {"/upper", "/work", "/rootfs"}) TRY(mkdir_p(dir + sub, 0755));
-  auto lowers = layer_dirs(image);
-  if (lowers.empty()) {
-    // An image without layers (FROM scratch, nothing added): the upper dir alone.
-    if (::mount((dir + "/upper").c_str(), rootfs.c_str(), nullptr, MS_BIND, nullptr) != 0)
-      return sys_error("bind mount " + dir + "/upper on " + rootfs);
-  } else {
-    TRY(mount_overlay(lowers, dir + "/upper", dir + "/work", rootfs));
-  }
-  if (auto r = db_->exec("INSERT INTO image_users (user, image) VALUES (?1, ?2)", user, image.id.str()); !r) {
-    ::umount2(rootfs.c_str(), MNT_DETACH);
-    return std::unexpected(std::move(r).error());
+  // Nothing of it is left when a step fails: not the mount, not the directories.
+  bool made_dir = !path_exists(dir);
+  bool mounted = false;
+  auto made = [&]() -> Result<> {
+    for (auto* sub : {"/upper", "/work", "/rootfs"}) TRY(mkdir_p(dir + sub, 0755));
+    auto lowers = layer_dirs(image);
+    if (lowers.empty()) {
+      // An image without layers (FROM scratch, nothing added): the upper dir alone.
+      if (::mount((dir + "/upper").c_str(), rootfs.c_str(), nullptr, MS_BIND, nullptr) != 0)
+        return sys_error("bind mount " + dir + "/upper on " + rootfs);
+    } else {
+      TRY(mount_overlay(lowers, dir + "/upper", dir + "/work", rootfs));
+    }
+    mounted = true;
+    return db_->exec("INSERT INTO image_users (user, image) VALUES (?1, ?2)", user, image.id.str());
+  }();
+  if (!made) {
+    if (mounted) ::umount2(rootfs.c_str(), MNT_DETACH);
+    if (made_dir) (void)remove_tree(dir);
+    return std::unexpected(std::move(made).error());
   }
   return rootfs;
 }

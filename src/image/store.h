@@ -56,6 +56,7 @@ struct ImageRecord {
   std::vector<Reference> tags;
   std::vector<std::string> repo_digests;  // "localhost:5000/app@sha256:..."
   std::vector<Digest> layers;             // chain ids, bottom first
+  std::vector<uint64_t> layer_sizes;      // each layer's uncompressed tar bytes, same order
 };
 
 struct LayerProgress {

@@ -65,7 +65,7 @@ Result<ImageRecord> busybox(ImageStore& store, const Reference& name, const Temp
   std::string applets = TRY_CTX(capture({o.busybox, "--list-full"}), "busybox template");
   std::string version = TRY(capture({o.busybox})).substr(0, 64);
   auto op = TRY(store.begin_op());
-  auto w = TRY(LayerWriter::create(store.content(), store.root() + "/content/ingest", "busybox template layer"));
+  auto w = TRY(LayerWriter::create(store.content(), "busybox template layer"));
   // Every entry carries the binary's mtime: the same binary makes the same layer.
   EntryMeta dir{0755, 0, 0, st.st_mtime}, file{0644, 0, 0, st.st_mtime};
   for (const char* d : {"bin", "dev", "etc", "home", "proc", "root", "sbin", "sys", "tmp", "usr", "usr/bin",
@@ -125,7 +125,7 @@ Result<ImageRecord> debian(ImageStore& store, const Reference& name, const Templ
   (void)remove_tree(tmp + "/rootfs/var/cache/apt/archives");
   (void)remove_tree(tmp + "/rootfs/var/lib/apt/lists");
   (void)remove_tree(tmp + "/rootfs/debootstrap");
-  auto w = TRY(LayerWriter::create(store.content(), store.root() + "/content/ingest", "debian template layer"));
+  auto w = TRY(LayerWriter::create(store.content(), "debian template layer"));
   TRY(w->tree(tmp + "/rootfs"));
   LayerBlob layer = TRY(w->finish());
   nlohmann::json config = {{"Env", {kPath}}, {"Cmd", {"bash"}}};

@@ -60,7 +60,7 @@ class StoreTest : public ::testing::Test {
     std::vector<Descriptor> descs;
     std::vector<Digest> diffs;
     for (auto& files : layers) {
-      auto w = TRY(LayerWriter::create(store_->content(), root_ + "/content/ingest", "test layer"));
+      auto w = TRY(LayerWriter::create(store_->content(), "test layer"));
       for (auto& [path, content] : files) {
         if (content == "<dir>") TRY(w->dir(path, {0755, 0, 0, 1}));
         else TRY(w->file(path, content, {0644, 0, 0, 1}));
@@ -228,7 +228,7 @@ TEST_F(StoreTest, TagsMoveAndRemoveAsDockerDoes) {
 TEST_F(StoreTest, WrongDiffIdStoresNothing) {
   auto op = store_->begin_op();
   ASSERT_TRUE(op);
-  auto w = LayerWriter::create(store_->content(), root_ + "/content/ingest", "layer");
+  auto w = LayerWriter::create(store_->content(), "layer");
   ASSERT_TRUE(w);
   ASSERT_TRUE((*w)->file("f", "x", {}));
   auto b = (*w)->finish();

@@ -9,7 +9,6 @@
 #include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <fstream>
 #include <set>
 #include <unistd.h>
 
@@ -228,16 +227,7 @@ void history(Context& ctx, const std::string& name, bool quiet, bool no_trunc, b
   std::vector<json> rows;
   // Newest first; the image ID goes on the newest entry, "<missing>" on the rest (as Docker).
   size_t layer = img.layers.size();
-  std::vector<uint64_t> sizes;
-  {
-    // Layer sizes from the store's layer rows, via the image size split per layer.
-    for (auto& dir : store.layer_dirs(img)) {
-      auto s = std::ifstream(dir.substr(0, dir.size() - 5) + "/size");
-      uint64_t v = 0;
-      s >> v;
-      sizes.insert(sizes.begin(), v);
-    }
-  }
+  const std::vector<uint64_t>& sizes = img.layer_sizes;
   auto hist = cfg.history;
   if (hist.empty())
     for (size_t i = 0; i < img.layers.size(); ++i) hist.push_back({"", "", "", false});
