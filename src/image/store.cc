@@ -584,28 +584,33 @@ std::vector<std::string> ImageStore::layer_dirs(const ImageRecord& image) const 
 Result<std::string> ImageStore::mount(const ImageRecord& image) {
   UniqueFd held = TRY(lock());
   std::string mp = root_ + "/image-mounts/" + image.id.hex;
-  if (!is_mountpoint(mp)) {
-    TRY(mkdir_p(mp, 0700));
-    auto lowers = layer_dirs(image);
-    if (lowers.empty()) return fail("image " + image.id.hex.substr(0, 12) + ": has no layers to mount");
+  if (is_mountpoint(mp)) {
+    TRY(db_->exec("INSERT INTO image_mounts (image, count) VALUES (?1, 1) "
+                  "ON CONFLICT(image) DO UPDATE SET count = count + 1",
+                  image.id.str()));
+    return mp;
+  }
+  auto lowers = layer_dirs(image);
+  if (lowers.empty()) return fail("image " + image.id.hex.substr(0, 12) + ": has no layers to mount");
+  TRY(mkdir_p(mp, 0700));
+  // Neither the mount nor its directory outlives a failed step.
+  auto made = [&]() -> Result<> {
     if (lowers.size() == 1) {
       // overlayfs needs two lower layers when it has no upper one.
-      if (::mount(lowers[0].c_str(), mp.c_str(), nullptr, MS_BIND, nullptr) != 0 ||
-          ::mount(nullptr, mp.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr) != 0) {
-        int e = errno;
-        ::umount2(mp.c_str(), MNT_DETACH);
-        ::rmdir(mp.c_str());
-        return sys_error(e, "bind mount " + lowers[0] + " on " + mp);
-      }
-    } else if (auto r = mount_overlay(lowers, "", "", mp); !r) {
-      ::rmdir(mp.c_str());
-      return std::unexpected(std::move(r).error());
+      if (::mount(lowers[0].c_str(), mp.c_str(), nullptr, MS_BIND, nullptr) != 0)
+        return sys_error("bind mount " + lowers[0] + " on " + mp);
+      if (::mount(nullptr, mp.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr) != 0)
+        return sys_error("remount " + mp + " read-only");
+    } else {
+      TRY(mount_overlay(lowers, "", "", mp));
     }
-    TRY(db_->exec("INSERT OR REPLACE INTO image_mounts (image, count) VALUES (?1, 0)", image.id.str()));
+    return db_->exec("INSERT OR REPLACE INTO image_mounts (image, count) VALUES (?1, 1)", image.id.str());
+  }();
+  if (!made) {
+    if (is_mountpoint(mp)) ::umount2(mp.c_str(), MNT_DETACH);
+    ::rmdir(mp.c_str());
+    return std::unexpected(std::move(made).error());
   }
-  TRY(db_->exec("INSERT INTO image_mounts (image, count) VALUES (?1, 1) "
-                "ON CONFLICT(image) DO UPDATE SET count = count + 1",
-                image.id.str()));
   return mp;
 }
 
