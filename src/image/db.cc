@@ -55,6 +55,25 @@ Result<std::unique_ptr<Db>> Db::open(const std::string& path, std::string_view s
   return db;
 }
 
+Result<> Db::ensure_schema(std::string_view name, std::string_view schema, int version) {
+  int64_t have = 0;
+  // No table yet is version 0.
+  (void)run("SELECT version FROM schema_versions WHERE name = ?1", {std::string(name)},
+            [&](const Row& r) { have = r.integer(0); });
+  if (have >= version) return {};
+  return transaction([&]() -> Result<> {
+    std::string sql = "CREATE TABLE IF NOT EXISTS schema_versions (name TEXT PRIMARY KEY, version INTEGER NOT NULL);";
+    sql += schema;
+    char* msg = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
+      Error e{0, std::string(name) + " schema: " + (msg ? msg : "failed")};
+      sqlite3_free(msg);
+      return std::unexpected(std::move(e));
+    }
+    return exec("INSERT OR REPLACE INTO schema_versions (name, version) VALUES (?1, ?2)", name, version);
+  });
+}
+
 Db::~Db() {
   for (auto& [sql, s] : stmts_) sqlite3_finalize(s);
   sqlite3_close(db_);

@@ -72,6 +72,10 @@ class Db {
   }
 
   Result<> transaction(const std::function<Result<>()>& body);
+  // For a second component sharing the file (the engine beside the image
+  // store): runs `schema` when the version recorded for `name` in the
+  // schema_versions table is older than `version`.
+  Result<> ensure_schema(std::string_view name, std::string_view schema, int version);
   int64_t changes() const;
 
  private:

@@ -681,6 +681,19 @@ Result<std::string> ImageStore::create_rootfs(const std::string& user, const Ima
   return rootfs;
 }
 
+Result<std::string> ImageStore::mount_rootfs(const ImageRecord& image, const std::string& dir) {
+  std::string rootfs = dir + "/rootfs";
+  if (is_mountpoint(rootfs)) return rootfs;
+  auto lowers = layer_dirs(image);
+  if (lowers.empty()) {
+    if (::mount((dir + "/upper").c_str(), rootfs.c_str(), nullptr, MS_BIND, nullptr) != 0)
+      return sys_error("bind mount " + dir + "/upper on " + rootfs);
+  } else {
+    TRY(mount_overlay(lowers, dir + "/upper", dir + "/work", rootfs));
+  }
+  return rootfs;
+}
+
 Result<> ImageStore::remove_rootfs(const std::string& user, const std::string& dir) {
   UniqueFd held = TRY(lock());
   std::string rootfs = dir + "/rootfs";

@@ -83,6 +83,8 @@ class ImageStore {
   ~ImageStore();
 
   const std::string& root() const { return root_; }
+  // The metadata database, shared with the engine (its own tables).
+  Db& db() { return *db_; }
   ContentStore& content() { return *content_; }
 
   // An operation in progress: while one lives, garbage collection leaves the
@@ -147,6 +149,9 @@ class ImageStore {
   // dir/rootfs, which is returned. `user` (a container ID) keeps the image in
   // use until remove_rootfs; rmi refuses it meanwhile.
   Result<std::string> create_rootfs(const std::string& user, const ImageRecord& image, const std::string& dir);
+  // Mounts a container rootfs made by create_rootfs again (after a reboot)
+  // unless it is mounted; returns dir/rootfs.
+  Result<std::string> mount_rootfs(const ImageRecord& image, const std::string& dir);
   // Unmounts and removes `dir`, and lets the image go.
   Result<> remove_rootfs(const std::string& user, const std::string& dir);
 

@@ -551,6 +551,33 @@ Result<int> run(const Globals& g, const CreateOptions& o, bool detach, bool keep
   return WEXITSTATUS(status);
 }
 
+Result<Launched> launch(const Globals& g, const CreateOptions& o) {
+  TRY(check_id(o.id));
+  Bundle b = TRY(load_bundle(o.bundle));
+  UniqueFd ours, theirs;
+  if (b.spec.process && b.spec.process->terminal) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");
+    ours.reset(sv[0]);
+    theirs.reset(sv[1]);
+  }
+  // A joined user namespace with a new pid namespace makes the container a
+  // grandchild: the caller must still be the one to reap it.
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  Cleanup cleanup;
+  Created c = TRY(do_create(g, o, std::move(b), cleanup, true, std::move(theirs)));
+  Launched l;
+  if (ours) l.console = TRY_CTX(recv_fd(ours.get()), "console of container " + o.id);
+  cleanup.release();
+  if (auto r = post_start(c.st, c.spec); !r) {
+    (void)destroy(g.root, c.st, &c.spec);
+    return std::unexpected(std::move(r).error());
+  }
+  l.pid = c.st.pid;
+  l.pidfd = std::move(c.pidfd);
+  return l;
+}
+
 Result<std::string> state(const Globals& g, const std::string& id) {
   State st = TRY(load_state(g.root, id));
   return state_json(st, current_status(g.root, st), true);

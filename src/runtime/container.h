@@ -8,6 +8,7 @@
 
 #include "oci/spec.h"
 #include "util/error.h"
+#include "util/fd.h"
 
 namespace berth::runtime {
 
@@ -33,6 +34,17 @@ Result<> start(const Globals& g, const std::string& id);
 // create + start; in the foreground returns the container's exit status
 // (128+signal when killed) after forwarding signals and deleting it (unless keep).
 Result<int> run(const Globals& g, const CreateOptions& o, bool detach, bool keep);
+// The engine's start: create + start at once, in-process, for a caller that
+// stays the container's parent (berth's monitor). The container's stdio are
+// this process's fds 0-2, or with process.terminal a pty whose master is
+// returned. The caller reaps the container and calls remove() afterwards.
+struct Launched {
+  pid_t pid = 0;
+  UniqueFd pidfd;
+  UniqueFd console;  // the pty master (process.terminal), else empty
+};
+Result<Launched> launch(const Globals& g, const CreateOptions& o);
+
 Result<std::string> state(const Globals& g, const std::string& id);
 Result<> kill(const Globals& g, const std::string& id, int sig, bool all);
 Result<> remove(const Globals& g, const std::string& id, bool force);

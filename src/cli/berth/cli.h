@@ -4,7 +4,9 @@
 // includes it itself.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -14,21 +16,32 @@
 namespace CLI {
 class App;
 }
+namespace berth::engine {
+class Engine;
+}
 
 namespace berth::cli {
 
 struct Context {
+  Context();
+  ~Context();
   std::string root;  // --root, $BERTH_ROOT, /var/lib/berth
   bool debug = false;
   std::string config;  // --config: where config.json (credentials) lives
+  std::string runroot; // --runroot, $BERTH_RUNROOT, /run/berth: state that a reboot clears
   // Opened on first use, so `berth --help` and `berth version` touch nothing.
   Result<image::ImageStore*> store();
   // An image by name or ID; a missing "busybox" or "debian" (with the tag
   // latest) is made from its template first, so berth works offline at once.
   Result<image::ImageRecord> image(std::string_view name);
+  Result<engine::Engine*> engine();
+  // A container's inspect document, if `name` is a container (set by the
+  // container verbs; the top-level `inspect` asks it before the images).
+  std::function<std::optional<std::string>(const std::string&)> inspect_container;
 
  private:
   std::unique_ptr<image::ImageStore> store_;
+  std::unique_ptr<engine::Engine> engine_;
 };
 
 // The verb's failure: printed as one line by main, exit status 1.
@@ -50,5 +63,6 @@ void add_system_commands(CLI::App& app, Context& ctx);
 // After add_image_commands (adds to its `image` group too).
 void add_transfer_commands(CLI::App& app, Context& ctx);
 void add_registry_commands(CLI::App& app, Context& ctx);
+void add_container_commands(CLI::App& app, Context& ctx);
 
 }  // namespace berth::cli

@@ -195,10 +195,16 @@ json inspect_json(image::ImageStore& store, const ImageRecord& img) {
           {"Descriptor", {{"mediaType", img.manifest_type}, {"digest", img.manifest.str()}}}};
 }
 
-void inspect(Context& ctx, const std::vector<std::string>& names, const std::string& format) {
+// `containers`: the top-level `inspect`, where a container of that name comes first.
+void inspect(Context& ctx, const std::vector<std::string>& names, const std::string& format, bool containers) {
   json out = json::array();
   std::string errors;
   for (auto& n : names) {
+    if (containers && ctx.inspect_container)
+      if (auto c = ctx.inspect_container(n)) {
+        out.push_back(json::parse(*c));
+        continue;
+      }
     auto img = ctx.image(n);
     if (!img) {
       errors += img.error().str() + "\n";
@@ -369,13 +375,15 @@ void add_image_commands(CLI::App& app, Context& ctx) {
     c.add_option("REPOSITORY", o->repo, "Only images of this repository[:tag]");
     c.callback([&ctx, o] { images(ctx, *o); });
   });
-  both(app, *image, "inspect", {"inspect"}, "Display detailed information on images", [&ctx](CLI::App& c) {
+  for (bool top : {true, false}) {
+    CLI::App& c = top ? *app.add_subcommand("inspect", "Return low-level information on containers or images")
+                      : *image->add_subcommand("inspect", "Display detailed information on images");
     auto names = std::make_shared<std::vector<std::string>>();
     auto format = std::make_shared<std::string>();
     c.add_option("-f,--format", *format, "Format output: json or a Go template");
-    c.add_option("IMAGE", *names, "Images")->required();
-    c.callback([&ctx, names, format] { inspect(ctx, *names, *format); });
-  });
+    c.add_option(top ? "NAME" : "IMAGE", *names, top ? "Containers or images" : "Images")->required();
+    c.callback([&ctx, names, format, top] { inspect(ctx, *names, *format, top); });
+  }
   both(app, *image, "history", {"history"}, "Show the history of an image", [&ctx](CLI::App& c) {
     struct O {
       std::string name, format;

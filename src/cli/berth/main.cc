@@ -5,8 +5,13 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <climits>
+#include <unistd.h>
+
 #include "cli/berth/cli.h"
+#include "engine/engine.h"
 #include "image/template.h"
+#include "util/fs.h"
 
 namespace berth::cli {
 
@@ -26,6 +31,34 @@ Result<image::ImageRecord> Context::image(std::string_view name) {
   return rec;
 }
 
+Context::~Context() = default;
+Context::Context() = default;
+
+// berth-monitor is installed beside berth (or in ../libexec/berth).
+static std::string self_dir() {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return "/usr/local/bin";
+  std::string p(buf, static_cast<size_t>(n));
+  return p.substr(0, p.rfind('/'));
+}
+
+Result<engine::Engine*> Context::engine() {
+  if (!engine_) {
+    image::ImageStore* s = TRY(store());
+    engine::Options o;
+    o.root = root;
+    o.runroot = runroot;
+    std::string dir = self_dir();
+    o.berth_exe = dir + "/berth";
+    o.monitor_exe = dir + "/berth-monitor";
+    if (!path_exists(o.monitor_exe) && path_exists(dir + "/../libexec/berth/berth-monitor"))
+      o.monitor_exe = dir + "/../libexec/berth/berth-monitor";
+    engine_ = TRY(engine::Engine::open(*s, std::move(o)));
+  }
+  return engine_.get();
+}
+
 namespace {
 
 int run(int argc, char** argv) {
@@ -37,12 +70,16 @@ int run(int argc, char** argv) {
   const char* env_root = std::getenv("BERTH_ROOT");
   ctx.root = env_root && *env_root ? env_root : "/var/lib/berth";
   app.add_option("--root", ctx.root, "Where berth keeps images and containers")->capture_default_str();
+  const char* env_runroot = std::getenv("BERTH_RUNROOT");
+  ctx.runroot = env_runroot && *env_runroot ? env_runroot : "/run/berth";
+  app.add_option("--runroot", ctx.runroot, "Where berth keeps state that a reboot clears")->capture_default_str();
   app.add_flag("-D,--debug", ctx.debug, "Debug output");
   app.add_option("--config", ctx.config, "Location of client config files (default $DOCKER_CONFIG or ~/.docker)");
   add_image_commands(app, ctx);
   add_transfer_commands(app, ctx);
   add_registry_commands(app, ctx);
   add_system_commands(app, ctx);
+  add_container_commands(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -55,7 +92,8 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "berth: %s\nSee 'berth --help'.\n", e.what());
     return 125;  // docker's status for its own usage errors
   } catch (const Failure& f) {
-    std::fprintf(stderr, "berth: %s\n", f.error.str().c_str());
+    // An empty error is a status to pass on (the container's exit code).
+    if (f.error.err || !f.error.msg.empty()) std::fprintf(stderr, "berth: %s\n", f.error.str().c_str());
     return f.status;
   }
   return 0;

@@ -1,0 +1,789 @@
+// Container verbs with Docker's names, flags, output and exit codes: create,
+// start, run, stop, kill, rm, ps, logs, wait, rename, pause, unpause, top,
+// port, and the monitor's exit command (`container cleanup`, hidden).
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "cli/berth/cli.h"
+#include "cli/berth/format.h"
+#include "engine/attach.h"
+#include "engine/engine.h"
+#include "engine/logfile.h"
+#include "runtime/container.h"
+#include "util/fs.h"
+
+namespace berth::cli {
+
+using json = nlohmann::json;
+using engine::Container;
+using engine::Frame;
+
+namespace {
+
+void print(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
+
+engine::Engine& eng(Context& ctx) { return *check(ctx.engine()); }
+
+// ------------------------------------------------------------ create flags --
+
+struct RunFlags {
+  std::string name, workdir, user, hostname, entrypoint, network, pid, ipc, uts, restart, stop_signal;
+  std::string memory, memory_swap, memory_reservation, shm_size, cpuset_cpus, cpuset_mems, cpus;
+  std::vector<std::string> env, env_file, labels, annotations, cap_add, cap_drop, security_opt, devices, sysctls,
+      ulimits, tmpfs, volumes, publish, group_add, log_opts, blkio_read_bps, blkio_write_bps;
+  int64_t cpu_shares = 0, pids_limit = 0, blkio_weight = 0, cpu_quota = 0, cpu_period = 0;
+  int stop_timeout = -1;
+  bool interactive = false, tty = false, read_only = false, privileged = false, rm = false, init = false;
+  bool entrypoint_set = false;
+  // run only
+  bool detach = false;
+  std::vector<std::string> command;  // IMAGE [COMMAND [ARG...]]
+};
+
+void add_create_flags(CLI::App& c, RunFlags& f) {
+  c.set_help_flag("--help", "Print usage");  // -h is --hostname here, as in Docker
+  c.add_option("--name", f.name, "Assign a name to the container");
+  c.add_option("-e,--env", f.env, "Set environment variables")->allow_extra_args(false);
+  c.add_option("--env-file", f.env_file, "Read in a file of environment variables")->allow_extra_args(false);
+  c.add_option("-w,--workdir", f.workdir, "Working directory inside the container");
+  c.add_option("-u,--user", f.user, "Username or UID (format: <name|uid>[:<group|gid>])");
+  c.add_option("-h,--hostname", f.hostname, "Container host name");
+  c.add_option("--entrypoint", f.entrypoint, "Overwrite the default ENTRYPOINT of the image")
+      ->each([&f](const std::string&) { f.entrypoint_set = true; });
+  c.add_option("-l,--label", f.labels, "Set meta data on a container")->allow_extra_args(false);
+  c.add_option("--annotation", f.annotations, "Add an annotation to the container (passed through to the OCI runtime)")
+      ->allow_extra_args(false);
+  c.add_flag("-i,--interactive", f.interactive, "Keep STDIN open even if not attached");
+  c.add_flag("-t,--tty", f.tty, "Allocate a pseudo-TTY");
+  c.add_flag("--read-only", f.read_only, "Mount the container's root filesystem as read only");
+  c.add_flag("--privileged", f.privileged, "Give extended privileges to this container");
+  c.add_flag("--rm", f.rm, "Automatically remove the container when it exits");
+  c.add_flag("--init", f.init, "Run an init inside the container that forwards signals and reaps processes");
+  c.add_option("--cap-add", f.cap_add, "Add Linux capabilities")->allow_extra_args(false);
+  c.add_option("--cap-drop", f.cap_drop, "Drop Linux capabilities")->allow_extra_args(false);
+  c.add_option("--security-opt", f.security_opt, "Security Options")->allow_extra_args(false);
+  c.add_option("--device", f.devices, "Add a host device to the container")->allow_extra_args(false);
+  c.add_option("--sysctl", f.sysctls, "Sysctl options")->allow_extra_args(false);
+  c.add_option("--ulimit", f.ulimits, "Ulimit options")->allow_extra_args(false);
+  c.add_option("--tmpfs", f.tmpfs, "Mount a tmpfs directory")->allow_extra_args(false);
+  c.add_option("-v,--volume", f.volumes, "Bind mount a volume")->allow_extra_args(false);
+  c.add_option("-p,--publish", f.publish, "Publish a container's port(s) to the host")->allow_extra_args(false);
+  c.add_option("--group-add", f.group_add, "Add additional groups to join")->allow_extra_args(false);
+  c.add_option("--log-opt", f.log_opts, "Log driver options (max-size, max-file)")->allow_extra_args(false);
+  c.add_option("--network,--net", f.network, "Connect a container to a network (none, host, container:NAME)");
+  c.add_option("--pid", f.pid, "PID namespace to use");
+  c.add_option("--ipc", f.ipc, "IPC mode to use");
+  c.add_option("--uts", f.uts, "UTS namespace to use");
+  c.add_option("--restart", f.restart, "Restart policy to apply when a container exits");
+  c.add_option("--stop-signal", f.stop_signal, "Signal to stop the container");
+  c.add_option("--stop-timeout", f.stop_timeout, "Timeout (in seconds) to stop a container");
+  c.add_option("-m,--memory", f.memory, "Memory limit");
+  c.add_option("--memory-swap", f.memory_swap, "Swap limit equal to memory plus swap: '-1' to enable unlimited swap");
+  c.add_option("--memory-reservation", f.memory_reservation, "Memory soft limit");
+  c.add_option("--shm-size", f.shm_size, "Size of /dev/shm");
+  c.add_option("--cpus", f.cpus, "Number of CPUs");
+  c.add_option("-c,--cpu-shares", f.cpu_shares, "CPU shares (relative weight)");
+  c.add_option("--cpu-quota", f.cpu_quota, "Limit CPU CFS (Completely Fair Scheduler) quota");
+  c.add_option("--cpu-period", f.cpu_period, "Limit CPU CFS (Completely Fair Scheduler) period");
+  c.add_option("--cpuset-cpus", f.cpuset_cpus, "CPUs in which to allow execution (0-3, 0,1)");
+  c.add_option("--cpuset-mems", f.cpuset_mems, "MEMs in which to allow execution (0-3, 0,1)");
+  c.add_option("--pids-limit", f.pids_limit, "Tune container pids limit (set -1 for unlimited)");
+  c.add_option("--blkio-weight", f.blkio_weight, "Block IO (relative weight), between 10 and 1000, or 0 to disable");
+  c.add_option("--device-read-bps", f.blkio_read_bps, "Limit read rate (bytes per second) from a device")
+      ->allow_extra_args(false);
+  c.add_option("--device-write-bps", f.blkio_write_bps, "Limit write rate (bytes per second) to a device")
+      ->allow_extra_args(false);
+  c.add_option("IMAGE", f.command, "Image, then the command and its arguments")->required();
+  // Everything after the image is the container's command, flags included.
+  c.positionals_at_end();
+  c.prefix_command();
+}
+
+// Docker's RAMInBytes: "512m", "1g", "1024" (bytes), units of 1024.
+int64_t ram_bytes(const std::string& s, const char* flag) {
+  char* end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  std::string unit(end ? end : "");
+  for (auto& ch : unit) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (unit.size() == 2 && unit[1] == 'b') unit.pop_back();
+  double m = 1;
+  if (unit.empty() || unit == "b") m = 1;
+  else if (unit == "k") m = 1024;
+  else if (unit == "m") m = 1024.0 * 1024;
+  else if (unit == "g") m = 1024.0 * 1024 * 1024;
+  else if (unit == "t") m = 1024.0 * 1024 * 1024 * 1024;
+  else m = -1;
+  if (s.empty() || end == s.c_str() || m < 0 || v < 0)
+    die("invalid argument \"" + s + "\" for \"" + flag + "\" flag: invalid size: '" + s + "'", 125);
+  return static_cast<int64_t>(v * m);
+}
+
+std::map<std::string, std::string> key_values(const std::vector<std::string>& list, const char* flag) {
+  std::map<std::string, std::string> out;
+  for (auto& kv : list) {
+    auto eq = kv.find('=');
+    if (kv.empty() || eq == 0) die(std::string("invalid argument \"") + kv + "\" for \"" + flag + "\" flag", 125);
+    out[kv.substr(0, eq)] = eq == std::string::npos ? "" : kv.substr(eq + 1);
+  }
+  return out;
+}
+
+// Docker's create body from the flags.
+json create_body(const RunFlags& f) {
+  json b;
+  b["Image"] = f.command.at(0);
+  if (f.command.size() > 1) b["Cmd"] = std::vector<std::string>(f.command.begin() + 1, f.command.end());
+  std::vector<std::string> env;
+  for (auto& file : f.env_file) {
+    auto text = read_file(file);
+    if (!text) die("open " + file + ": " + text.error().str(), 125);
+    for (auto& line : split(*text, '\n')) {
+      if (line.empty() || line[0] == '#') continue;
+      env.push_back(line);
+    }
+  }
+  for (auto& e : f.env) {
+    if (e.find('=') == std::string::npos) {
+      // "-e NAME": the caller's value, or nothing when it has none (Docker).
+      if (const char* v = std::getenv(e.c_str())) env.push_back(e + "=" + v);
+      continue;
+    }
+    env.push_back(e);
+  }
+  if (!env.empty()) b["Env"] = env;
+  if (!f.workdir.empty()) b["WorkingDir"] = f.workdir;
+  if (!f.user.empty()) b["User"] = f.user;
+  if (!f.hostname.empty()) b["Hostname"] = f.hostname;
+  if (f.entrypoint_set)
+    b["Entrypoint"] = f.entrypoint.empty() ? std::vector<std::string>{} : std::vector<std::string>{f.entrypoint};
+  b["Labels"] = key_values(f.labels, "--label");
+  b["Tty"] = f.tty;
+  b["OpenStdin"] = f.interactive;
+  b["StdinOnce"] = f.interactive && !f.detach;
+  b["AttachStdin"] = f.interactive && !f.detach;
+  b["AttachStdout"] = !f.detach;
+  b["AttachStderr"] = !f.detach;
+  if (!f.stop_signal.empty()) b["StopSignal"] = f.stop_signal;
+  if (f.stop_timeout >= 0) b["StopTimeout"] = f.stop_timeout;
+  json h;
+  h["AutoRemove"] = f.rm;
+  h["Privileged"] = f.privileged;
+  h["ReadonlyRootfs"] = f.read_only;
+  h["Init"] = f.init;
+  h["CapAdd"] = f.cap_add;
+  h["CapDrop"] = f.cap_drop;
+  h["SecurityOpt"] = f.security_opt;
+  h["GroupAdd"] = f.group_add;
+  h["Binds"] = f.volumes;
+  h["NetworkMode"] = f.network.empty() ? "none" : f.network;
+  if (!f.pid.empty()) h["PidMode"] = f.pid;
+  if (!f.ipc.empty()) h["IpcMode"] = f.ipc;
+  if (!f.uts.empty()) h["UTSMode"] = f.uts;
+  h["Annotations"] = key_values(f.annotations, "--annotation");
+  h["Sysctls"] = key_values(f.sysctls, "--sysctl");
+  json tmpfs = json::object();
+  for (auto& t : f.tmpfs) {
+    auto colon = t.find(':');
+    tmpfs[t.substr(0, colon)] = colon == std::string::npos ? "" : t.substr(colon + 1);
+  }
+  h["Tmpfs"] = tmpfs;
+  json devices = json::array();
+  for (auto& d : f.devices) {
+    auto parts = split(d, ':');
+    std::string perms = "rwm";
+    if (parts.size() == 3) perms = parts[2];
+    else if (parts.size() == 2 && parts[1].find('/') == std::string::npos) perms = parts[1], parts.pop_back();
+    devices.push_back({{"PathOnHost", parts[0]},
+                       {"PathInContainer", parts.size() > 1 ? parts[1] : parts[0]},
+                       {"CgroupPermissions", perms}});
+  }
+  h["Devices"] = devices;
+  json ulimits = json::array();
+  for (auto& u : f.ulimits) {
+    auto eq = u.find('=');
+    if (eq == std::string::npos) die("invalid argument \"" + u + "\" for \"--ulimit\" flag", 125);
+    std::string vals = u.substr(eq + 1);
+    auto colon = vals.find(':');
+    char* e1 = nullptr;
+    char* e2 = nullptr;
+    long long soft = std::strtoll(vals.c_str(), &e1, 10);
+    long long hard = colon == std::string::npos ? soft : std::strtoll(vals.c_str() + colon + 1, &e2, 10);
+    if (e1 == vals.c_str() || (colon != std::string::npos && *e2) || (colon == std::string::npos && *e1) || soft > hard)
+      die("invalid argument \"" + u + "\" for \"--ulimit\" flag", 125);
+    ulimits.push_back({{"Name", u.substr(0, eq)}, {"Soft", soft}, {"Hard", hard}});
+  }
+  h["Ulimits"] = ulimits;
+  if (!f.memory.empty()) h["Memory"] = ram_bytes(f.memory, "--memory");
+  if (!f.memory_swap.empty()) h["MemorySwap"] = f.memory_swap == "-1" ? -1 : ram_bytes(f.memory_swap, "--memory-swap");
+  if (!f.memory_reservation.empty()) h["MemoryReservation"] = ram_bytes(f.memory_reservation, "--memory-reservation");
+  if (!f.shm_size.empty()) h["ShmSize"] = ram_bytes(f.shm_size, "--shm-size");
+  if (!f.cpus.empty()) {
+    char* end = nullptr;
+    double cpus = std::strtod(f.cpus.c_str(), &end);
+    if (*end || cpus <= 0) die("invalid argument \"" + f.cpus + "\" for \"--cpus\" flag", 125);
+    h["NanoCpus"] = static_cast<int64_t>(cpus * 1e9);
+  }
+  if (f.cpu_shares) h["CpuShares"] = f.cpu_shares;
+  if (f.cpu_quota) h["CpuQuota"] = f.cpu_quota;
+  if (f.cpu_period) h["CpuPeriod"] = f.cpu_period;
+  if (!f.cpuset_cpus.empty()) h["CpusetCpus"] = f.cpuset_cpus;
+  if (!f.cpuset_mems.empty()) h["CpusetMems"] = f.cpuset_mems;
+  if (f.pids_limit) h["PidsLimit"] = f.pids_limit;
+  if (f.blkio_weight) h["BlkioWeight"] = f.blkio_weight;
+  auto rates = [&](const std::vector<std::string>& list, const char* flag) {
+    json out = json::array();
+    for (auto& r : list) {
+      auto colon = r.rfind(':');
+      if (colon == std::string::npos) die(std::string("invalid argument \"") + r + "\" for \"" + flag + "\" flag", 125);
+      out.push_back({{"Path", r.substr(0, colon)}, {"Rate", ram_bytes(r.substr(colon + 1), flag)}});
+    }
+    return out;
+  };
+  h["BlkioDeviceReadBps"] = rates(f.blkio_read_bps, "--device-read-bps");
+  h["BlkioDeviceWriteBps"] = rates(f.blkio_write_bps, "--device-write-bps");
+  std::string policy = f.restart.empty() ? "no" : f.restart;
+  json rp = {{"Name", policy.substr(0, policy.find(':'))}, {"MaximumRetryCount", 0}};
+  if (auto colon = policy.find(':'); colon != std::string::npos) rp["MaximumRetryCount"] = std::atoi(policy.c_str() + colon + 1);
+  std::string pn = rp["Name"];
+  if (pn != "no" && pn != "always" && pn != "on-failure" && pn != "unless-stopped")
+    die("invalid restart policy \"" + policy + "\"", 125);
+  if (f.rm && pn != "no") die("conflicting options: cannot specify both --restart and --rm", 125);
+  h["RestartPolicy"] = rp;
+  json lc = {{"Type", "json-file"}, {"Config", key_values(f.log_opts, "--log-opt")}};
+  h["LogConfig"] = lc;
+  b["HostConfig"] = h;
+  return b;
+}
+
+Container do_create(Context& ctx, const RunFlags& f) {
+  if (!f.publish.empty())
+    die("-p/--publish: port publishing needs the bridge network, which berth does not have yet (use --network host)",
+        125);
+  if (f.init) die("--init: berth's init is not built yet", 125);
+  json body = create_body(f);
+  // A missing busybox/debian image is made from its template first.
+  auto img = ctx.image(f.command[0]);
+  if (!img) throw Failure{img.error(), 125};
+  std::vector<std::string> warnings;
+  auto c = eng(ctx).create(f.name, body.dump(), &warnings);
+  if (!c) throw Failure{c.error(), 125};
+  for (auto& w : warnings) std::fprintf(stderr, "WARNING: %s\n", w.c_str());
+  return *c;
+}
+
+// ------------------------------------------------------------- attaching --
+
+// The caller's terminal in raw mode while attached with -t; restored on exit.
+class RawTerminal {
+ public:
+  explicit RawTerminal(bool on) {
+    if (!on || !::isatty(0) || ::tcgetattr(0, &saved_) != 0) return;
+    struct termios raw = saved_;
+    ::cfmakeraw(&raw);
+    raw.c_oflag |= OPOST;  // keep "\n" -> "\r\n" for our own messages? no: the container's tty does it
+    raw.c_oflag &= ~OPOST;
+    if (::tcsetattr(0, TCSANOW, &raw) == 0) active_ = true;
+  }
+  ~RawTerminal() {
+    if (active_) ::tcsetattr(0, TCSANOW, &saved_);
+  }
+
+ private:
+  struct termios saved_ {};
+  bool active_ = false;
+};
+
+std::string window_size() {
+  struct winsize ws = {};
+  if (::ioctl(0, TIOCGWINSZ, &ws) != 0 || ws.ws_row == 0) return "";
+  return std::to_string(ws.ws_row) + " " + std::to_string(ws.ws_col);
+}
+
+bool send_all(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Copies the container's output to ours and our stdin to it until the
+// monitor closes the connection; returns the exit code it reported (-1: none,
+// -2: detached with ctrl-p ctrl-q). Signals go to the container (Docker's sig-proxy).
+int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bool tty) {
+  sigset_t sigs, old;
+  sigemptyset(&sigs);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaddset(&sigs, s);
+  ::sigprocmask(SIG_BLOCK, &sigs, &old);
+  UniqueFd sfd(::signalfd(-1, &sigs, SFD_CLOEXEC));
+  RawTerminal raw(tty && stdin_on);
+  if (tty)
+    if (auto ws = window_size(); !ws.empty()) send_all(sock, engine::frame(Frame::kResize, ws));
+  engine::FrameReader in;
+  int code = -1;
+  bool stdin_open = stdin_on;
+  bool saw_ctrl_p = false;
+  for (;;) {
+    struct pollfd p[3] = {{sock, POLLIN, 0}, {sfd.get(), POLLIN, 0}, {stdin_open ? 0 : -1, POLLIN, 0}};
+    if (::poll(p, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (p[1].revents) {
+      struct signalfd_siginfo si;
+      if (::read(sfd.get(), &si, sizeof si) == sizeof si) {
+        if (si.ssi_signo == SIGWINCH) {
+          if (auto ws = window_size(); !ws.empty()) send_all(sock, engine::frame(Frame::kResize, ws));
+        } else if (!tty) {
+          (void)eng(ctx).kill(id, static_cast<int>(si.ssi_signo));
+        }
+      }
+    }
+    if (p[2].revents) {
+      char buf[16 << 10];
+      ssize_t n = ::read(0, buf, sizeof buf);
+      if (n <= 0) {
+        stdin_open = false;
+        send_all(sock, engine::frame(Frame::kCloseStdin, ""));
+      } else {
+        std::string data(buf, static_cast<size_t>(n));
+        if (tty) {
+          // Docker's detach keys: ctrl-p ctrl-q.
+          for (size_t i = 0; i < data.size(); ++i) {
+            if (saw_ctrl_p && data[i] == 0x11) return ::sigprocmask(SIG_SETMASK, &old, nullptr), -2;
+            saw_ctrl_p = data[i] == 0x10;
+          }
+        }
+        send_all(sock, engine::frame(Frame::kStdin, data));
+      }
+    }
+    if (p[0].revents) {
+      char buf[32 << 10];
+      ssize_t n = ::read(sock, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      in.feed(buf, static_cast<size_t>(n));
+      Frame type;
+      std::string payload;
+      while (in.next(&type, &payload)) {
+        if (type == Frame::kStdout) (void)write_fd(1, payload);
+        else if (type == Frame::kStderr) (void)write_fd(2, payload);
+        else if (type == Frame::kExit) code = std::atoi(payload.c_str());
+      }
+    }
+  }
+  ::sigprocmask(SIG_SETMASK, &old, nullptr);
+  return code;
+}
+
+// Starts `c` attached (foreground run, start -a): returns its exit code.
+int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) die("socketpair failed", 125);
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  auto started = eng(ctx).start(c.id, theirs.get());
+  theirs.reset();
+  if (!started) throw Failure{started.error(), 125};
+  int code = attach_loop(ctx, c.id, ours.get(), stdin_on, tty);
+  if (code == -2) return 0;
+  if (code == -1) {
+    // The monitor went away without a word (killed): the store knows the rest.
+    auto w = eng(ctx).wait(c.id);
+    return w ? *w : 125;
+  }
+  return code;
+}
+
+// --------------------------------------------------------------------- ps --
+
+std::string short_id(const std::string& id) { return id.substr(0, 12); }
+
+std::string status_text(const Container& c) {
+  auto ago = [](int64_t ns) {
+    std::string s = time_ago(ns / 1000000000);
+    return s.ends_with(" ago") ? s.substr(0, s.size() - 4) : s;
+  };
+  if (c.state == "running") return "Up " + ago(c.started);
+  if (c.state == "paused") return "Up " + ago(c.started) + " (Paused)";
+  if (c.state == "restarting") return "Restarting (" + std::to_string(c.exit_code) + ") " + time_ago(c.finished / 1000000000);
+  if (c.state == "exited") return "Exited (" + std::to_string(c.exit_code) + ") " + time_ago(c.finished / 1000000000);
+  if (c.state == "created") return "Created";
+  return c.state;
+}
+
+std::string command_text(const Container& c, bool no_trunc) {
+  json body = json::parse(c.config, nullptr, false);
+  std::vector<std::string> args;
+  if (body.is_object()) {
+    for (auto* k : {"Entrypoint", "Cmd"})
+      if (body.contains(k) && body[k].is_array())
+        for (auto& a : body[k]) args.push_back(a.get<std::string>());
+  }
+  std::string s;
+  for (auto& a : args) s += (s.empty() ? "" : " ") + a;
+  if (!no_trunc && s.size() > 20) s = s.substr(0, 19) + "…";
+  return "\"" + s + "\"";
+}
+
+struct PsOptions {
+  bool all = false, quiet = false, no_trunc = false, latest = false, size = false;
+  int last = -1;
+  std::string format;
+  std::vector<std::string> filters;
+};
+
+void ps(Context& ctx, const PsOptions& o) {
+  auto list = check(eng(ctx).list());
+  std::vector<std::pair<std::string, std::string>> filters;
+  for (auto& f : o.filters) {
+    auto eq = f.find('=');
+    std::string k = f.substr(0, eq);
+    if (eq == std::string::npos || (k != "status" && k != "name" && k != "id" && k != "label" && k != "ancestor" &&
+                                    k != "exited"))
+      die("invalid filter '" + f + "' (supported: status=, name=, id=, label=, ancestor=, exited=)", 125);
+    filters.emplace_back(k, f.substr(eq + 1));
+  }
+  bool all = o.all || o.latest || o.last > 0;
+  for (auto& [k, v] : filters) all |= k == "status" || k == "exited";
+  std::vector<json> rows;
+  int n = 0;
+  for (auto& c : list) {
+    if (!all && c.state != "running" && c.state != "paused" && c.state != "restarting") continue;
+    json body = json::parse(c.config, nullptr, false);
+    json labels = body.is_object() ? body.value("Labels", json::object()) : json::object();
+    bool keep = true;
+    std::map<std::string, bool> any;  // filters of one key are ORed, keys ANDed (Docker)
+    for (auto& [k, v] : filters) {
+      bool m = false;
+      if (k == "status") m = c.state == v;
+      else if (k == "name") m = c.name.find(v) != std::string::npos;
+      else if (k == "id") m = c.id.starts_with(v);
+      else if (k == "exited") m = c.state == "exited" && std::to_string(c.exit_code) == v;
+      else if (k == "ancestor") m = c.image_name == v || c.image_id.find(v) != std::string::npos;
+      else if (k == "label") {
+        auto eq = v.find('=');
+        std::string lk = v.substr(0, eq);
+        m = labels.contains(lk) && (eq == std::string::npos || labels[lk] == v.substr(eq + 1));
+      }
+      any[k] = any[k] || m;
+    }
+    for (auto& [k, m] : any) keep &= m;
+    if (!keep) continue;
+    if ((o.latest && n >= 1) || (o.last > 0 && n >= o.last)) break;
+    ++n;
+    std::string label_text;
+    for (auto& [lk, lv] : labels.items()) label_text += (label_text.empty() ? "" : ",") + lk + "=" + lv.get<std::string>();
+    rows.push_back({{"ID", o.no_trunc ? c.id : short_id(c.id)},
+                    {"Image", c.image_name},
+                    {"Command", command_text(c, o.no_trunc)},
+                    {"CreatedAt", c.created / 1000000000},
+                    {"RunningFor", time_ago(c.created / 1000000000)},
+                    {"Status", status_text(c)},
+                    {"State", c.state},
+                    {"Ports", ""},
+                    {"Names", c.name},
+                    {"Labels", label_text},
+                    {"Mounts", ""},
+                    {"Networks", ""},
+                    {"Size", ""}});
+  }
+  if (o.quiet) {
+    for (auto& r : rows) print(r["ID"].get<std::string>() + "\n");
+    return;
+  }
+  if (!o.format.empty() && o.format != "table") {
+    print(render(o.format, rows));
+    return;
+  }
+  Table t({"CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"});
+  for (auto& r : rows)
+    t.add({r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"], r["Names"]});
+  print(t.str());
+}
+
+// ------------------------------------------------------------------- logs --
+
+struct LogsOptions {
+  bool follow = false, timestamps = false;
+  std::string since, until, tail = "all";
+  std::string name;
+};
+
+void logs(Context& ctx, const LogsOptions& o) {
+  Container c = check(eng(ctx).find(o.name));
+  engine::LogReadOptions r;
+  struct timespec ts;
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t now = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  if (!o.since.empty()) {
+    auto t = engine::parse_log_time(o.since, now);
+    if (!t) die("invalid value for \"since\": " + t.error().str(), 125);
+    r.since_ns = *t;
+  }
+  if (!o.until.empty()) {
+    auto t = engine::parse_log_time(o.until, now);
+    if (!t) die("invalid value for \"until\": " + t.error().str(), 125);
+    r.until_ns = *t;
+  }
+  if (o.tail != "all") {
+    char* end = nullptr;
+    long long n = std::strtoll(o.tail.c_str(), &end, 10);
+    if (o.tail.empty() || *end || n < 0) die("invalid value for \"tail\": \"" + o.tail + "\"", 125);
+    r.tail = static_cast<uint64_t>(n);
+  }
+  r.follow = o.follow;
+  if (o.follow) {
+    std::string id = c.id;
+    r.keep_following = [&ctx, id] {
+      auto now = eng(ctx).find(id);
+      return now && (now->state == "running" || now->state == "paused" || now->state == "restarting");
+    };
+  }
+  std::string path = eng(ctx).log_path(c);
+  if (!path_exists(path) && !o.follow) return;
+  check(engine::read_logs(path, r, [&](const engine::LogEntry& e) {
+    std::string line = o.timestamps ? engine::format_log_time(e.time_ns) + " " + e.text : e.text;
+    (void)write_fd(e.stream == "stderr" ? 2 : 1, line);
+  }));
+}
+
+// ------------------------------------------------------------------ verbs --
+
+// Runs `fn` for each name; prints each name done (Docker's habit for
+// stop/kill/rm/...), collects the errors into one failure.
+void each(const std::vector<std::string>& names, const std::function<Result<>(const std::string&)>& fn,
+          bool echo = true) {
+  std::string errors;
+  for (auto& n : names) {
+    auto r = fn(n);
+    if (!r) errors += r.error().str() + "\n";
+    else if (echo) print(n + "\n");
+  }
+  if (!errors.empty()) {
+    errors.pop_back();
+    die(errors);
+  }
+}
+
+int signal_number(const std::string& s) {
+  auto r = runtime::parse_signal(s);
+  if (!r) die("invalid signal: " + s, 125);
+  return *r;
+}
+
+}  // namespace
+
+void add_container_commands(CLI::App& app, Context& ctx) {
+  auto* group = app.add_subcommand("container", "Manage containers");
+  ctx.inspect_container = [&ctx](const std::string& name) -> std::optional<std::string> {
+    auto e = ctx.engine();
+    if (!e) return std::nullopt;
+    auto c = (*e)->find(name);
+    if (!c) return std::nullopt;
+    auto j = (*e)->inspect(*c);
+    if (!j) return std::nullopt;
+    return *j;
+  };
+  // Each verb at the top level and under `container` (Docker's two spellings).
+  auto both = [&](const std::string& name, const std::vector<std::string>& alts, const std::string& help,
+                  const std::function<void(CLI::App&)>& setup) {
+    setup(*app.add_subcommand(name, help));
+    for (auto& a : alts) setup(*group->add_subcommand(a, help));
+  };
+
+  both("create", {"create"}, "Create a new container", [&ctx](CLI::App& c) {
+    auto f = std::make_shared<RunFlags>();
+    add_create_flags(c, *f);
+    c.callback([&ctx, f] { print(do_create(ctx, *f).id + "\n"); });
+  });
+  both("run", {"run"}, "Create and run a new container from an image", [&ctx](CLI::App& c) {
+    auto f = std::make_shared<RunFlags>();
+    add_create_flags(c, *f);
+    c.add_flag("-d,--detach", f->detach, "Run container in background and print container ID");
+    c.callback([&ctx, f] {
+      if (f->detach && f->rm && false) return;
+      Container ct = do_create(ctx, *f);
+      if (f->detach) {
+        auto s = eng(ctx).start(ct.id);
+        if (!s) {
+          if (f->rm) (void)eng(ctx).remove(ct.id, true, false);
+          throw Failure{s.error(), 125};
+        }
+        print(ct.id + "\n");
+        return;
+      }
+      int code;
+      try {
+        code = start_attached(ctx, ct, f->interactive, f->tty);
+      } catch (const Failure&) {
+        // A container that could not start is still there, as with Docker; --rm removes it.
+        if (f->rm) (void)eng(ctx).remove(ct.id, true, false);
+        throw;
+      }
+      std::fflush(stdout);
+      throw Failure{Error{0, ""}, code};
+    });
+  });
+  both("start", {"start"}, "Start one or more stopped containers", [&ctx](CLI::App& c) {
+    auto names = std::make_shared<std::vector<std::string>>();
+    auto attach = std::make_shared<bool>(false);
+    auto interactive = std::make_shared<bool>(false);
+    c.add_flag("-a,--attach", *attach, "Attach STDOUT/STDERR and forward signals");
+    c.add_flag("-i,--interactive", *interactive, "Attach container's STDIN");
+    c.add_option("CONTAINER", *names, "Containers")->required();
+    c.callback([&ctx, names, attach, interactive] {
+      if (*attach || *interactive) {
+        if (names->size() != 1) die("you cannot start and attach multiple containers at once", 125);
+        Container ct = check(eng(ctx).find(names->front()));
+        json body = json::parse(ct.config, nullptr, false);
+        bool tty = body.is_object() && body.value("Tty", false);
+        int code = start_attached(ctx, ct, *interactive, tty);
+        std::fflush(stdout);
+        throw Failure{Error{0, ""}, code};
+      }
+      each(*names, [&ctx](const std::string& n) -> Result<> {
+        auto r = eng(ctx).start(n);
+        if (!r) return std::unexpected(std::move(r).error());
+        return {};
+      });
+    });
+  });
+  both("stop", {"stop"}, "Stop one or more running containers", [&ctx](CLI::App& c) {
+    auto names = std::make_shared<std::vector<std::string>>();
+    auto timeout = std::make_shared<int>(-1);
+    c.add_option("-t,--time,--timeout", *timeout, "Seconds to wait before killing the container");
+    c.add_option("CONTAINER", *names, "Containers")->required();
+    c.callback([&ctx, names, timeout] {
+      each(*names, [&](const std::string& n) { return eng(ctx).stop(n, *timeout); });
+    });
+  });
+  both("restart", {"restart"}, "Restart one or more containers", [&ctx](CLI::App& c) {
+    auto names = std::make_shared<std::vector<std::string>>();
+    auto timeout = std::make_shared<int>(-1);
+    c.add_option("-t,--time,--timeout", *timeout, "Seconds to wait before killing the container");
+    c.add_option("CONTAINER", *names, "Containers")->required();
+    c.callback([&ctx, names, timeout] {
+      each(*names, [&](const std::string& n) -> Result<> {
+        TRY(eng(ctx).stop(n, *timeout));
+        TRY(eng(ctx).start(n));
+        return {};
+      });
+    });
+  });
+  both("kill", {"kill"}, "Kill one or more running containers", [&ctx](CLI::App& c) {
+    auto names = std::make_shared<std::vector<std::string>>();
+    auto sig = std::make_shared<std::string>("KILL");
+    c.add_option("-s,--signal", *sig, "Signal to send to the container");
+    c.add_option("CONTAINER", *names, "Containers")->required();
+    c.callback([&ctx, names, sig] {
+      int s = signal_number(*sig);
+      each(*names, [&](const std::string& n) { return eng(ctx).kill(n, s); });
+    });
+  });
+  both("rm", {"rm", "remove"}, "Remove one or more containers", [&ctx](CLI::App& c) {
+    auto names = std::make_shared<std::vector<std::string>>();
+    auto force = std::make_shared<bool>(false);
+    auto volumes = std::make_shared<bool>(false);
+    c.add_flag("-f,--force", *force, "Force the removal of a running container (uses SIGKILL)");
+    c.add_flag("-v,--volumes", *volumes, "Remove anonymous volumes associated with the container");
+    c.add_option("CONTAINER", *names, "Containers")->required();
+    c.callback([&ctx, names, force, volumes] {
+      each(*names, [&](const std::string& n) { return eng(ctx).remove(n, *force, *volumes); });
+    });
+  });
+  for (auto [verb, help] : {std::pair{"pause", "Pause all processes within one or more containers"},
+                            std::pair{"unpause", "Unpause all processes within one or more containers"}}) {
+    both(verb, {verb}, help, [&ctx, v = std::string(verb)](CLI::App& c) {
+      auto names = std::make_shared<std::vector<std::string>>();
+      c.add_option("CONTAINER", *names, "Containers")->required();
+      c.callback([&ctx, names, v] {
+        each(*names, [&](const std::string& n) { return v == "pause" ? eng(ctx).pause(n) : eng(ctx).unpause(n); });
+      });
+    });
+  }
+  both("wait", {"wait"}, "Block until one or more containers stop, then print their exit codes", [&ctx](CLI::App& c) {
+    auto names = std::make_shared<std::vector<std::string>>();
+    c.add_option("CONTAINER", *names, "Containers")->required();
+    c.callback([&ctx, names] {
+      each(*names, [&](const std::string& n) -> Result<> {
+        int code = TRY(eng(ctx).wait(n));
+        print(std::to_string(code) + "\n");
+        return {};
+      }, false);
+    });
+  });
+  both("rename", {"rename"}, "Rename a container", [&ctx](CLI::App& c) {
+    auto args = std::make_shared<std::vector<std::string>>();
+    c.add_option("CONTAINER NEW_NAME", *args, "Container and its new name")->required()->expected(2);
+    c.callback([&ctx, args] { check(eng(ctx).rename((*args)[0], (*args)[1])); });
+  });
+  both("ps", {"ls", "list", "ps"}, "List containers", [&ctx](CLI::App& c) {
+    auto o = std::make_shared<PsOptions>();
+    c.add_flag("-a,--all", o->all, "Show all containers (default shows just running)");
+    c.add_flag("-q,--quiet", o->quiet, "Only display container IDs");
+    c.add_flag("--no-trunc", o->no_trunc, "Don't truncate output");
+    c.add_flag("-l,--latest", o->latest, "Show the latest created container (includes all states)");
+    c.add_option("-n,--last", o->last, "Show n last created containers (includes all states)");
+    c.add_flag("-s,--size", o->size, "Display total file sizes");
+    c.add_option("--format", o->format, "Format output: table, json or a Go template");
+    c.add_option("-f,--filter", o->filters, "Filter output based on conditions provided")->allow_extra_args(false);
+    c.callback([&ctx, o] { ps(ctx, *o); });
+  });
+  both("logs", {"logs"}, "Fetch the logs of a container", [&ctx](CLI::App& c) {
+    auto o = std::make_shared<LogsOptions>();
+    c.add_flag("-f,--follow", o->follow, "Follow log output");
+    c.add_flag("-t,--timestamps", o->timestamps, "Show timestamps");
+    c.add_option("--since", o->since, "Show logs since timestamp or relative (e.g. 42m)");
+    c.add_option("--until", o->until, "Show logs before a timestamp or relative (e.g. 42m)");
+    c.add_option("-n,--tail", o->tail, "Number of lines to show from the end of the logs");
+    c.add_option("CONTAINER", o->name, "Container")->required();
+    c.callback([&ctx, o] { logs(ctx, *o); });
+  });
+  both("top", {"top"}, "Display the running processes of a container", [&ctx](CLI::App& c) {
+    auto name = std::make_shared<std::string>();
+    c.add_option("CONTAINER", *name, "Container")->required();
+    c.callback([&ctx, name] {
+      Container ct = check(eng(ctx).find(*name));
+      if (ct.state != "running" && ct.state != "paused") die("container " + *name + " is not running");
+      Table t({"PID", "USER", "TIME", "COMMAND"});
+      for (pid_t p : eng(ctx).pids(ct)) {
+        auto stat = read_file("/proc/" + std::to_string(p) + "/status");
+        auto cmd = read_file("/proc/" + std::to_string(p) + "/cmdline");
+        if (!stat || !cmd) continue;
+        std::string uid = "0";
+        for (auto& l : split(*stat, '\n'))
+          if (l.starts_with("Uid:")) uid = split(l.substr(5), '\t').front();
+        for (auto& ch : *cmd)
+          if (ch == '\0') ch = ' ';
+        while (!cmd->empty() && cmd->back() == ' ') cmd->pop_back();
+        t.add({std::to_string(p), uid, "", *cmd});
+      }
+      print(t.str());
+    });
+  });
+  both("port", {"port"}, "List port mappings or a specific mapping for the container", [&ctx](CLI::App& c) {
+    auto name = std::make_shared<std::string>();
+    c.add_option("CONTAINER", *name, "Container")->required();
+    c.callback([&ctx, name] { (void)check(eng(ctx).find(*name)); });  // no published ports without the bridge network
+  });
+  auto* cleanup = group->add_subcommand("cleanup", "The monitor's exit command")->group("");
+  auto id = std::make_shared<std::string>();
+  cleanup->add_option("ID", *id)->required();
+  cleanup->callback([&ctx, id] { check(eng(ctx).cleanup(*id)); });
+}
+
+}  // namespace berth::cli

@@ -1,0 +1,640 @@
+#include "engine/engine.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "engine/spec.h"
+#include "image/db.h"
+#include "image/store.h"
+#include "runtime/container.h"
+#include "runtime/state.h"
+#include "util/fs.h"
+#include "util/syscalls.h"
+
+extern char** environ;
+
+namespace berth::engine {
+
+using json = nlohmann::json;
+using image::Row;
+
+namespace {
+
+constexpr int kSchemaVersion = 1;
+constexpr std::string_view kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS containers (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  image TEXT NOT NULL,
+  image_name TEXT NOT NULL,
+  created INTEGER NOT NULL,
+  config TEXT NOT NULL,
+  state TEXT NOT NULL,
+  pid INTEGER NOT NULL DEFAULT 0,
+  monitor_pid INTEGER NOT NULL DEFAULT 0,
+  monitor_start INTEGER NOT NULL DEFAULT 0,
+  exit_code INTEGER NOT NULL DEFAULT 0,
+  started INTEGER NOT NULL DEFAULT 0,
+  finished INTEGER NOT NULL DEFAULT 0,
+  restart_count INTEGER NOT NULL DEFAULT 0,
+  error TEXT NOT NULL DEFAULT ''
+);
+)sql";
+
+constexpr const char* kColumns =
+    "id, name, image, image_name, created, config, state, pid, monitor_pid, monitor_start, exit_code, started, "
+    "finished, restart_count, error";
+
+int64_t now_ns() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+std::string random_hex(size_t bytes) {
+  unsigned char b[64];
+  (void)::getrandom(b, bytes, 0);
+  static const char* hex = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < bytes; ++i) s += hex[b[i] >> 4], s += hex[b[i] & 15];
+  return s;
+}
+
+bool valid_name(std::string_view n) {
+  if (n.empty() || !std::isalnum(static_cast<unsigned char>(n[0]))) return false;
+  for (char c : n)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != '-') return false;
+  return true;
+}
+
+// An exclusive flock on the container's directory: one command changes a
+// container at a time (start vs rm vs the monitor's cleanup).
+class DirLock {
+ public:
+  static Result<DirLock> take(const std::string& dir) {
+    DirLock l;
+    l.fd_.reset(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!l.fd_) return sys_error("open " + dir);
+    while (::flock(l.fd_.get(), LOCK_EX) < 0)
+      if (errno != EINTR) return sys_error("lock " + dir);
+    return l;
+  }
+
+ private:
+  UniqueFd fd_;
+};
+
+Container from_row(const Row& r) {
+  Container c;
+  c.id = r.text(0);
+  c.name = r.text(1);
+  c.image_id = r.text(2);
+  c.image_name = r.text(3);
+  c.created = r.integer(4);
+  c.config = r.text(5);
+  c.state = r.text(6);
+  c.pid = static_cast<pid_t>(r.integer(7));
+  c.monitor_pid = static_cast<pid_t>(r.integer(8));
+  c.monitor_start = static_cast<uint64_t>(r.integer(9));
+  c.exit_code = static_cast<int>(r.integer(10));
+  c.started = r.integer(11);
+  c.finished = r.integer(12);
+  c.restart_count = static_cast<int>(r.integer(13));
+  c.error = r.text(14);
+  return c;
+}
+
+bool process_alive(pid_t pid, uint64_t start) {
+  return pid > 0 && start != 0 && runtime::process_start_time(pid) == start;
+}
+
+// The exit file the monitor writes: "<code> <unix ns>".
+bool read_exit(const std::string& dir, int* code, int64_t* when) {
+  auto s = read_file(dir + "/exit");
+  if (!s) return false;
+  long long c = 0, w = 0;
+  if (std::sscanf(s->c_str(), "%lld %lld", &c, &w) != 2) return false;
+  *code = static_cast<int>(c);
+  *when = w;
+  return true;
+}
+
+std::string hosts_file(const std::string& hostname) {
+  return "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
+         "ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t" +
+         hostname + "\n";
+}
+
+// The host's resolv.conf without loopback servers (unreachable from a
+// network namespace of its own), as Docker copies it.
+std::string resolv_conf() {
+  std::string out;
+  auto s = read_file("/etc/resolv.conf");
+  if (!s) return out;
+  for (auto& line : split(*s, '\n')) {
+    if (line.starts_with("nameserver") &&
+        (line.find("127.") != std::string::npos || line.find("::1") != std::string::npos))
+      continue;
+    out += line + "\n";
+  }
+  while (out.ends_with("\n\n")) out.pop_back();
+  return out;
+}
+
+}  // namespace
+
+std::string random_name() {
+  static const char* const adj[] = {"admiring", "brave",   "clever",  "dazzling", "eager",   "festive",
+                                    "gallant",  "happy",   "jolly",   "keen",     "lucid",   "modest",
+                                    "nifty",    "optimistic", "peaceful", "quirky", "relaxed", "serene",
+                                    "trusting", "upbeat",  "vibrant", "wizardly", "youthful", "zealous"};
+  static const char* const who[] = {"babbage", "curie",  "darwin",   "einstein", "feynman", "galois",
+                                    "hopper",  "johnson", "kepler",  "lovelace", "meitner", "noether",
+                                    "pasteur", "ritchie", "shannon", "thompson", "turing",  "wozniak",
+                                    "yalow",   "lamarr",  "knuth",   "dijkstra", "hamilton", "torvalds"};
+  unsigned char r[2];
+  (void)::getrandom(r, 2, 0);
+  return std::string(adj[r[0] % std::size(adj)]) + "_" + who[r[1] % std::size(who)];
+}
+
+Engine::~Engine() = default;
+
+Result<std::unique_ptr<Engine>> Engine::open(image::ImageStore& store, Options o) {
+  std::unique_ptr<Engine> e(new Engine());
+  e->store_ = &store;
+  e->db_ = &store.db();
+  e->opt_ = std::move(o);
+  TRY(e->db_->ensure_schema("engine", kSchema, kSchemaVersion));
+  TRY(mkdir_p(e->opt_.root + "/containers", 0700));
+  return e;
+}
+
+std::string Engine::log_path(const Container& c) const { return c.dir + "/" + c.id + "-json.log"; }
+
+Result<Container> Engine::load(std::string_view id) {
+  std::optional<Container> out;
+  TRY(db_->run(std::string("SELECT ") + kColumns + " FROM containers WHERE id = ?1", {std::string(id)},
+               [&](const Row& r) { out = from_row(r); }));
+  if (!out) return fail("no such container: " + std::string(id));
+  out->dir = opt_.root + "/containers/" + out->id;
+  return *out;
+}
+
+Result<Container> Engine::find(std::string_view key) {
+  if (key.starts_with("/")) key.remove_prefix(1);
+  if (key.empty()) return fail("no such container: \"\"");
+  std::vector<Container> hits;
+  TRY(db_->run(std::string("SELECT ") + kColumns + " FROM containers WHERE name = ?1 OR id = ?1",
+               {std::string(key)}, [&](const Row& r) { hits.push_back(from_row(r)); }));
+  if (hits.empty()) {
+    bool hex = key.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+    if (hex)
+      TRY(db_->run(std::string("SELECT ") + kColumns + " FROM containers WHERE substr(id, 1, ?2) = ?1",
+                   {std::string(key), static_cast<int64_t>(key.size())},
+                   [&](const Row& r) { hits.push_back(from_row(r)); }));
+    if (hits.size() > 1) return fail("multiple containers found with provided prefix: " + std::string(key));
+  }
+  if (hits.empty()) return fail("no such container: " + std::string(key));
+  Container c = std::move(hits.front());
+  c.dir = opt_.root + "/containers/" + c.id;
+  TRY(reconcile(c));
+  return c;
+}
+
+Result<std::vector<Container>> Engine::list() {
+  std::vector<Container> out;
+  TRY(db_->run(std::string("SELECT ") + kColumns + " FROM containers ORDER BY created DESC", {},
+               [&](const Row& r) { out.push_back(from_row(r)); }));
+  for (auto& c : out) {
+    c.dir = opt_.root + "/containers/" + c.id;
+    TRY(reconcile(c));
+  }
+  return out;
+}
+
+// The row says running; is its init? A container whose init is gone is
+// exited, with what the monitor recorded (255: no monitor saw it end, as
+// after a reboot or a killed monitor). The row itself is fixed by cleanup.
+Result<> Engine::reconcile(Container& c) {
+  if (c.state != "running" && c.state != "paused") return {};
+  auto st = runtime::load_state(runtime_root(), c.id);
+  if (st) {
+    auto s = runtime::current_status(runtime_root(), *st);
+    if (s == runtime::Status::running) return c.state = "running", Result<>{};
+    if (s == runtime::Status::paused) return c.state = "paused", Result<>{};
+  }
+  // The monitor is about to record the exit: that is still "running" to Docker
+  // until the cleanup has run; show the exit already.
+  int code = 255;
+  int64_t when = now_ns();
+  if (read_exit(c.dir, &code, &when) || !process_alive(c.monitor_pid, c.monitor_start)) {
+    c.state = "exited";
+    c.exit_code = code;
+    c.finished = when;
+  }
+  return {};
+}
+
+Result<> Engine::save_state(const Container& c) {
+  return db_->exec(
+      "UPDATE containers SET state = ?2, pid = ?3, monitor_pid = ?4, monitor_start = ?5, exit_code = ?6, "
+      "started = ?7, finished = ?8, restart_count = ?9, error = ?10 WHERE id = ?1",
+      c.id, c.state, c.pid, c.monitor_pid, static_cast<int64_t>(c.monitor_start), c.exit_code, c.started, c.finished,
+      c.restart_count, c.error);
+}
+
+Result<Container> Engine::create(std::string_view name_in, std::string_view body_text,
+                                 std::vector<std::string>* warnings) {
+  (void)warnings;
+  json body = json::parse(body_text, nullptr, false);
+  if (body.is_discarded() || !body.is_object()) return fail("create: the request is not a JSON object");
+  std::string image_name = body.value("Image", "");
+  if (image_name.empty()) return fail("create: no image given");
+  image::ImageRecord img = TRY(store_->resolve(image_name));
+  std::string image_config = TRY(store_->read_config(img));
+  std::vector<std::string> cmd = TRY(container_command(body_text, image_config));
+
+  Container c;
+  c.id = random_hex(32);
+  c.name = name_in.empty() ? random_name() : std::string(name_in.starts_with("/") ? name_in.substr(1) : name_in);
+  if (!valid_name(c.name))
+    return fail("invalid container name \"" + c.name + "\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed");
+  if (TRY(db_->count("SELECT count(*) FROM containers WHERE name = ?1", c.name)) > 0)
+    return fail("the container name \"/" + c.name + "\" is already in use");
+  c.image_id = img.id.str();
+  c.image_name = image_name;
+  c.created = now_ns();
+  c.state = "created";
+  c.dir = opt_.root + "/containers/" + c.id;
+  c.config = body_text;
+
+  // Nothing is left when a step fails.
+  bool ok = false;
+  bool rootfs_made = false;
+  if (::mkdir(c.dir.c_str(), 0700) < 0) return sys_error("mkdir " + c.dir);
+  struct Undo {
+    std::function<void()> f;
+    ~Undo() { f(); }
+  } undo{[&] {
+    if (ok) return;
+    if (rootfs_made) (void)store_->remove_rootfs(c.id, c.dir);
+    else (void)remove_tree(c.dir);
+  }};
+  std::string rootfs = TRY(store_->create_rootfs(c.id, img, c.dir));
+  rootfs_made = true;
+  std::string hostname = body.value("Hostname", "");
+  if (hostname.empty()) hostname = c.id.substr(0, 12);
+  TRY(atomic_write_file(c.dir + "/hostname", hostname + "\n", 0644));
+  TRY(atomic_write_file(c.dir + "/hosts", hosts_file(hostname), 0644));
+  TRY(atomic_write_file(c.dir + "/resolv.conf", resolv_conf(), 0644));
+
+  SpecInput in;
+  in.id = c.id;
+  in.body = std::string(body_text);
+  in.image_config = image_config;
+  in.dir = c.dir;
+  UniqueFd rootfd(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!rootfd) return sys_error("open " + rootfs);
+  in.rootfs_fd = rootfd.get();
+  std::string spec = TRY(make_spec(in));
+  TRY(atomic_write_file(c.dir + "/config.json", spec, 0600));
+  auto inserted = db_->exec(std::string("INSERT INTO containers (") + kColumns +
+                                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0, 0, 0, 0, 0, '')",
+                            c.id, c.name, c.image_id, c.image_name, c.created, c.config, c.state);
+  if (!inserted) {
+    // Another berth took the name since we checked.
+    if (inserted.error().msg.find("UNIQUE") != std::string::npos)
+      return fail("the container name \"/" + c.name + "\" is already in use");
+    return std::unexpected(std::move(inserted).error());
+  }
+  ok = true;
+  return c;
+}
+
+Result<Container> Engine::start(const std::string& key, int attach_fd) {
+  Container c = TRY(find(key));
+  DirLock lock = TRY(DirLock::take(c.dir));
+  c = TRY(load(c.id));
+  TRY(reconcile(c));
+  if (c.state == "running" || c.state == "paused") return c;  // Docker: starting a running container is a no-op
+  image::ImageRecord img = TRY(store_->resolve(c.image_id));
+  TRY(store_->mount_rootfs(img, c.dir));
+  // What the last run left: its runtime state, its exit record.
+  runtime::Globals g;
+  g.root = runtime_root();
+  (void)runtime::remove(g, c.id, true);
+  ::unlink((c.dir + "/exit").c_str());
+  json body = json::parse(c.config, nullptr, false);
+  json host = body.is_object() ? body.value("HostConfig", json::object()) : json::object();
+
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");
+  UniqueFd sync(sv[0]), theirs(sv[1]);
+  std::vector<std::string> args = {opt_.monitor_exe, "--id", c.id, "--runtime-root", runtime_root(), "--dir", c.dir,
+                                   "--log", log_path(c), "--sync-fd", "3"};
+  json logcfg = host.value("LogConfig", json::object()).value("Config", json::object());
+  if (logcfg.contains("max-size") && logcfg["max-size"].is_string())
+    args.insert(args.end(), {"--log-max-size", logcfg["max-size"].get<std::string>()});
+  if (logcfg.contains("max-file") && logcfg["max-file"].is_string())
+    args.insert(args.end(), {"--log-max-files", logcfg["max-file"].get<std::string>()});
+  if (body.value("OpenStdin", false)) args.push_back("--stdin");
+  if (attach_fd >= 0) args.insert(args.end(), {"--attach-fd", "4"});
+  args.insert(args.end(), {"--", opt_.berth_exe, "--root", opt_.root, "--runroot", opt_.runroot, "container",
+                           "cleanup", c.id});
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  // posix_spawn (vfork-like, fast) into a session of its own, fds 3 and 4 only.
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDWR, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_RDWR, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_RDWR, 0);
+  posix_spawn_file_actions_adddup2(&fa, theirs.get(), 3);
+  if (attach_fd >= 0) posix_spawn_file_actions_adddup2(&fa, attach_fd, 4);
+  pid_t mpid = 0;
+  int rc = ::posix_spawn(&mpid, opt_.monitor_exe.c_str(), &fa, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) return sys_error(rc, "start monitor " + opt_.monitor_exe);
+  theirs.reset();
+  uint64_t mstart = runtime::process_start_time(mpid);
+
+  std::string line;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(sync.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    line.append(buf, static_cast<size_t>(n));
+    if (line.find('\n') != std::string::npos) break;
+  }
+  if (auto nl = line.find('\n'); nl != std::string::npos) line.resize(nl);
+  if (!line.starts_with("ok ")) {
+    std::string err = line.starts_with("error ") ? line.substr(6) : "the monitor exited before starting it";
+    c.error = err;
+    (void)save_state(c);
+    // The monitor has exited (or will, now that we close the sync socket): reap it.
+    sync.reset();
+    int ws;
+    ::waitpid(mpid, &ws, 0);
+    return fail(err);
+  }
+  c.pid = static_cast<pid_t>(std::atoi(line.c_str() + 3));
+  c.monitor_pid = mpid;
+  c.monitor_start = mstart;
+  c.state = "running";
+  c.started = now_ns();
+  c.finished = 0;
+  c.exit_code = 0;
+  c.error.clear();
+  TRY(save_state(c));
+  return c;
+}
+
+Result<> Engine::kill(const std::string& key, int sig) {
+  Container c = TRY(find(key));
+  if (c.state != "running" && c.state != "paused")
+    return fail("cannot kill container " + key + ": container " + c.id.substr(0, 12) + " is not running");
+  runtime::Globals g;
+  g.root = runtime_root();
+  return runtime::kill(g, c.id, sig, false);
+}
+
+// Waits for the monitor (and the cleanup it became) to exit.
+Result<> Engine::wait_monitor(const Container& c, int timeout_ms) {
+  if (!process_alive(c.monitor_pid, c.monitor_start)) return {};
+  UniqueFd fd(sys::pidfd_open(c.monitor_pid, 0));
+  if (!fd || !process_alive(c.monitor_pid, c.monitor_start)) return {};
+  struct pollfd p = {fd.get(), POLLIN, 0};
+  int n = ::poll(&p, 1, timeout_ms);
+  if (n == 0) return fail("container " + c.id.substr(0, 12) + ": its monitor did not finish");
+  return {};
+}
+
+Result<> Engine::stop(const std::string& key, int timeout_s) {
+  Container c = TRY(find(key));
+  if (c.state != "running" && c.state != "paused") return {};  // Docker: stopping a stopped container succeeds
+  json body = json::parse(c.config, nullptr, false);
+  int sig = SIGTERM;
+  if (body.is_object() && body.contains("StopSignal") && body["StopSignal"].is_string())
+    sig = TRY(runtime::parse_signal(body["StopSignal"].get<std::string>()));
+  if (timeout_s < 0 && body.is_object() && body.contains("StopTimeout") && body["StopTimeout"].is_number_integer())
+    timeout_s = body["StopTimeout"].get<int>();
+  if (timeout_s < 0) timeout_s = 10;
+  runtime::Globals g;
+  g.root = runtime_root();
+  if (c.state == "paused") (void)runtime::resume(g, c.id);
+  auto st = runtime::load_state(g.root, c.id);
+  if (st && runtime::init_alive(*st)) {
+    (void)runtime::kill(g, c.id, sig, false);
+    UniqueFd fd(sys::pidfd_open(st->pid, 0));
+    struct pollfd p = {fd.get(), POLLIN, 0};
+    if (fd && runtime::init_alive(*st) && ::poll(&p, 1, timeout_s * 1000) == 0)
+      (void)runtime::kill(g, c.id, SIGKILL, true);
+  }
+  return wait_monitor(c, 30000);
+}
+
+Result<int> Engine::wait(const std::string& key) {
+  Container c = TRY(find(key));
+  for (;;) {
+    if (c.state != "running" && c.state != "paused" && c.state != "restarting") return c.exit_code;
+    if (process_alive(c.monitor_pid, c.monitor_start)) {
+      TRY(wait_monitor(c, -1));
+    } else {
+      // No monitor (killed): wait for the init itself.
+      auto st = runtime::load_state(runtime_root(), c.id);
+      if (st && runtime::init_alive(*st)) {
+        UniqueFd fd(sys::pidfd_open(st->pid, 0));
+        struct pollfd p = {fd.get(), POLLIN, 0};
+        if (fd && runtime::init_alive(*st)) ::poll(&p, 1, -1);
+      }
+    }
+    auto again = find(c.id);
+    if (!again) return c.exit_code;  // removed (--rm): its last exit code
+    c = std::move(*again);
+    if (c.state == "running" && !process_alive(c.monitor_pid, c.monitor_start)) {
+      // The monitor is gone and the init still runs: poll.
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+}
+
+Result<> Engine::remove_locked(Container& c) {
+  runtime::Globals g;
+  g.root = runtime_root();
+  if (auto r = runtime::remove(g, c.id, true); !r && runtime::load_state(g.root, c.id))
+    return std::unexpected(std::move(r).error());
+  TRY(store_->remove_rootfs(c.id, c.dir));
+  return db_->exec("DELETE FROM containers WHERE id = ?1", c.id);
+}
+
+Result<> Engine::remove(const std::string& key, bool force, bool volumes) {
+  (void)volumes;
+  Container c = TRY(find(key));
+  if ((c.state == "running" || c.state == "paused") && !force)
+    return fail("cannot remove container \"/" + c.name + "\": container is " + c.state +
+                ": stop the container before removing or force remove");
+  if (c.state == "running" || c.state == "paused") {
+    runtime::Globals g;
+    g.root = runtime_root();
+    if (c.state == "paused") (void)runtime::resume(g, c.id);
+    (void)runtime::kill(g, c.id, SIGKILL, true);
+    (void)wait_monitor(c, 10000);
+  }
+  DirLock lock = TRY(DirLock::take(c.dir));
+  auto again = load(c.id);
+  if (!again) return {};  // its cleanup removed it (--rm)
+  return remove_locked(*again);
+}
+
+Result<> Engine::pause(const std::string& key) {
+  Container c = TRY(find(key));
+  if (c.state != "running") return fail("container " + key + " is not running");
+  runtime::Globals g;
+  g.root = runtime_root();
+  TRY(runtime::pause(g, c.id));
+  c.state = "paused";
+  return save_state(c);
+}
+
+Result<> Engine::unpause(const std::string& key) {
+  Container c = TRY(find(key));
+  if (c.state != "paused") return fail("container " + key + " is not paused");
+  runtime::Globals g;
+  g.root = runtime_root();
+  TRY(runtime::resume(g, c.id));
+  c.state = "running";
+  return save_state(c);
+}
+
+Result<> Engine::rename(const std::string& key, const std::string& new_name) {
+  Container c = TRY(find(key));
+  std::string n = new_name.starts_with("/") ? new_name.substr(1) : new_name;
+  if (!valid_name(n)) return fail("invalid container name \"" + n + "\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed");
+  if (TRY(db_->count("SELECT count(*) FROM containers WHERE name = ?1", n)) > 0)
+    return fail("the container name \"/" + n + "\" is already in use");
+  return db_->exec("UPDATE containers SET name = ?2 WHERE id = ?1", c.id, n);
+}
+
+std::vector<pid_t> Engine::pids(const Container& c) {
+  runtime::Globals g;
+  g.root = runtime_root();
+  auto p = runtime::pids(g, c.id);
+  return p ? *p : std::vector<pid_t>{};
+}
+
+Result<> Engine::cleanup(const std::string& id) {
+  auto first = load(id);
+  if (!first) return {};  // removed meanwhile
+  DirLock lock = TRY(DirLock::take(first->dir));
+  auto loaded = load(id);
+  if (!loaded) return {};
+  Container c = std::move(*loaded);
+  runtime::Globals g;
+  g.root = runtime_root();
+  (void)runtime::remove(g, c.id, true);
+  int code = 255;
+  int64_t when = now_ns();
+  read_exit(c.dir, &code, &when);
+  c.state = "exited";
+  c.exit_code = code;
+  c.finished = when;
+  c.pid = 0;
+  json body = json::parse(c.config, nullptr, false);
+  json host = body.is_object() ? body.value("HostConfig", json::object()) : json::object();
+  if (host.value("AutoRemove", false)) return remove_locked(c);
+  return save_state(c);
+}
+
+Result<std::string> Engine::inspect(const Container& c) {
+  json body = json::parse(c.config, nullptr, false);
+  if (!body.is_object()) body = json::object();
+  json host = body.value("HostConfig", json::object());
+  json cfg = body;
+  cfg.erase("HostConfig");
+  std::vector<std::string> cmd;
+  if (auto img = store_->resolve(c.image_id); img)
+    if (auto ic = store_->read_config(*img); ic)
+      if (auto a = container_command(c.config, *ic); a) cmd = *a;
+  auto t = [](int64_t ns) -> std::string {
+    if (ns == 0) return "0001-01-01T00:00:00Z";
+    time_t s = ns / 1000000000;
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    char b[64];
+    std::snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d.%09lldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                  tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<long long>(ns % 1000000000));
+    return b;
+  };
+  json j;
+  j["Id"] = c.id;
+  j["Created"] = t(c.created);
+  j["Path"] = cmd.empty() ? "" : cmd[0];
+  j["Args"] = cmd.size() > 1 ? std::vector<std::string>(cmd.begin() + 1, cmd.end()) : std::vector<std::string>{};
+  bool running = c.state == "running" || c.state == "paused";
+  j["State"] = {{"Status", c.state},
+                {"Running", running},
+                {"Paused", c.state == "paused"},
+                {"Restarting", c.state == "restarting"},
+                {"OOMKilled", false},
+                {"Dead", false},
+                {"Pid", running ? c.pid : 0},
+                {"ExitCode", c.exit_code},
+                {"Error", c.error},
+                {"StartedAt", t(c.started)},
+                {"FinishedAt", t(c.finished)}};
+  j["Image"] = c.image_id;
+  j["ResolvConfPath"] = c.dir + "/resolv.conf";
+  j["HostnamePath"] = c.dir + "/hostname";
+  j["HostsPath"] = c.dir + "/hosts";
+  j["LogPath"] = log_path(c);
+  j["Name"] = "/" + c.name;
+  j["RestartCount"] = c.restart_count;
+  j["Driver"] = "overlay2";
+  j["Platform"] = "linux";
+  j["HostConfig"] = host;
+  j["GraphDriver"] = {{"Name", "overlay2"},
+                      {"Data", {{"MergedDir", c.dir + "/rootfs"}, {"UpperDir", c.dir + "/upper"},
+                                {"WorkDir", c.dir + "/work"}}}};
+  json mounts = json::array();
+  for (auto& b : host.value("Binds", json::array())) {
+    if (!b.is_string()) continue;
+    auto parts = split(b.get<std::string>(), ':');
+    if (parts.size() < 2) continue;
+    bool ro = parts.size() > 2 && parts[2].find("ro") != std::string::npos;
+    mounts.push_back({{"Type", "bind"}, {"Source", parts[0]}, {"Destination", parts[1]}, {"Mode", parts.size() > 2 ? parts[2] : ""},
+                      {"RW", !ro}, {"Propagation", "rprivate"}});
+  }
+  j["Mounts"] = mounts;
+  if (!cfg.contains("Hostname")) cfg["Hostname"] = c.id.substr(0, 12);
+  cfg["Image"] = c.image_name;
+  j["Config"] = cfg;
+  j["NetworkSettings"] = {{"Networks", json::object()}, {"Ports", json::object()}};
+  return j.dump();
+}
+
+}  // namespace berth::engine

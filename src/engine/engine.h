@@ -1,0 +1,107 @@
+// The engine: containers made from images, daemonless. `berth` (and later
+// `berth serve`) call it; it turns an image config and Docker's create body
+// into an OCI bundle, and starts each container under its own monitor
+// (engine/monitor.h), which calls the runtime core in-process.
+//
+// On disk, under the store root:
+//   berth.db                containers table (beside the image store's tables)
+//   containers/<id>/        0700: config.json (the bundle), upper/ work/ rootfs/,
+//                           <id>-json.log, attach.sock, exit, monitor.log, hostname, hosts
+// and under the run root (/run/berth: gone after a reboot, as the containers are):
+//   runtime/<id>/           the runtime core's state
+//
+// A container's truth is its init process: running while the runtime state
+// names a live init, else exited, with the status the monitor wrote to `exit`
+// (or 255 when no monitor saw it end). The row is brought up to date by the
+// monitor's exit command (cleanup) and by whichever command next looks.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "util/error.h"
+
+namespace berth::image {
+class ImageStore;
+class Db;
+}  // namespace berth::image
+
+namespace berth::engine {
+
+struct Options {
+  std::string root;         // the store root (/var/lib/berth)
+  std::string runroot;      // /run/berth
+  std::string berth_exe;    // for the monitor's exit command
+  std::string monitor_exe;  // berth-monitor
+};
+
+struct Container {
+  std::string id, name, image_id, image_name;
+  int64_t created = 0;                  // unix ns
+  std::string config;                   // Docker's create body: Config fields + "HostConfig"
+  std::string state;                    // created, running, paused, restarting, exited, removing
+  pid_t pid = 0, monitor_pid = 0;
+  uint64_t monitor_start = 0;
+  int exit_code = 0;
+  int64_t started = 0, finished = 0;    // unix ns, 0 if never
+  int restart_count = 0;
+  std::string error;                    // why the last start failed
+  std::string dir;                      // containers/<id>
+};
+
+class Engine {
+ public:
+  static Result<std::unique_ptr<Engine>> open(image::ImageStore& store, Options o);
+  ~Engine();
+
+  // Docker's create: `body` is the create request (Image, Cmd, Env, ...,
+  // HostConfig). Returns the new container; nothing is left on failure.
+  Result<Container> create(std::string_view name, std::string_view body, std::vector<std::string>* warnings);
+  // Starts a created or exited container under a new monitor. `attach_fd`, if
+  // >= 0, is handed to the monitor as an attached client from the first byte.
+  Result<Container> start(const std::string& name_or_id, int attach_fd = -1);
+  Result<> kill(const std::string& name_or_id, int sig);
+  // SIGTERM (or the container's stop signal), then SIGKILL after `timeout_s`.
+  Result<> stop(const std::string& name_or_id, int timeout_s);
+  Result<> remove(const std::string& name_or_id, bool force, bool volumes);
+  Result<> pause(const std::string& name_or_id);
+  Result<> unpause(const std::string& name_or_id);
+  // Blocks until the container is not running (its monitor's cleanup done); its exit code.
+  Result<int> wait(const std::string& name_or_id);
+  Result<> rename(const std::string& name_or_id, const std::string& new_name);
+
+  // By full name (with or without "/"), full ID or a unique ID prefix.
+  Result<Container> find(std::string_view name_or_id);
+  Result<std::vector<Container>> list();
+  // Docker's inspect document.
+  Result<std::string> inspect(const Container& c);
+  std::string log_path(const Container& c) const;
+  std::string runtime_root() const { return opt_.runroot + "/runtime"; }
+  std::vector<pid_t> pids(const Container& c);
+
+  // The monitor's exit command: records the exit, removes an --rm container,
+  // restarts per policy.
+  Result<> cleanup(const std::string& id);
+
+ private:
+  Engine() = default;
+  Result<Container> load(std::string_view id);
+  Result<> reconcile(Container& c);
+  Result<> save_state(const Container& c);
+  Result<> remove_locked(Container& c);
+  Result<> wait_monitor(const Container& c, int timeout_ms);
+
+  image::ImageStore* store_ = nullptr;
+  image::Db* db_ = nullptr;
+  Options opt_;
+};
+
+// A random adjective_surname, as Docker names containers.
+std::string random_name();
+
+}  // namespace berth::engine

@@ -1,0 +1,433 @@
+#include "engine/monitor.h"
+
+#include <fcntl.h>
+#include <malloc.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/attach.h"
+#include "engine/logfile.h"
+#include "runtime/container.h"
+#include "util/fs.h"
+#include "util/log.h"
+
+namespace berth::engine {
+
+namespace {
+
+struct Args {
+  std::string id, runtime_root, dir, log_path;
+  uint64_t log_max_size = 0;
+  int log_max_files = 1;
+  bool open_stdin = false;
+  int sync_fd = -1;
+  std::vector<int> attach_fds;
+  std::vector<std::string> exit_command;
+};
+
+Result<Args> parse_args(int argc, char** argv) {
+  Args a;
+  int i = 1;
+  auto value = [&](const char* flag) -> Result<std::string> {
+    if (i + 1 >= argc) return fail(std::string(flag) + " needs a value");
+    return std::string(argv[++i]);
+  };
+  auto number = [&](const char* flag) -> Result<long long> {
+    std::string v = TRY(value(flag));
+    char* end = nullptr;
+    long long n = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end || n < 0) return fail(std::string(flag) + ": bad number \"" + v + "\"");
+    return n;
+  };
+  for (; i < argc; ++i) {
+    std::string f = argv[i];
+    if (f == "--") {
+      for (++i; i < argc; ++i) a.exit_command.emplace_back(argv[i]);
+      break;
+    }
+    if (f == "--id") a.id = TRY(value("--id"));
+    else if (f == "--runtime-root") a.runtime_root = TRY(value("--runtime-root"));
+    else if (f == "--dir") a.dir = TRY(value("--dir"));
+    else if (f == "--log") a.log_path = TRY(value("--log"));
+    else if (f == "--log-max-size") a.log_max_size = TRY(number("--log-max-size"));
+    else if (f == "--log-max-files") a.log_max_files = static_cast<int>(TRY(number("--log-max-files")));
+    else if (f == "--stdin") a.open_stdin = true;
+    else if (f == "--sync-fd") a.sync_fd = static_cast<int>(TRY(number("--sync-fd")));
+    else if (f == "--attach-fd") a.attach_fds.push_back(static_cast<int>(TRY(number("--attach-fd"))));
+    else return fail("unknown flag " + f);
+  }
+  if (a.id.empty() || a.runtime_root.empty() || a.dir.empty() || a.sync_fd < 0)
+    return fail("--id, --runtime-root, --dir and --sync-fd are required");
+  if (a.log_max_files < 1) a.log_max_files = 1;
+  return a;
+}
+
+void set_nonblock(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+// Output waiting for a client, or input waiting for the container, beyond
+// which the monitor stops reading the side that produces it (backpressure
+// rather than unbounded memory).
+constexpr size_t kHighWater = 256 << 10;
+
+struct Client {
+  UniqueFd fd;
+  FrameReader in;
+  std::string out;
+  bool dead = false;
+};
+
+class Monitor {
+ public:
+  explicit Monitor(Args a) : a_(std::move(a)) {}
+  int run();
+
+ private:
+  Result<> start_container();
+  void loop();
+  void on_output(int fd, Frame stream);
+  void on_client(Client& c, short revents);
+  void flush_client(Client& c);
+  void broadcast(Frame type, std::string_view data);
+  void reap();
+  void drain();
+  [[noreturn]] void finish();
+
+  Args a_;
+  std::optional<LogWriter> log_;
+  UniqueFd out_, err_, in_;  // our ends of the container's stdio pipes
+  UniqueFd master_;          // pty master (process.terminal)
+  UniqueFd listener_, sigfd_;
+  std::string to_container_;  // stdin bytes not yet written
+  bool close_stdin_ = false;
+  std::vector<Client> clients_;
+  pid_t pid_ = 0;
+  bool exited_ = false;
+  int status_ = 0;
+};
+
+Result<> Monitor::start_container() {
+  // The container's stdio are ours at launch: fds 0-2 are set to its pipes,
+  // then back to /dev/null so that only the container holds the write ends
+  // (its exit is then EOF on them).
+  UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!null) return sys_error("open /dev/null");
+  int p[2];
+  UniqueFd child_in, child_out, child_err;
+  if (a_.open_stdin) {
+    if (::pipe2(p, O_CLOEXEC) < 0) return sys_error("pipe");
+    child_in.reset(p[0]), in_.reset(p[1]);
+  }
+  if (::pipe2(p, O_CLOEXEC) < 0) return sys_error("pipe");
+  out_.reset(p[0]), child_out.reset(p[1]);
+  if (::pipe2(p, O_CLOEXEC) < 0) return sys_error("pipe");
+  err_.reset(p[0]), child_err.reset(p[1]);
+  ::dup2(child_in ? child_in.get() : null.get(), 0);
+  ::dup2(child_out.get(), 1);
+  ::dup2(child_err.get(), 2);
+
+  runtime::Globals g;
+  g.root = a_.runtime_root;
+  runtime::CreateOptions o;
+  o.id = a_.id;
+  o.bundle = a_.dir;
+  auto launched = runtime::launch(g, o);
+  for (int fd = 0; fd <= 2; ++fd) ::dup2(null.get(), fd);
+  if (!launched) return std::unexpected(std::move(launched).error());
+  pid_ = launched->pid;
+  if (launched->console) {
+    // A terminal: the pty is the container's stdio; the pipes are unused.
+    master_ = std::move(launched->console);
+    out_.reset(), err_.reset(), in_.reset();
+    set_nonblock(master_.get());
+  }
+  if (out_) set_nonblock(out_.get());
+  if (err_) set_nonblock(err_.get());
+  if (in_) set_nonblock(in_.get());
+  return {};
+}
+
+void Monitor::broadcast(Frame type, std::string_view data) {
+  if (clients_.empty()) return;
+  std::string f = frame(type, data);
+  for (auto& c : clients_)
+    if (!c.dead) c.out += f, flush_client(c);
+}
+
+void Monitor::flush_client(Client& c) {
+  while (!c.out.empty()) {
+    ssize_t n = ::send(c.fd.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      c.out.erase(0, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    c.dead = true;  // gone: its output is dropped
+    c.out.clear();
+    return;
+  }
+}
+
+void Monitor::on_output(int fd, Frame stream) {
+  char buf[32 << 10];
+  ssize_t n = ::read(fd, buf, sizeof buf);
+  if (n <= 0) {
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    // EOF (or EIO: a pty whose last slave closed): nothing more from it.
+    if (fd == master_.get()) master_.reset();
+    else if (fd == out_.get()) out_.reset();
+    else if (fd == err_.get()) err_.reset();
+    return;
+  }
+  std::string_view data(buf, static_cast<size_t>(n));
+  if (log_) (void)log_->write(stream == Frame::kStderr ? "stderr" : "stdout", data);
+  broadcast(stream, data);
+}
+
+void Monitor::on_client(Client& c, short revents) {
+  if (revents & POLLOUT) flush_client(c);
+  if (!(revents & (POLLIN | POLLHUP | POLLERR))) return;
+  char buf[16 << 10];
+  ssize_t n = ::read(c.fd.get(), buf, sizeof buf);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n <= 0) {
+    c.dead = true;
+    return;
+  }
+  c.in.feed(buf, static_cast<size_t>(n));
+  Frame type;
+  std::string payload;
+  while (c.in.next(&type, &payload)) {
+    switch (type) {
+      case Frame::kStdin:
+        if (!close_stdin_ && (in_ || master_)) to_container_ += payload;
+        break;
+      case Frame::kCloseStdin:
+        if (in_) close_stdin_ = true;
+        break;
+      case Frame::kResize: {
+        unsigned rows = 0, cols = 0;
+        if (master_ && std::sscanf(payload.c_str(), "%u %u", &rows, &cols) == 2) {
+          struct winsize ws = {};
+          ws.ws_row = static_cast<unsigned short>(rows);
+          ws.ws_col = static_cast<unsigned short>(cols);
+          ::ioctl(master_.get(), TIOCSWINSZ, &ws);
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  if (c.in.bad()) c.dead = true;
+}
+
+void Monitor::reap() {
+  int ws;
+  pid_t w;
+  // As a subreaper we also collect whatever the container orphaned to us.
+  while ((w = ::waitpid(-1, &ws, WNOHANG)) > 0)
+    if (w == pid_) exited_ = true, status_ = ws;
+}
+
+void Monitor::loop() {
+  while (!exited_) {
+    std::vector<struct pollfd> pfds;
+    size_t pending_out = 0;
+    for (auto& c : clients_) pending_out = std::max(pending_out, c.out.size());
+    bool read_container = pending_out < kHighWater;
+    int stdin_fd = master_ ? master_.get() : in_.get();
+    pfds.push_back({sigfd_.get(), POLLIN, 0});
+    if (listener_) pfds.push_back({listener_.get(), POLLIN, 0});
+    if (read_container) {
+      if (out_) pfds.push_back({out_.get(), POLLIN, 0});
+      if (err_) pfds.push_back({err_.get(), POLLIN, 0});
+      if (master_) pfds.push_back({master_.get(), POLLIN, 0});
+    }
+    if (!to_container_.empty() && stdin_fd >= 0) pfds.push_back({stdin_fd, POLLOUT, 0});
+    size_t first_client = pfds.size();
+    for (auto& c : clients_)
+      pfds.push_back({c.fd.get(), static_cast<short>((to_container_.size() < kHighWater ? POLLIN : 0) |
+                                                     (c.out.empty() ? 0 : POLLOUT)),
+                      0});
+    if (::poll(pfds.data(), pfds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (size_t i = 0; i < first_client; ++i) {
+      auto& p = pfds[i];
+      if (!p.revents) continue;
+      if (p.fd == sigfd_.get()) {
+        struct signalfd_siginfo si;
+        while (::read(sigfd_.get(), &si, sizeof si) == sizeof si) {
+        }
+        reap();
+      } else if (listener_ && p.fd == listener_.get()) {
+        int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd >= 0) clients_.push_back(Client{UniqueFd(fd)});
+      } else if (p.events & POLLOUT) {
+        ssize_t n = ::write(stdin_fd, to_container_.data(), to_container_.size());
+        if (n > 0) to_container_.erase(0, static_cast<size_t>(n));
+        else if (n < 0 && errno != EAGAIN && errno != EINTR) to_container_.clear();
+      } else if (out_ && p.fd == out_.get()) {
+        on_output(p.fd, Frame::kStdout);
+      } else if (err_ && p.fd == err_.get()) {
+        on_output(p.fd, Frame::kStderr);
+      } else if (master_ && p.fd == master_.get()) {
+        on_output(p.fd, Frame::kStdout);
+      }
+    }
+    for (size_t i = first_client; i < pfds.size(); ++i)
+      if (pfds[i].revents) on_client(clients_[i - first_client], pfds[i].revents);
+    std::erase_if(clients_, [](const Client& c) { return c.dead; });
+    if (close_stdin_ && to_container_.empty() && in_) in_.reset();
+  }
+}
+
+void Monitor::drain() {
+  // What the container wrote before it exited is still in the pipes; a
+  // process it left behind (outside its pid namespace) may hold them open, so
+  // read only what is there.
+  for (int round = 0; round < 1024; ++round) {
+    bool any = false;
+    for (auto [fd, stream] : {std::pair{&out_, Frame::kStdout}, {&err_, Frame::kStderr}, {&master_, Frame::kStdout}}) {
+      if (!*fd) continue;
+      int before = fd->get();
+      struct pollfd p = {before, POLLIN, 0};
+      if (::poll(&p, 1, 0) <= 0) continue;
+      on_output(before, stream);
+      any = true;
+    }
+    if (!any) break;
+  }
+  if (log_) (void)log_->flush();
+}
+
+void Monitor::finish() {
+  int code = WIFSIGNALED(status_) ? 128 + WTERMSIG(status_) : WEXITSTATUS(status_);
+  struct timespec ts;
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t ns = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  if (auto r = atomic_write_file(a_.dir + "/exit", std::to_string(code) + " " + std::to_string(ns) + "\n"); !r)
+    log::error("record exit: " + r.error().str());
+  broadcast(Frame::kExit, std::to_string(code));
+  // Give clients a moment to take the last frames; a client that reads
+  // nothing does not hold the exit up.
+  for (int i = 0; i < 50; ++i) {
+    bool pending = false;
+    for (auto& c : clients_) {
+      if (c.dead || c.out.empty()) continue;
+      flush_client(c);
+      pending |= !c.out.empty();
+    }
+    if (!pending) break;
+    ::usleep(20000);
+  }
+  // The engine records the start before we may record the end.
+  char b;
+  while (::read(a_.sync_fd, &b, 1) > 0) {
+  }
+  ::close(a_.sync_fd);
+  listener_.reset();
+  if (a_.exit_command.empty()) ::_exit(0);
+  // Attached clients stay connected through the exit command: a foreground
+  // `run --rm` returns once their socket closes, when the removal is done.
+  for (auto& c : clients_) {
+    int fl = ::fcntl(c.fd.get(), F_GETFD);
+    ::fcntl(c.fd.get(), F_SETFD, fl & ~FD_CLOEXEC);
+    (void)c.fd.release();
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  std::vector<char*> argv;
+  for (auto& s : a_.exit_command) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  ::execv(argv[0], argv.data());
+  log::error(std::string("exec ") + argv[0] + ": " + std::strerror(errno));
+  ::_exit(1);
+}
+
+int Monitor::run() {
+  // Runtime warnings go to the container's directory, not into its log.
+  log::init(a_.dir + "/monitor.log", log::Format::text, false);
+  ::signal(SIGPIPE, SIG_IGN);
+  ::signal(SIGHUP, SIG_IGN);
+  ::signal(SIGINT, SIG_IGN);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &chld, nullptr);
+  sigfd_.reset(::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK));
+  for (int fd : a_.attach_fds) {
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    set_nonblock(fd);
+    clients_.push_back(Client{UniqueFd(fd)});
+  }
+  ::fcntl(a_.sync_fd, F_SETFD, FD_CLOEXEC);
+  auto report = [&](const std::string& line) {
+    std::string l = line + "\n";
+    (void)write_fd(a_.sync_fd, l);
+  };
+  auto started = [&]() -> Result<> {
+    if (!a_.log_path.empty()) {
+      log_.emplace(TRY_CTX(LogWriter::open(a_.log_path, a_.log_max_size, a_.log_max_files), "log " + a_.log_path));
+    }
+    // attach.sock, bound relative to the container directory: its absolute
+    // path may be longer than a socket address holds.
+    if (::chdir(a_.dir.c_str()) < 0) return sys_error("chdir " + a_.dir);
+    ::unlink("attach.sock");
+    listener_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    struct sockaddr_un addr = {};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, "attach.sock");
+    if (!listener_ || ::bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 ||
+        ::listen(listener_.get(), 16) < 0)
+      return sys_error("listen on attach.sock");
+    return start_container();
+  }();
+  if (!started) {
+    std::string msg = started.error().str();
+    for (char& ch : msg)
+      if (ch == '\n') ch = ' ';
+    report("error " + msg);
+    ::unlink("attach.sock");
+    return 1;
+  }
+  report("ok " + std::to_string(pid_));
+  // What the runtime allocated while creating is returned to the kernel: the
+  // monitor lives as long as the container.
+  ::malloc_trim(0);
+  reap();
+  loop();
+  drain();
+  finish();
+}
+
+}  // namespace
+
+int monitor_main(int argc, char** argv) {
+  auto a = parse_args(argc, argv);
+  if (!a) {
+    std::fprintf(stderr, "berth-monitor: %s\n", a.error().str().c_str());
+    return 2;
+  }
+  Monitor m(std::move(*a));
+  return m.run();
+}
+
+}  // namespace berth::engine

@@ -1,0 +1,33 @@
+// Docker's create body + the image config -> the OCI runtime config of the
+// container's bundle, with Docker's defaults (capabilities, masked paths,
+// /dev/shm, device rules). JSON stays in spec.cc.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "util/error.h"
+
+namespace berth::engine {
+
+struct SpecInput {
+  std::string id;
+  std::string body;          // Docker's create body (Config fields + HostConfig)
+  std::string image_config;  // the image's config blob
+  int rootfs_fd = -1;        // the container's mounted rootfs (users, workdir)
+  std::string dir;           // containers/<id>: hostname, hosts, resolv.conf live here
+  // Init pids of the containers named by --network/--pid/--ipc container:NAME,
+  // resolved by the caller: {"network", pid}...
+  std::vector<std::pair<std::string, pid_t>> joined;
+  std::string init_path;     // berth's init binary, for --init
+};
+
+// The config.json text; errors name the flag at fault.
+Result<std::string> make_spec(const SpecInput& in);
+
+// What `create` checks before making anything: the command, the flags'
+// syntax. Returns the container's Path and Args as Docker reports them.
+Result<std::vector<std::string>> container_command(std::string_view body, std::string_view image_config);
+
+}  // namespace berth::engine
