@@ -393,14 +393,21 @@ Result<Container> Engine::start(const std::string& key, int attach_fd) {
   }
   if (auto nl = line.find('\n'); nl != std::string::npos) line.resize(nl);
   if (!line.starts_with("ok ")) {
-    std::string err = line.starts_with("error ") ? line.substr(6) : "the monitor exited before starting it";
+    // "error <errno> <message>"
+    int err_no = 0;
+    std::string err = "the monitor exited before starting the container";
+    if (line.starts_with("error ")) {
+      err_no = std::atoi(line.c_str() + 6);
+      auto sp = line.find(' ', 6);
+      err = sp == std::string::npos ? "" : line.substr(sp + 1);
+    }
     c.error = err;
     (void)save_state(c);
     // The monitor has exited (or will, now that we close the sync socket): reap it.
     sync.reset();
     int ws;
     ::waitpid(mpid, &ws, 0);
-    return fail(err);
+    return std::unexpected(Error{0, err + (err_no ? std::string(": ") + std::strerror(err_no) : "")});
   }
   c.pid = static_cast<pid_t>(std::atoi(line.c_str() + 3));
   c.monitor_pid = mpid;
@@ -545,6 +552,13 @@ std::vector<pid_t> Engine::pids(const Container& c) {
   g.root = runtime_root();
   auto p = runtime::pids(g, c.id);
   return p ? *p : std::vector<pid_t>{};
+}
+
+Result<ExecUser> Engine::resolve_user(const Container& c, const std::string& spec) {
+  std::string rootfs = c.dir + "/rootfs";
+  UniqueFd fd(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return sys_error("open " + rootfs);
+  return TRY_CTX(engine::resolve_user(fd.get(), spec), "--user");
 }
 
 Result<> Engine::cleanup(const std::string& id) {

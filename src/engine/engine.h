@@ -24,6 +24,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/user.h"
 #include "util/error.h"
 
 namespace berth::image {
@@ -83,6 +84,9 @@ class Engine {
   std::string log_path(const Container& c) const;
   std::string runtime_root() const { return opt_.runroot + "/runtime"; }
   std::vector<pid_t> pids(const Container& c);
+  const std::string& monitor_exe() const { return opt_.monitor_exe; }
+  // `-u` of exec, resolved in the container's rootfs.
+  Result<ExecUser> resolve_user(const Container& c, const std::string& spec);
 
   // The monitor's exit command: records the exit, removes an --rm container,
   // restarts per policy.

@@ -390,26 +390,55 @@ std::string rotated_name(const std::string& path, int i) {
 
 bool same_file(const struct stat& a, const struct stat& b) { return a.st_dev == b.st_dev && a.st_ino == b.st_ino; }
 
-// The file written after `f`, a rotated file: path.(k-1) where `f` is now
-// path.k. It counts only if `f` is still path.k once it is open: every
-// rotation moves both, so then no rotation came between. Empty when that is
-// path, not created yet; path when `f` is gone (dropped as the oldest).
+// The file written after `f`, a rotated file: the one just under it in path,
+// path.1, path.2, ... A rotation renames path.(n-1) -> path.n down to path ->
+// path.1, so while one is under way a single index is missing, and the files
+// above it have moved but not those under it: the file under `f` skipping that
+// gap is still its successor. Checked again once open (`f` at the same index,
+// nothing between): files only move up, so neither moved meanwhile. Empty when
+// the successor is path, not created yet; path when `f` is gone (dropped as
+// the oldest).
 Result<UniqueFd> successor(const std::string& path, const struct stat& f) {
+  struct stat st;
+  auto missing = [&](int i) { return ::stat(rotated_name(path, i).c_str(), &st) < 0; };
   for (int tries = 0; tries < 100; ++tries) {
-    // A rename chain in progress (path.(n-1) -> path.n, ..., path -> path.1)
-    // leaves one index missing at a time: two missing in a row is the end.
-    struct stat st;
-    int k = 0;
-    for (int i = 1, missing = 0; missing < 2 && k == 0; ++i) {
-      if (::stat(rotated_name(path, i).c_str(), &st) < 0) ++missing;
-      else if (missing = 0; same_file(st, f)) k = i;
+    int k = 0, below = -1;  // f's index, and the nearest under it that exists
+    for (int i = 0, gaps = 0; gaps < 2 && k == 0; ++i) {
+      if (missing(i)) {
+        ++gaps;
+        continue;
+      }
+      gaps = 0;
+      if (i > 0 && same_file(st, f)) k = i;
+      else below = i;
     }
     if (k == 0) return open_log(path);
-    UniqueFd next = TRY(open_log(rotated_name(path, k - 1)));
-    if (!next && k == 1) return UniqueFd();
-    if (next && ::stat(rotated_name(path, k).c_str(), &st) == 0 && same_file(st, f)) return next;
+    if (below < 0) return UniqueFd();
+    UniqueFd next = TRY(open_log(rotated_name(path, below)));
+    bool still = next && !missing(k) && same_file(st, f);
+    for (int i = below + 1; still && i < k; ++i) still = missing(i);
+    if (still) return next;
   }
   return open_log(path);  // rotating faster than it can be followed
+}
+
+// The oldest of path, path.1, ...: where following starts when there was no
+// file at first (written since, rotated or not). Checked again once open: no
+// file above it.
+Result<UniqueFd> oldest(const std::string& path) {
+  struct stat st;
+  auto missing = [&](int i) { return ::stat(rotated_name(path, i).c_str(), &st) < 0; };
+  for (int tries = 0; tries < 100; ++tries) {
+    int n = 0;
+    for (int i = 1, gaps = 0; gaps < 2; ++i) {
+      if (missing(i)) ++gaps;
+      else n = i, gaps = 0;
+    }
+    UniqueFd fd = TRY(open_log(rotated_name(path, n)));
+    if (!fd && n == 0) return fd;
+    if (fd && missing(n + 1) && missing(n + 2)) return fd;
+  }
+  return open_log(path);
 }
 
 }  // namespace
@@ -607,7 +636,7 @@ Result<> read_logs(const std::string& path, const LogReadOptions& o,
   auto drain = [&]() -> Result<> {
     for (;;) {
       if (!cur) {
-        cur = prev ? TRY(successor(path, *prev)) : TRY(open_log(path));
+        cur = prev ? TRY(successor(path, *prev)) : TRY(oldest(path));
         pos = 0;
         if (!cur) return {};  // not created yet
       }

@@ -23,6 +23,7 @@
 #include "engine/attach.h"
 #include "engine/logfile.h"
 #include "runtime/container.h"
+#include "runtime/sealed.h"
 #include "util/fs.h"
 #include "util/log.h"
 
@@ -401,10 +402,10 @@ int Monitor::run() {
     return start_container();
   }();
   if (!started) {
-    std::string msg = started.error().str();
+    std::string msg = started.error().msg;
     for (char& ch : msg)
       if (ch == '\n') ch = ' ';
-    report("error " + msg);
+    report("error " + std::to_string(started.error().err) + " " + msg);
     ::unlink("attach.sock");
     return 1;
   }
@@ -420,7 +421,52 @@ int Monitor::run() {
 
 }  // namespace
 
+// `berth-monitor exec`: `berth exec` becomes this (it execs it in place), so
+// the process that joins the container runs from a sealed copy of this small
+// static binary and calls the runtime core's exec.
+//   berth-monitor exec --runtime-root DIR --id ID [--tty] [--detach] [--env K=V]...
+//                 [--cwd DIR] [--user UID:GID] [--gid GID]... [--cap CAP]... -- CMD ARGS...
+int exec_main(int argc, char** argv) {
+  runtime::reexec_sealed(argv, "berth-monitor");
+  runtime::Globals g;
+  runtime::ExecOptions o;
+  int i = 2;
+  for (; i < argc; ++i) {
+    std::string f = argv[i];
+    if (f == "--") {
+      ++i;
+      break;
+    }
+    bool has_value = i + 1 < argc;
+    if (f == "--tty") o.tty = true;
+    else if (f == "--detach") o.detach = true;
+    else if (f == "--runtime-root" && has_value) g.root = argv[++i];
+    else if (f == "--id" && has_value) o.id = argv[++i];
+    else if (f == "--env" && has_value) o.env.emplace_back(argv[++i]);
+    else if (f == "--cwd" && has_value) o.cwd = argv[++i];
+    else if (f == "--user" && has_value) o.user = argv[++i];
+    else if (f == "--gid" && has_value) o.additional_gids.emplace_back(argv[++i]);
+    else if (f == "--cap" && has_value) o.caps.emplace_back(argv[++i]);
+    else {
+      std::fprintf(stderr, "berth-monitor exec: bad flag %s\n", f.c_str());
+      return 125;
+    }
+  }
+  for (; i < argc; ++i) o.args.emplace_back(argv[i]);
+  auto r = runtime::exec(g, o);
+  if (r) return *r;
+  std::string m = r.error().str();
+  std::fprintf(stderr, "berth: %s\n", m.c_str());
+  // Docker's statuses for a command that could not run.
+  if (m.find("exec: ") != std::string::npos) {
+    if (m.find("not found") != std::string::npos || m.find("No such file") != std::string::npos) return 127;
+    if (m.find("ermission denied") != std::string::npos) return 126;
+  }
+  return 125;
+}
+
 int monitor_main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "exec") return exec_main(argc, argv);
   auto a = parse_args(argc, argv);
   if (!a) {
     std::fprintf(stderr, "berth-monitor: %s\n", a.error().str().c_str());

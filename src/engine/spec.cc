@@ -93,6 +93,8 @@ json mount(const char* dest, const char* type, const char* src, std::vector<std:
 
 }  // namespace
 
+std::vector<std::string> all_capabilities() { return all_caps(); }
+
 Result<std::vector<std::string>> container_command(std::string_view body_text, std::string_view image_text) {
   json body = parse(body_text, "body");
   json img = parse(image_text, "image config");
@@ -137,7 +139,12 @@ Result<std::string> make_spec(const SpecInput& in) {
   if (user.empty()) user = str(ic, "User");
   ExecUser eu = TRY_CTX(resolve_user(in.rootfs_fd, user, strings(host, "GroupAdd")), "--user");
   proc["user"] = {{"uid", eu.uid}, {"gid", eu.gid}};
-  if (!eu.additional_gids.empty()) proc["user"]["additionalGids"] = eu.additional_gids;
+  // The primary group first among the supplementary ones, as Docker does
+  // (`id` then shows groups=), then those /etc/group and --group-add give.
+  std::vector<gid_t> gids = {eu.gid};
+  for (gid_t g : eu.additional_gids)
+    if (g != eu.gid) gids.push_back(g);
+  proc["user"]["additionalGids"] = gids;
   bool has_home = false;
   for (auto& e : env) has_home |= e.starts_with("HOME=");
   if (!has_home) env.push_back("HOME=" + eu.home);

@@ -23,6 +23,9 @@ struct SpecInput {
   std::string init_path;     // berth's init binary, for --init
 };
 
+// Every capability the running kernel knows ("CAP_CHOWN", ...).
+std::vector<std::string> all_capabilities();
+
 // The config.json text; errors name the flag at fault.
 Result<std::string> make_spec(const SpecInput& in);
 

@@ -1,6 +1,7 @@
 // Container verbs with Docker's names, flags, output and exit codes: create,
 // start, run, stop, kill, rm, ps, logs, wait, rename, pause, unpause, top,
 // port, and the monitor's exit command (`container cleanup`, hidden).
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -20,6 +21,8 @@
 #include "engine/attach.h"
 #include "engine/engine.h"
 #include "engine/logfile.h"
+#include "engine/spec.h"
+#include "engine/user.h"
 #include "runtime/container.h"
 #include "util/fs.h"
 
@@ -108,6 +111,12 @@ void add_create_flags(CLI::App& c, RunFlags& f) {
   // Everything after the image is the container's command, flags included.
   c.positionals_at_end();
   c.prefix_command();
+}
+
+// With prefix_command, CLI11 sets aside a flag it does not know instead of failing.
+void reject_unknown(const CLI::App& c) {
+  for (auto& r : c.remaining())
+    if (r.starts_with("-")) die("unknown flag: " + r + "\nSee 'berth " + c.get_name() + " --help'.", 125);
 }
 
 // Docker's RAMInBytes: "512m", "1g", "1024" (bytes), units of 1024.
@@ -390,6 +399,16 @@ int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bo
   return code;
 }
 
+// Docker's statuses for a command that could not run: 127 not found, 126 not executable.
+int start_failure_status(const Error& e) {
+  std::string m = e.str();
+  if (m.find("exec: ") != std::string::npos) {
+    if (m.find("not found") != std::string::npos || m.find("No such file") != std::string::npos) return 127;
+    if (m.find("ermission denied") != std::string::npos || m.find("is a directory") != std::string::npos) return 126;
+  }
+  return 125;
+}
+
 // Starts `c` attached (foreground run, start -a): returns its exit code.
 int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty) {
   int sv[2];
@@ -397,7 +416,7 @@ int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty) {
   UniqueFd ours(sv[0]), theirs(sv[1]);
   auto started = eng(ctx).start(c.id, theirs.get());
   theirs.reset();
-  if (!started) throw Failure{started.error(), 125};
+  if (!started) throw Failure{started.error(), start_failure_status(started.error())};
   int code = attach_loop(ctx, c.id, ours.get(), stdin_on, tty);
   if (code == -2) return 0;
   if (code == -1) {
@@ -608,20 +627,23 @@ void add_container_commands(CLI::App& app, Context& ctx) {
   both("create", {"create"}, "Create a new container", [&ctx](CLI::App& c) {
     auto f = std::make_shared<RunFlags>();
     add_create_flags(c, *f);
-    c.callback([&ctx, f] { print(do_create(ctx, *f).id + "\n"); });
+    c.callback([&ctx, f, &c] {
+      reject_unknown(c);
+      print(do_create(ctx, *f).id + "\n");
+    });
   });
   both("run", {"run"}, "Create and run a new container from an image", [&ctx](CLI::App& c) {
     auto f = std::make_shared<RunFlags>();
     add_create_flags(c, *f);
     c.add_flag("-d,--detach", f->detach, "Run container in background and print container ID");
-    c.callback([&ctx, f] {
-      if (f->detach && f->rm && false) return;
+    c.callback([&ctx, f, &c] {
+      reject_unknown(c);
       Container ct = do_create(ctx, *f);
       if (f->detach) {
         auto s = eng(ctx).start(ct.id);
         if (!s) {
           if (f->rm) (void)eng(ctx).remove(ct.id, true, false);
-          throw Failure{s.error(), 125};
+          throw Failure{s.error(), start_failure_status(s.error())};
         }
         print(ct.id + "\n");
         return;
@@ -779,6 +801,67 @@ void add_container_commands(CLI::App& app, Context& ctx) {
     auto name = std::make_shared<std::string>();
     c.add_option("CONTAINER", *name, "Container")->required();
     c.callback([&ctx, name] { (void)check(eng(ctx).find(*name)); });  // no published ports without the bridge network
+  });
+  both("exec", {"exec"}, "Execute a command in a running container", [&ctx](CLI::App& c) {
+    struct O {
+      bool detach = false, interactive = false, tty = false, privileged = false;
+      std::vector<std::string> env, env_file;
+      std::string workdir, user;
+      std::vector<std::string> command;
+    };
+    auto o = std::make_shared<O>();
+    c.add_flag("-d,--detach", o->detach, "Detached mode: run command in the background");
+    c.add_flag("-i,--interactive", o->interactive, "Keep STDIN open even if not attached");
+    c.add_flag("-t,--tty", o->tty, "Allocate a pseudo-TTY");
+    c.add_flag("--privileged", o->privileged, "Give extended privileges to the command");
+    c.add_option("-e,--env", o->env, "Set environment variables")->allow_extra_args(false);
+    c.add_option("--env-file", o->env_file, "Read in a file of environment variables")->allow_extra_args(false);
+    c.add_option("-w,--workdir", o->workdir, "Working directory inside the container");
+    c.add_option("-u,--user", o->user, "Username or UID (format: <name|uid>[:<group|gid>])");
+    c.add_option("CONTAINER", o->command, "Container, then the command and its arguments")->required();
+    c.positionals_at_end();
+    c.prefix_command();
+    c.callback([&ctx, o, &c] {
+      reject_unknown(c);
+      if (o->command.size() < 2) die("exec requires at least 2 arguments: CONTAINER COMMAND [ARG...]", 125);
+      auto found = eng(ctx).find(o->command[0]);
+      if (!found) throw Failure{found.error(), 125};
+      Container ct = *found;
+      if (ct.state == "paused") die("container " + o->command[0] + " is paused, unpause the container before exec", 125);
+      if (ct.state != "running") die("container " + ct.id.substr(0, 12) + " is not running", 125);
+      std::vector<std::string> args = {eng(ctx).monitor_exe(), "exec", "--runtime-root", eng(ctx).runtime_root(),
+                                       "--id", ct.id};
+      if (o->tty) args.push_back("--tty");
+      if (o->detach) args.push_back("--detach");
+      RunFlags envs;
+      envs.env = o->env;
+      envs.env_file = o->env_file;
+      envs.command = {"x"};
+      json b = create_body(envs);
+      for (auto& e : b.value("Env", std::vector<std::string>{})) args.insert(args.end(), {"--env", e});
+      if (!o->workdir.empty()) args.insert(args.end(), {"--cwd", o->workdir});
+      if (!o->user.empty()) {
+        auto u = eng(ctx).resolve_user(ct, o->user);
+        if (!u) throw Failure{u.error(), 125};
+        args.insert(args.end(), {"--user", std::to_string(u->uid) + ":" + std::to_string(u->gid)});
+        for (auto g : u->additional_gids) args.insert(args.end(), {"--gid", std::to_string(g)});
+      }
+      if (o->privileged)
+        for (auto& cap : engine::all_capabilities()) args.insert(args.end(), {"--cap", cap});
+      args.push_back("--");
+      args.insert(args.end(), o->command.begin() + 1, o->command.end());
+      // Without -i the command's stdin is /dev/null, as Docker's.
+      if (!o->interactive) {
+        int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (null >= 0) ::dup2(null, 0), ::close(null);
+      }
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      std::fflush(stdout);
+      ::execv(argv[0], argv.data());
+      die("exec " + args[0] + ": " + std::strerror(errno), 125);
+    });
   });
   auto* cleanup = group->add_subcommand("cleanup", "The monitor's exit command")->group("");
   auto id = std::make_shared<std::string>();

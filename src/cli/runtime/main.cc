@@ -13,6 +13,7 @@
 #include "cli/runtime/flags.h"
 #include "oci/spec.h"
 #include "runtime/container.h"
+#include "runtime/sealed.h"
 #include "util/fs.h"
 #include "util/log.h"
 
@@ -314,38 +315,6 @@ void print_help() {
       "   --version, -v         print the version\n");
 }
 
-// Re-executes this program from a sealed memfd unless it already runs from one.
-// `exec` joins a running container: processes there must never get a handle on
-// the host's binary through /proc/PID/exe (CVE-2019-5736). The sealed copy can be
-// neither written nor resized, and is not the file on the host.
-void ensure_sealed_self(char** argv) {
-  int self = ::open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
-  if (self < 0) return;
-  int seals = ::fcntl(self, F_GET_SEALS);
-  if (seals >= 0 && (seals & (F_SEAL_WRITE | F_SEAL_SEAL)) == (F_SEAL_WRITE | F_SEAL_SEAL)) {
-    ::close(self);
-    return;
-  }
-  struct stat st;
-  int mfd = ::memfd_create("berth-runtime", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-  if (mfd < 0 || ::fstat(self, &st) < 0) {
-    std::fprintf(stderr, "berth-runtime: cannot copy itself to a sealed memfd: %s\n", std::strerror(errno));
-    ::_exit(1);
-  }
-  off_t off = 0;
-  while (off < st.st_size)
-    if (::sendfile(mfd, self, &off, static_cast<size_t>(st.st_size - off)) <= 0) break;
-  ::close(self);
-  if (off != st.st_size ||
-      ::fcntl(mfd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0) {
-    std::fprintf(stderr, "berth-runtime: cannot seal its memfd copy: %s\n", std::strerror(errno));
-    ::_exit(1);
-  }
-  ::fexecve(mfd, argv, environ);
-  std::fprintf(stderr, "berth-runtime: cannot re-execute from memfd: %s\n", std::strerror(errno));
-  ::_exit(1);
-}
-
 int real_main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
   Globals g;
@@ -406,7 +375,7 @@ int real_main(int argc, char** argv) {
       }
       if (args[i].empty() || args[i][0] != '-') break;
     }
-    if (name == "exec") ensure_sealed_self(argv);
+    if (name == "exec") runtime::reexec_sealed(argv, "berth-runtime");
     auto r = c.run(g, args, *pos + 1);
     if (!r) return report(r.error());
     return *r;
