@@ -5,7 +5,9 @@
 //   monitor -> client: kStdout, kStderr (a pty's output is kStdout), kExit
 //                      ("<exit code>", sent once the container was reaped)
 //   client -> monitor: kStdin, kCloseStdin (the client's stdin ended),
-//                      kResize ("<rows> <cols>")
+//                      kResize ("<rows> <cols>"), kCleanupByClient (after
+//                      kExit: the client records the exit itself, so the
+//                      monitor exits without running its exit command)
 #pragma once
 
 #include <cstdint>
@@ -14,7 +16,7 @@
 
 namespace berth::engine {
 
-enum class Frame : uint8_t { kStdin = 0, kStdout = 1, kStderr = 2, kExit = 4, kResize = 5, kCloseStdin = 6 };
+enum class Frame : uint8_t { kStdin = 0, kStdout = 1, kStderr = 2, kExit = 4, kResize = 5, kCloseStdin = 6, kCleanupByClient = 7 };
 
 inline std::string frame(Frame type, std::string_view data) {
   std::string f(8, '\0');

@@ -272,8 +272,13 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   c.name = name_in.empty() ? random_name() : std::string(name_in.starts_with("/") ? name_in.substr(1) : name_in);
   if (!valid_name(c.name))
     return fail("invalid container name \"" + c.name + "\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed");
-  if (TRY(db_->count("SELECT count(*) FROM containers WHERE name = ?1", c.name)) > 0)
-    return fail("the container name \"/" + c.name + "\" is already in use");
+  // A generated name that is taken is drawn again (with a number after a few
+  // tries, as Docker does); a chosen one is an error.
+  for (int tries = 0; TRY(db_->count("SELECT count(*) FROM containers WHERE name = ?1", c.name)) > 0; ++tries) {
+    if (!name_in.empty()) return fail("the container name \"/" + c.name + "\" is already in use");
+    c.name = random_name();
+    if (tries >= 3) c.name += std::to_string(tries);
+  }
   c.image_id = img.id.str();
   c.image_name = image_name;
   c.created = now_ns();
@@ -315,7 +320,7 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
                                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0, 0, 0, 0, 0, '')",
                             c.id, c.name, c.image_id, c.image_name, c.created, c.config, c.state);
   if (!inserted) {
-    // Another berth took the name since we checked.
+    // Another berth took the name since we checked (a generated name: run again).
     if (inserted.error().msg.find("UNIQUE") != std::string::npos)
       return fail("the container name \"/" + c.name + "\" is already in use");
     return std::unexpected(std::move(inserted).error());

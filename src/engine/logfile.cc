@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -52,26 +54,33 @@ void civil_from_days(int64_t z, int64_t& y, unsigned& m, unsigned& d) {
 // when nothing is left), as Docker writes the "time" field.
 size_t format_time(int64_t ns, bool trim, char* out) {
   int64_t secs = ns / kSecond, frac = ns % kSecond;
-  if (frac < 0) frac += kSecond, --secs;
+  if (frac < 0) {
+    frac += kSecond;
+    --secs;
+  }
   int64_t days = secs / 86400, sod = secs % 86400;
-  if (sod < 0) sod += 86400, --days;
+  if (sod < 0) {
+    sod += 86400;
+    --days;
+  }
   int64_t y;
   unsigned m, d;
   civil_from_days(days, y, m, d);
   auto put = [](char* p, int64_t v, int width) {
     for (int i = width - 1; i >= 0; --i, v /= 10) p[i] = static_cast<char>('0' + v % 10);
   };
-  put(out, y, 4), out[4] = '-', put(out + 5, m, 2), out[7] = '-', put(out + 8, d, 2);
-  out[10] = 'T', put(out + 11, sod / 3600, 2), out[13] = ':', put(out + 14, sod / 60 % 60, 2);
-  out[16] = ':', put(out + 17, sod % 60, 2);
-  size_t n = 19;
-  out[n++] = '.';
-  put(out + n, frac, 9);
-  n += 9;
-  if (trim) {
-    while (out[n - 1] == '0') --n;
-    if (out[n - 1] == '.') --n;
-  }
+  std::memcpy(out, "0000-00-00T00:00:00.000000000Z", 30);
+  put(out, y, 4);
+  put(out + 5, m, 2);
+  put(out + 8, d, 2);
+  put(out + 11, sod / 3600, 2);
+  put(out + 14, sod / 60 % 60, 2);
+  put(out + 17, sod % 60, 2);
+  put(out + 20, frac, 9);
+  if (!trim) return 30;
+  size_t n = 29;
+  while (out[n - 1] == '0') --n;
+  if (out[n - 1] == '.') --n;
   out[n++] = 'Z';
   return n;
 }
@@ -619,6 +628,13 @@ Result<> read_logs(const std::string& path, const LogReadOptions& o,
     for (auto it = last.rbegin(); it != last.rend(); ++it) emit(*it);
   }
   if (!o.follow || past_until) return {};
+  // The file finished last, while its successor is not open: here path.1 when
+  // path was missing (between a rotation's rename and its new file).
+  std::optional<struct stat> prev;
+  if (!cur && !rotated.empty()) {
+    if (::fstat(rotated.front().get(), &st) < 0) return sys_error("stat log");
+    prev = st;
+  }
   rotated.clear();
 
   // Follow: wake on any change in the directory (IN_MODIFY there covers
@@ -628,11 +644,10 @@ Result<> read_logs(const std::string& path, const LogReadOptions& o,
   if (ino) {
     auto slash = path.find_last_of('/');
     std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-    if (::inotify_add_watch(ino.get(), dir.c_str(), IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE) < 0)
-      ino.reset();
+    uint32_t mask = IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE;
+    if (::inotify_add_watch(ino.get(), dir.c_str(), mask) < 0) ino.reset();
   }
   // Everything there now, across rotations since the last look.
-  std::optional<struct stat> prev;  // the file finished last, while its successor is not open
   auto drain = [&]() -> Result<> {
     for (;;) {
       if (!cur) {
@@ -659,9 +674,16 @@ Result<> read_logs(const std::string& path, const LogReadOptions& o,
       pos = 0;
     }
   };
+  // Asked before draining, so that whatever was written before it said stop
+  // is read; at most every 100 ms, not on every write seen (`berth logs` looks
+  // the container up in its database to answer).
+  auto asked = std::chrono::steady_clock::time_point::min();
   for (;;) {
-    // Asked before draining: whatever was written before it said stop is read.
-    bool more = !o.keep_following || o.keep_following();
+    bool more = true;
+    if (auto t = std::chrono::steady_clock::now(); t - asked >= std::chrono::milliseconds(100)) {
+      asked = t;
+      more = !o.keep_following || o.keep_following();
+    }
     TRY(drain());
     if (!more || past_until) return {};
     if (ino) {

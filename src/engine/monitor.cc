@@ -39,6 +39,11 @@ struct Args {
   int sync_fd = -1;
   std::vector<int> attach_fds;
   std::vector<std::string> exit_command;
+  // --loop: the second image (see Monitor::relaunch): the container runs,
+  // these are its fds and pid.
+  bool loop = false;
+  pid_t pid = 0;
+  int out_fd = -1, err_fd = -1, in_fd = -1, master_fd = -1, listen_fd = -1;
 };
 
 Result<Args> parse_args(int argc, char** argv) {
@@ -70,6 +75,13 @@ Result<Args> parse_args(int argc, char** argv) {
     else if (f == "--stdin") a.open_stdin = true;
     else if (f == "--sync-fd") a.sync_fd = static_cast<int>(TRY(number("--sync-fd")));
     else if (f == "--attach-fd") a.attach_fds.push_back(static_cast<int>(TRY(number("--attach-fd"))));
+    else if (f == "--loop") a.loop = true;
+    else if (f == "--pid") a.pid = static_cast<pid_t>(TRY(number("--pid")));
+    else if (f == "--out-fd") a.out_fd = static_cast<int>(TRY(number("--out-fd")));
+    else if (f == "--err-fd") a.err_fd = static_cast<int>(TRY(number("--err-fd")));
+    else if (f == "--in-fd") a.in_fd = static_cast<int>(TRY(number("--in-fd")));
+    else if (f == "--master-fd") a.master_fd = static_cast<int>(TRY(number("--master-fd")));
+    else if (f == "--listen-fd") a.listen_fd = static_cast<int>(TRY(number("--listen-fd")));
     else return fail("unknown flag " + f);
   }
   if (a.id.empty() || a.runtime_root.empty() || a.dir.empty() || a.sync_fd < 0)
@@ -90,15 +102,19 @@ struct Client {
   FrameReader in;
   std::string out;
   bool dead = false;
+  bool initial = false;       // handed over at start (the foreground `run`)
+  bool cleans_up = false;     // sent kCleanupByClient
 };
 
 class Monitor {
  public:
   explicit Monitor(Args a) : a_(std::move(a)) {}
   int run();
+  int resume();
 
  private:
   Result<> start_container();
+  [[noreturn]] void relaunch();
   void loop();
   void on_output(int fd, Frame stream);
   void on_client(Client& c, short revents);
@@ -220,6 +236,9 @@ void Monitor::on_client(Client& c, short revents) {
       case Frame::kCloseStdin:
         if (in_) close_stdin_ = true;
         break;
+      case Frame::kCleanupByClient:
+        c.cleans_up = c.initial;
+        break;
       case Frame::kResize: {
         unsigned rows = 0, cols = 0;
         if (master_ && std::sscanf(payload.c_str(), "%u %u", &rows, &cols) == 2) {
@@ -338,13 +357,29 @@ void Monitor::finish() {
     if (!pending) break;
     ::usleep(20000);
   }
+  // A foreground `run` records the exit itself (one process fewer on the
+  // path of every `run --rm`): it answers kExit with kCleanupByClient. A
+  // client that says nothing within a second, or goes away, leaves it to the
+  // exit command.
+  bool client_cleans = false;
+  for (auto& c : clients_) {
+    if (!c.initial) continue;
+    // Its last stdin frames may come before the answer.
+    while (!c.dead && !c.cleans_up) {
+      struct pollfd p = {c.fd.get(), POLLIN, 0};
+      if (::poll(&p, 1, 1000) <= 0) break;
+      on_client(c, p.revents);
+    }
+    client_cleans |= c.cleans_up;
+  }
   // The engine records the start before we may record the end.
   char b;
   while (::read(a_.sync_fd, &b, 1) > 0) {
   }
   ::close(a_.sync_fd);
   listener_.reset();
-  if (a_.exit_command.empty()) ::_exit(0);
+  ::unlink("attach.sock");
+  if (a_.exit_command.empty() || client_cleans) ::_exit(0);
   // Attached clients stay connected through the exit command: a foreground
   // `run --rm` returns once their socket closes, when the removal is done.
   for (auto& c : clients_) {
@@ -363,6 +398,49 @@ void Monitor::finish() {
   ::_exit(1);
 }
 
+// Creating the container touched most of this binary and left its heap
+// behind; the monitor then lives as long as the container. It execs itself
+// (staying the container's parent, with the same pid) with --loop and the
+// fds it holds: the new image maps only what the loop uses, so a monitor
+// costs a few pages of its own (PSS, bench/engine-run.sh).
+void Monitor::relaunch() {
+  // Its own path, not /proc/self/exe: the process name (comm) comes from it.
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  std::string exe = n > 0 ? std::string(self, static_cast<size_t>(n)) : std::string("/proc/self/exe");
+  std::vector<std::string> args = {exe, "--loop", "--id", a_.id, "--runtime-root", a_.runtime_root,
+                                   "--dir", a_.dir, "--pid", std::to_string(pid_),
+                                   "--sync-fd", std::to_string(a_.sync_fd)};
+  if (!a_.log_path.empty())
+    args.insert(args.end(), {"--log", a_.log_path, "--log-max-size", std::to_string(a_.log_max_size),
+                             "--log-max-files", std::to_string(a_.log_max_files)});
+  auto pass = [&](const char* flag, const UniqueFd& fd) {
+    if (!fd) return;
+    ::fcntl(fd.get(), F_SETFD, 0);
+    args.insert(args.end(), {flag, std::to_string(fd.get())});
+  };
+  pass("--out-fd", out_), pass("--err-fd", err_), pass("--in-fd", in_), pass("--master-fd", master_);
+  pass("--listen-fd", listener_);
+  for (auto& c : clients_) pass("--attach-fd", c.fd);
+  ::fcntl(a_.sync_fd, F_SETFD, 0);
+  args.push_back("--");
+  args.insert(args.end(), a_.exit_command.begin(), a_.exit_command.end());
+  std::vector<char*> argv;
+  for (auto& s : args) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  // SIGCHLD stays blocked across exec, and one already pending stays pending.
+  ::execv(argv[0], argv.data());
+  log::error(std::string("re-exec the monitor: ") + std::strerror(errno));
+  // Carry on in this image: slower to live with, not wrong.
+  for (auto* fd : {&out_, &err_, &in_, &master_, &listener_})
+    if (*fd) ::fcntl(fd->get(), F_SETFD, FD_CLOEXEC);
+  ::fcntl(a_.sync_fd, F_SETFD, FD_CLOEXEC);
+  reap();
+  loop();
+  drain();
+  finish();
+}
+
 int Monitor::run() {
   // Runtime warnings go to the container's directory, not into its log.
   log::init(a_.dir + "/monitor.log", log::Format::text, false);
@@ -378,6 +456,7 @@ int Monitor::run() {
     ::fcntl(fd, F_SETFD, FD_CLOEXEC);
     set_nonblock(fd);
     clients_.push_back(Client{UniqueFd(fd)});
+    clients_.back().initial = true;
   }
   ::fcntl(a_.sync_fd, F_SETFD, FD_CLOEXEC);
   auto report = [&](const std::string& line) {
@@ -410,9 +489,36 @@ int Monitor::run() {
     return 1;
   }
   report("ok " + std::to_string(pid_));
-  // What the runtime allocated while creating is returned to the kernel: the
-  // monitor lives as long as the container.
-  ::malloc_trim(0);
+  relaunch();
+}
+
+// The monitor's second image (--loop): the container runs; serve it.
+int Monitor::resume() {
+  log::init(a_.dir + "/monitor.log", log::Format::text, false);
+  ::signal(SIGPIPE, SIG_IGN);
+  ::signal(SIGHUP, SIG_IGN);
+  ::signal(SIGINT, SIG_IGN);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &chld, nullptr);
+  sigfd_.reset(::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK));
+  pid_ = a_.pid;
+  auto take = [](int fd, UniqueFd& into) {
+    if (fd < 0) return;
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    into.reset(fd);
+  };
+  take(a_.out_fd, out_), take(a_.err_fd, err_), take(a_.in_fd, in_), take(a_.master_fd, master_);
+  take(a_.listen_fd, listener_);
+  for (int fd : a_.attach_fds) {
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    clients_.push_back(Client{UniqueFd(fd)});
+    clients_.back().initial = true;
+  }
+  ::fcntl(a_.sync_fd, F_SETFD, FD_CLOEXEC);
+  if (!a_.log_path.empty())
+    if (auto w = LogWriter::open(a_.log_path, a_.log_max_size, a_.log_max_files); w) log_.emplace(std::move(*w));
   reap();
   loop();
   drain();
@@ -472,8 +578,9 @@ int monitor_main(int argc, char** argv) {
     std::fprintf(stderr, "berth-monitor: %s\n", a.error().str().c_str());
     return 2;
   }
+  bool loop = a->loop;
   Monitor m(std::move(*a));
-  return m.run();
+  return loop ? m.resume() : m.run();
 }
 
 }  // namespace berth::engine

@@ -28,6 +28,9 @@ struct Context {
   std::string root;  // --root, $BERTH_ROOT, /var/lib/berth
   bool debug = false;
   std::string config;  // --config: where config.json (credentials) lives
+  // The first two words of the command line that are not global options
+  // ("container", "ls"): the verb being run.
+  std::string verb, subverb;
   std::string runroot; // --runroot, $BERTH_RUNROOT, /run/berth: state that a reboot clears
   // Opened on first use, so `berth --help` and `berth version` touch nothing.
   Result<image::ImageStore*> store();

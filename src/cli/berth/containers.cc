@@ -333,7 +333,7 @@ bool send_all(int fd, const std::string& s) {
 // Copies the container's output to ours and our stdin to it until the
 // monitor closes the connection; returns the exit code it reported (-1: none,
 // -2: detached with ctrl-p ctrl-q). Signals go to the container (Docker's sig-proxy).
-int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bool tty) {
+int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bool tty, bool* cleanup_self) {
   sigset_t sigs, old;
   sigemptyset(&sigs);
   for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaddset(&sigs, s);
@@ -391,7 +391,12 @@ int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bo
       while (in.next(&type, &payload)) {
         if (type == Frame::kStdout) (void)write_fd(1, payload);
         else if (type == Frame::kStderr) (void)write_fd(2, payload);
-        else if (type == Frame::kExit) code = std::atoi(payload.c_str());
+        else if (type == Frame::kExit) {
+          code = std::atoi(payload.c_str());
+          // We record the exit (and remove a --rm container) ourselves once
+          // the monitor is gone: one process fewer than its exit command.
+          if (cleanup_self) *cleanup_self = send_all(sock, engine::frame(Frame::kCleanupByClient, ""));
+        }
       }
     }
   }
@@ -417,8 +422,12 @@ int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty) {
   auto started = eng(ctx).start(c.id, theirs.get());
   theirs.reset();
   if (!started) throw Failure{started.error(), start_failure_status(started.error())};
-  int code = attach_loop(ctx, c.id, ours.get(), stdin_on, tty);
+  bool cleanup_self = false;
+  int code = attach_loop(ctx, c.id, ours.get(), stdin_on, tty, &cleanup_self);
   if (code == -2) return 0;
+  // The monitor has closed the connection, so it is gone: the cleanup is ours.
+  if (cleanup_self)
+    if (auto r = eng(ctx).cleanup(c.id); !r) std::fprintf(stderr, "berth: %s\n", r.error().str().c_str());
   if (code == -1) {
     // The monitor went away without a word (killed): the store knows the rest.
     auto w = eng(ctx).wait(c.id);
@@ -618,10 +627,18 @@ void add_container_commands(CLI::App& app, Context& ctx) {
     return *j;
   };
   // Each verb at the top level and under `container` (Docker's two spellings).
+  // Only the verb being run gets its options: making CLI11 options for every
+  // verb took several milliseconds of every command. The others are listed
+  // (for --help) without them.
   auto both = [&](const std::string& name, const std::vector<std::string>& alts, const std::string& help,
                   const std::function<void(CLI::App&)>& setup) {
-    setup(*app.add_subcommand(name, help));
-    for (auto& a : alts) setup(*group->add_subcommand(a, help));
+    auto add = [&](CLI::App& parent, const std::string& verb, bool wanted) {
+      CLI::App* c = parent.add_subcommand(verb, help);
+      if (wanted) setup(*c);
+      else c->allow_extras();
+    };
+    add(app, name, ctx.verb == name);
+    for (auto& a : alts) add(*group, a, ctx.verb == "container" && ctx.subverb == a);
   };
 
   both("create", {"create"}, "Create a new container", [&ctx](CLI::App& c) {

@@ -67,6 +67,19 @@ int run(int argc, char** argv) {
   app.set_help_all_flag("--help-all", "Show every command's options");
   app.set_version_flag("-v,--version", std::string("berth version ") + BERTH_VERSION + ", commit " + BERTH_COMMIT);
   Context ctx;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--root" || a == "--runroot" || a == "--config") {
+      ++i;
+      continue;
+    }
+    if (a.starts_with("-")) continue;
+    if (ctx.verb.empty()) ctx.verb = a;
+    else {
+      ctx.subverb = a;
+      break;
+    }
+  }
   const char* env_root = std::getenv("BERTH_ROOT");
   ctx.root = env_root && *env_root ? env_root : "/var/lib/berth";
   app.add_option("--root", ctx.root, "Where berth keeps images and containers")->capture_default_str();

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# engine-run.sh [OUTDIR] -- `berth run` against its peers, one hyperfine
+# invocation per case, reported as ratios:
+#   1. `run --rm IMAGE /bin/true` (network none): berth, podman, docker and
+#      `ctr run` where installed and working, and `berth-runtime run` of the
+#      same bundle berth generates (the engine's overhead over its runtime)
+#   2. 50 containers `run -d` + `rm -f`, 8 at a time: berth vs podman
+#   3. monitor memory: PSS (/proc/PID/smaps_rollup) of berth-monitor vs conmon,
+#      N containers each
+# Every engine gets its own private root under /var/tmp; everything is removed
+# on exit.
+#
+# Environment: BERTH (build/src/berth)  BERTH_RUNTIME (build/src/berth-runtime)
+#   RUNS (50)  WARMUP (5)  PAR_RUNS (3)  PSS_COUNT (10)
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+out=${1:-$repo/bench/out}
+berth=${BERTH:-$repo/build/src/berth}
+runtime=${BERTH_RUNTIME:-$repo/build/src/berth-runtime}
+runs=${RUNS:-50}
+warmup=${WARMUP:-5}
+par_runs=${PAR_RUNS:-3}
+pss_count=${PSS_COUNT:-10}
+
+note() { echo "engine-run: $*" >&2; }
+die() {
+    note "$*"
+    exit 1
+}
+[[ $EUID -eq 0 ]] || die "must run as root"
+command -v hyperfine >/dev/null || die "hyperfine is not installed"
+[[ -x $berth ]] || die "$berth is not built"
+mkdir -p "$out"
+
+base=$(mktemp -d /var/tmp/berth-engine-bench.XXXXXX)
+B=("$berth" --root "$base/berth" --runroot "$base/berth-run")
+P=(podman --root "$base/podman" --runroot "$base/podman-run" --cgroup-manager cgroupfs --events-backend file)
+# podman raises RLIMIT_NOFILE by default, which this VM forbids (no CAP_SYS_RESOURCE): keep the host's.
+PR=(--ulimit host)
+cleanup() {
+    set +e
+    [[ -n ${B[*]} ]] && "${B[@]}" ps -aq --no-trunc 2>/dev/null | xargs -r "${B[@]}" rm -f >/dev/null 2>&1
+    if command -v podman >/dev/null; then
+        "${P[@]}" rm -af >/dev/null 2>&1
+        "${P[@]}" system reset -f >/dev/null 2>&1
+    fi
+    [[ -n ${bundle_id:-} ]] && "$runtime" --root "$base/rt" delete -f "$bundle_id" >/dev/null 2>&1
+    awk -v p="$base/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+        while read -r m; do umount -l "$m"; done
+    rm -rf --one-file-system "$base"
+}
+trap cleanup EXIT
+
+"${B[@]}" image create busybox >/dev/null
+cmds=("${B[*]} run --rm busybox /bin/true")
+names=(berth)
+
+# berth-runtime on the very bundle berth makes (config.json + mounted rootfs).
+cid=$("${B[@]}" create --name bench-bundle busybox /bin/true)
+bundle_id=bench-rt
+cmds+=("$runtime --root $base/rt run --bundle $base/berth/containers/$cid $bundle_id")
+names+=(berth-runtime)
+
+if command -v podman >/dev/null; then
+    "${B[@]}" save busybox | "${P[@]}" load -q >/dev/null
+    # podman names a docker-archive's "busybox:latest" localhost/busybox.
+    "${P[@]}" tag localhost/busybox:latest docker.io/library/busybox:latest
+    if "${P[@]}" run "${PR[@]}" --rm --network none docker.io/library/busybox:latest /bin/true 2>"$base/podman.err"; then
+        cmds+=("${P[*]} run ${PR[*]} --rm --network none docker.io/library/busybox:latest /bin/true")
+        names+=(podman)
+    else
+        note "podman skipped: $(head -1 "$base/podman.err")"
+    fi
+else
+    note "podman is not installed: skipped"
+fi
+if docker info >/dev/null 2>&1; then
+    note "docker: a daemon answers, but it is not ours to load images into: skipped"
+else
+    note "docker skipped: no daemon running"
+fi
+command -v ctr >/dev/null || note "ctr (containerd) is not installed: skipped"
+
+args=()
+for i in "${!cmds[@]}"; do args+=(-n "${names[$i]}" "${cmds[$i]}"); done
+hyperfine -N -w "$warmup" -r "$runs" --export-json "$out/engine-run.json" --export-markdown "$out/engine-run.md" \
+    "${args[@]}" >&2
+
+# 50 run -d + rm -f, 8 at a time: one script per engine.
+par_script() { # name, run flags, engine command...
+    local f=$base/par-$1.sh runflags=$2
+    shift 2
+    {
+        echo '#!/bin/bash'
+        echo 'one() { local id; id=$('"$*"' run '"$runflags"' -d --network none docker.io/library/busybox:latest sleep 100) && '"$*"' rm -f "$id" >/dev/null; }'
+        echo 'export -f one'
+        echo 'seq 50 | xargs -P8 -I{} bash -c one'
+    } >"$f"
+    chmod +x "$f"
+    echo "$f"
+}
+pargs=(-n berth "$(par_script berth "" "${B[@]}")")
+[[ " ${names[*]} " == *" podman "* ]] && pargs+=(-n podman "$(par_script podman "${PR[*]}" "${P[@]}")")
+hyperfine -N -w 1 -r "$par_runs" --export-json "$out/engine-parallel.json" --export-markdown "$out/engine-parallel.md" \
+    "${pargs[@]}" >&2
+
+# Monitor memory: PSS of each engine's per-container process.
+pss() { # pattern -> mean PSS in KiB of the processes whose comm matches
+    local total=0 n=0 p v
+    for p in $(pgrep -x "$1"); do
+        v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null) || continue
+        total=$((total + v)) n=$((n + 1))
+    done
+    ((n > 0)) && echo "$((total / n)) KiB over $n" || echo "none running"
+}
+for _ in $(seq "$pss_count"); do "${B[@]}" run -d busybox sleep 1000 >/dev/null; done
+berth_pss=$(pss berth-monitor)
+"${B[@]}" ps -aq --no-trunc | xargs -r "${B[@]}" rm -f >/dev/null
+conmon_pss="skipped"
+if [[ " ${names[*]} " == *" podman "* ]]; then
+    for _ in $(seq "$pss_count"); do "${P[@]}" run "${PR[@]}" -d --network none docker.io/library/busybox:latest sleep 1000 >/dev/null; done
+    conmon_pss=$(pss conmon)
+    "${P[@]}" rm -af -t 0 >/dev/null
+fi
+
+python3 - "$out" "$berth_pss" "$conmon_pss" <<'PY' | tee "$out/engine-ratios.txt"
+import json, sys
+out, berth_pss, conmon_pss = sys.argv[1:4]
+def load(name):
+    return {r["command"]: r for r in json.load(open(f"{out}/{name}.json"))["results"]}
+for case in ("engine-run", "engine-parallel"):
+    res = load(case)
+    b = res["berth"]["mean"]
+    print(f"{case}: berth {b*1000:.1f} ms")
+    for name, r in res.items():
+        if name != "berth":
+            print(f"  {name:14s} {r['mean']*1000:8.1f} ms  ratio {r['mean']/b:6.2f}x (peer / berth)")
+print(f"monitor PSS: berth-monitor {berth_pss}; conmon {conmon_pss}")
+PY
