@@ -8,6 +8,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -229,6 +230,8 @@ Result<std::vector<Container>> Engine::list() {
 // exited, with what the monitor recorded (255: no monitor saw it end, as
 // after a reboot or a killed monitor). The row itself is fixed by cleanup.
 Result<> Engine::reconcile(Container& c) {
+  // Restarting: its cleanup waits out the back-off; killed, it restarts nothing.
+  if (c.state == "restarting" && !process_alive(c.monitor_pid, c.monitor_start)) c.state = "exited";
   if (c.state != "running" && c.state != "paused") return {};
   auto st = runtime::load_state(runtime_root(), c.id);
   if (st) {
@@ -326,6 +329,7 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
     return std::unexpected(std::move(inserted).error());
   }
   ok = true;
+  (void)record_event(c, "create");
   return c;
 }
 
@@ -342,6 +346,8 @@ Result<Container> Engine::start(const std::string& key, int attach_fd) {
   g.root = runtime_root();
   (void)runtime::remove(g, c.id, true);
   ::unlink((c.dir + "/exit").c_str());
+  ::unlink(stopped_marker(c).c_str());
+  ::unlink((c.dir + "/health.json").c_str());
   json body = json::parse(c.config, nullptr, false);
   json host = body.is_object() ? body.value("HostConfig", json::object()) : json::object();
 
@@ -356,6 +362,29 @@ Result<Container> Engine::start(const std::string& key, int attach_fd) {
   if (logcfg.contains("max-file") && logcfg["max-file"].is_string())
     args.insert(args.end(), {"--log-max-files", logcfg["max-file"].get<std::string>()});
   if (body.value("OpenStdin", false)) args.push_back("--stdin");
+  // The health check: the container's own (--health-*), else the image's.
+  json hc = body.value("Healthcheck", json::object());
+  if (!hc.contains("Test")) {
+    if (auto img_cfg = store_->read_config(img); img_cfg) {
+      json ic = json::parse(*img_cfg, nullptr, false);
+      json image_hc = ic.is_object() && ic.contains("config") && ic["config"].is_object()
+                          ? ic["config"].value("Healthcheck", json::object())
+                          : json::object();
+      for (auto& [k, v] : image_hc.items())
+        if (!hc.contains(k)) hc[k] = v;
+    }
+  }
+  if (hc.contains("Test") && hc["Test"].is_array() && !hc["Test"].empty() && hc["Test"][0] != "NONE") {
+    for (auto& t : hc["Test"])
+      if (t.is_string()) args.insert(args.end(), {"--health-test", t.get<std::string>()});
+    auto ms = [&](const char* key, int64_t def) {
+      int64_t ns = hc.value(key, int64_t{0});
+      return std::to_string(ns > 0 ? ns / 1000000 : def);
+    };
+    args.insert(args.end(), {"--health-interval-ms", ms("Interval", 30000), "--health-timeout-ms",
+                             ms("Timeout", 30000), "--health-start-period-ms", ms("StartPeriod", 0),
+                             "--health-retries", std::to_string(hc.value("Retries", 0) > 0 ? hc.value("Retries", 3) : 3)});
+  }
   if (attach_fd >= 0) args.insert(args.end(), {"--attach-fd", "4"});
   args.insert(args.end(), {"--", opt_.berth_exe, "--root", opt_.root, "--runroot", opt_.runroot, "container",
                            "cleanup", c.id});
@@ -423,6 +452,7 @@ Result<Container> Engine::start(const std::string& key, int attach_fd) {
   c.exit_code = 0;
   c.error.clear();
   TRY(save_state(c));
+  (void)record_event(c, "start");
   return c;
 }
 
@@ -432,7 +462,11 @@ Result<> Engine::kill(const std::string& key, int sig) {
     return fail("cannot kill container " + key + ": container " + c.id.substr(0, 12) + " is not running");
   runtime::Globals g;
   g.root = runtime_root();
-  return runtime::kill(g, c.id, sig, false);
+  // A signal that ends it is a stop by the user: no restart policy brings it back (Docker).
+  if (sig == SIGKILL || sig == SIGTERM || sig == SIGINT || sig == SIGQUIT)
+    (void)atomic_write_file(stopped_marker(c), "", 0600);
+  TRY(runtime::kill(g, c.id, sig, false));
+  return record_event(c, "kill", {{"signal", std::to_string(sig)}});
 }
 
 // Waits for the monitor (and the cleanup it became) to exit.
@@ -448,6 +482,12 @@ Result<> Engine::wait_monitor(const Container& c, int timeout_ms) {
 
 Result<> Engine::stop(const std::string& key, int timeout_s) {
   Container c = TRY(find(key));
+  TRY(atomic_write_file(stopped_marker(c), "", 0600));
+  if (c.state == "restarting") {
+    // Its cleanup waits out the back-off and sees the marker.
+    TRY(wait_monitor(c, 70000));
+    return record_event(c, "stop");
+  }
   if (c.state != "running" && c.state != "paused") return {};  // Docker: stopping a stopped container succeeds
   json body = json::parse(c.config, nullptr, false);
   int sig = SIGTERM;
@@ -467,7 +507,8 @@ Result<> Engine::stop(const std::string& key, int timeout_s) {
     if (fd && runtime::init_alive(*st) && ::poll(&p, 1, timeout_s * 1000) == 0)
       (void)runtime::kill(g, c.id, SIGKILL, true);
   }
-  return wait_monitor(c, 30000);
+  TRY(wait_monitor(c, 30000));
+  return record_event(c, "stop");
 }
 
 Result<int> Engine::wait(const std::string& key) {
@@ -507,6 +548,9 @@ Result<> Engine::remove_locked(Container& c) {
 Result<> Engine::remove(const std::string& key, bool force, bool volumes) {
   (void)volumes;
   Container c = TRY(find(key));
+  if (c.state == "restarting" && !force)
+    return fail("cannot remove container \"/" + c.name +
+                "\": container is restarting: stop the container before removing or force remove");
   if ((c.state == "running" || c.state == "paused") && !force)
     return fail("cannot remove container \"/" + c.name + "\": container is " + c.state +
                 ": stop the container before removing or force remove");
@@ -520,7 +564,8 @@ Result<> Engine::remove(const std::string& key, bool force, bool volumes) {
   DirLock lock = TRY(DirLock::take(c.dir));
   auto again = load(c.id);
   if (!again) return {};  // its cleanup removed it (--rm)
-  return remove_locked(*again);
+  TRY(remove_locked(*again));
+  return record_event(*again, "destroy");
 }
 
 Result<> Engine::pause(const std::string& key) {
@@ -530,7 +575,8 @@ Result<> Engine::pause(const std::string& key) {
   g.root = runtime_root();
   TRY(runtime::pause(g, c.id));
   c.state = "paused";
-  return save_state(c);
+  TRY(save_state(c));
+  return record_event(c, "pause");
 }
 
 Result<> Engine::unpause(const std::string& key) {
@@ -540,7 +586,8 @@ Result<> Engine::unpause(const std::string& key) {
   g.root = runtime_root();
   TRY(runtime::resume(g, c.id));
   c.state = "running";
-  return save_state(c);
+  TRY(save_state(c));
+  return record_event(c, "unpause");
 }
 
 Result<> Engine::rename(const std::string& key, const std::string& new_name) {
@@ -549,7 +596,10 @@ Result<> Engine::rename(const std::string& key, const std::string& new_name) {
   if (!valid_name(n)) return fail("invalid container name \"" + n + "\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed");
   if (TRY(db_->count("SELECT count(*) FROM containers WHERE name = ?1", n)) > 0)
     return fail("the container name \"/" + n + "\" is already in use");
-  return db_->exec("UPDATE containers SET name = ?2 WHERE id = ?1", c.id, n);
+  TRY(db_->exec("UPDATE containers SET name = ?2 WHERE id = ?1", c.id, n));
+  std::string old = c.name;
+  c.name = n;
+  return record_event(c, "rename", {{"oldName", "/" + old}});
 }
 
 std::vector<pid_t> Engine::pids(const Container& c) {
@@ -566,27 +616,118 @@ Result<ExecUser> Engine::resolve_user(const Container& c, const std::string& spe
   return TRY_CTX(engine::resolve_user(fd.get(), spec), "--user");
 }
 
+namespace {
+
+// Docker's restart policy: whether a container that exited with `code` after
+// `restart_count` restarts starts again. A container stopped by a user (stop,
+// kill, rm -f) is not restarted.
+bool should_restart(const json& host, int code, int restart_count, bool stopped_by_user) {
+  if (stopped_by_user) return false;
+  json rp = host.value("RestartPolicy", json::object());
+  std::string name = rp.value("Name", "no");
+  if (name == "always" || name == "unless-stopped") return true;
+  if (name != "on-failure" || code == 0) return false;
+  int max = rp.value("MaximumRetryCount", 0);
+  return max <= 0 || restart_count < max;
+}
+
+}  // namespace
+
+std::string Engine::stopped_marker(const Container& c) const { return c.dir + "/stopped-by-user"; }
+
 Result<> Engine::cleanup(const std::string& id) {
-  auto first = load(id);
-  if (!first) return {};  // removed meanwhile
-  DirLock lock = TRY(DirLock::take(first->dir));
-  auto loaded = load(id);
-  if (!loaded) return {};
-  Container c = std::move(*loaded);
-  runtime::Globals g;
-  g.root = runtime_root();
-  (void)runtime::remove(g, c.id, true);
-  int code = 255;
-  int64_t when = now_ns();
-  read_exit(c.dir, &code, &when);
-  c.state = "exited";
-  c.exit_code = code;
-  c.finished = when;
-  c.pid = 0;
-  json body = json::parse(c.config, nullptr, false);
-  json host = body.is_object() ? body.value("HostConfig", json::object()) : json::object();
-  if (host.value("AutoRemove", false)) return remove_locked(c);
-  return save_state(c);
+  int64_t delay_ms = 0;
+  {
+    auto first = load(id);
+    if (!first) return {};  // removed meanwhile
+    DirLock lock = TRY(DirLock::take(first->dir));
+    auto loaded = load(id);
+    if (!loaded) return {};
+    Container c = std::move(*loaded);
+    runtime::Globals g;
+    g.root = runtime_root();
+    (void)runtime::remove(g, c.id, true);
+    int code = 255;
+    int64_t when = now_ns();
+    read_exit(c.dir, &code, &when);
+    c.state = "exited";
+    c.exit_code = code;
+    c.finished = when;
+    c.pid = 0;
+    json body = json::parse(c.config, nullptr, false);
+    json host = body.is_object() ? body.value("HostConfig", json::object()) : json::object();
+    TRY(record_event(c, "die", {{"exitCode", std::to_string(code)}}));
+    if (host.value("AutoRemove", false)) {
+      TRY(remove_locked(c));
+      return record_event(c, "destroy");
+    }
+    if (!should_restart(host, code, c.restart_count, path_exists(stopped_marker(c)))) return save_state(c);
+    // Docker's back-off: 100 ms, doubled after each run shorter than 10 s,
+    // at most a minute; a run of 10 s or more starts it over.
+    int64_t backoff = 100;
+    if (auto s = read_file(c.dir + "/restart-backoff"); s) backoff = std::atoll(s->c_str());
+    if (c.started && c.finished - c.started >= 10'000'000'000LL) backoff = 100;
+    delay_ms = std::max<int64_t>(backoff, 100);
+    TRY(atomic_write_file(c.dir + "/restart-backoff", std::to_string(std::min<int64_t>(delay_ms * 2, 60000)), 0600));
+    c.state = "restarting";
+    ++c.restart_count;
+    TRY(save_state(c));
+  }
+  // Waits unlocked, so that stop and rm -f can cancel the restart meanwhile.
+  for (int64_t waited = 0; waited < delay_ms; waited += 50) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(50, delay_ms - waited)));
+    auto c = load(id);
+    if (!c || c->state != "restarting" || path_exists(stopped_marker(*c))) return {};
+  }
+  auto r = start(id);
+  if (!r) {
+    // Recorded as exited with the start's error; the policy ends here.
+    auto c = load(id);
+    if (c && c->state == "restarting") {
+      c->state = "exited";
+      c->error = r.error().str();
+      (void)save_state(*c);
+    }
+    return std::unexpected(std::move(r).error());
+  }
+  return {};
+}
+
+std::string Engine::events_path() const { return opt_.root + "/events.log"; }
+
+// One line of Docker's event JSON appended to events.log (O_APPEND: lines
+// from several berth processes never interleave). At 1 MiB the log moves to
+// events.log.1, so it keeps between 1 and 2 MiB of history.
+Result<> Engine::record_event(const Container& c, std::string_view action,
+                              const std::vector<std::pair<std::string, std::string>>& attrs) {
+  int64_t t = now_ns();
+  json a = {{"image", c.image_name}, {"name", c.name}};
+  for (auto& [k, v] : attrs) a[k] = v;
+  json e = {{"status", action}, {"id", c.id},         {"from", c.image_name},
+            {"Type", "container"}, {"Action", action}, {"Actor", {{"ID", c.id}, {"Attributes", a}}},
+            {"scope", "local"},  {"time", t / 1000000000}, {"timeNano", t}};
+  std::string line = e.dump() + "\n";
+  std::string path = events_path();
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && st.st_size > (1 << 20)) ::rename(path.c_str(), (path + ".1").c_str());
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return sys_error("open " + path);
+  return write_fd(fd.get(), line);
+}
+
+Result<UniqueFd> Engine::attach(const Container& c) {
+  if (c.state != "running" && c.state != "paused")
+    return fail("you cannot attach to a stopped container, start it first");
+  // Through the directory's fd: the socket's absolute path may not fit a socket address.
+  UniqueFd dir(::open(c.dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) return sys_error("open " + c.dir);
+  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d/attach.sock", dir.get());
+  if (!s || ::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+    return sys_error("attach to container " + c.id.substr(0, 12) + ": its monitor does not answer");
+  return s;
 }
 
 Result<std::string> Engine::inspect(const Container& c) {
@@ -626,6 +767,10 @@ Result<std::string> Engine::inspect(const Container& c) {
                 {"Error", c.error},
                 {"StartedAt", t(c.started)},
                 {"FinishedAt", t(c.finished)}};
+  if (auto h = read_file(c.dir + "/health.json"); h && (c.state == "running" || c.state == "paused")) {
+    json hj = json::parse(*h, nullptr, false);
+    if (hj.is_object()) j["State"]["Health"] = hj;
+  }
   j["Image"] = c.image_id;
   j["ResolvConfPath"] = c.dir + "/resolv.conf";
   j["HostnamePath"] = c.dir + "/hostname";

@@ -26,6 +26,7 @@
 
 #include "engine/user.h"
 #include "util/error.h"
+#include "util/fd.h"
 
 namespace berth::image {
 class ImageStore;
@@ -89,8 +90,17 @@ class Engine {
   Result<ExecUser> resolve_user(const Container& c, const std::string& spec);
 
   // The monitor's exit command: records the exit, removes an --rm container,
-  // restarts per policy.
+  // restarts per policy (after Docker's back-off, during which the container
+  // is "restarting" and stop or rm -f cancel the restart).
   Result<> cleanup(const std::string& id);
+
+  // A connection to the container's monitor (engine/attach.h protocol).
+  Result<UniqueFd> attach(const Container& c);
+
+  // The event log (`berth events`): Docker's event JSON, one per line.
+  std::string events_path() const;
+  Result<> record_event(const Container& c, std::string_view action,
+                        const std::vector<std::pair<std::string, std::string>>& attrs = {});
 
  private:
   Engine() = default;
@@ -99,6 +109,8 @@ class Engine {
   Result<> save_state(const Container& c);
   Result<> remove_locked(Container& c);
   Result<> wait_monitor(const Container& c, int timeout_ms);
+  // A file whose presence says a user stopped the container (no restart).
+  std::string stopped_marker(const Container& c) const;
 
   image::ImageStore* store_ = nullptr;
   image::Db* db_ = nullptr;

@@ -677,7 +677,8 @@ Result<> read_logs(const std::string& path, const LogReadOptions& o,
   // Asked before draining, so that whatever was written before it said stop
   // is read; at most every 100 ms, not on every write seen (`berth logs` looks
   // the container up in its database to answer).
-  auto asked = std::chrono::steady_clock::time_point::min();
+  // (Not time_point::min(): `now - min` overflows, and it would never ask.)
+  auto asked = std::chrono::steady_clock::now() - std::chrono::seconds(1);
   for (;;) {
     bool more = true;
     if (auto t = std::chrono::steady_clock::now(); t - asked >= std::chrono::milliseconds(100)) {

@@ -15,6 +15,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -43,6 +44,10 @@ struct Args {
   // these are its fds and pid.
   bool loop = false;
   pid_t pid = 0;
+  // Health check (Docker's Healthcheck): Test is ["CMD", args...] or ["CMD-SHELL", cmd].
+  std::vector<std::string> health_test;
+  int64_t health_interval_ms = 30000, health_timeout_ms = 30000, health_start_ms = 0;
+  int health_retries = 3;
   int out_fd = -1, err_fd = -1, in_fd = -1, master_fd = -1, listen_fd = -1;
 };
 
@@ -76,6 +81,11 @@ Result<Args> parse_args(int argc, char** argv) {
     else if (f == "--sync-fd") a.sync_fd = static_cast<int>(TRY(number("--sync-fd")));
     else if (f == "--attach-fd") a.attach_fds.push_back(static_cast<int>(TRY(number("--attach-fd"))));
     else if (f == "--loop") a.loop = true;
+    else if (f == "--health-test") a.health_test.push_back(TRY(value("--health-test")));
+    else if (f == "--health-interval-ms") a.health_interval_ms = TRY(number("--health-interval-ms"));
+    else if (f == "--health-timeout-ms") a.health_timeout_ms = TRY(number("--health-timeout-ms"));
+    else if (f == "--health-start-period-ms") a.health_start_ms = TRY(number("--health-start-period-ms"));
+    else if (f == "--health-retries") a.health_retries = static_cast<int>(TRY(number("--health-retries")));
     else if (f == "--pid") a.pid = static_cast<pid_t>(TRY(number("--pid")));
     else if (f == "--out-fd") a.out_fd = static_cast<int>(TRY(number("--out-fd")));
     else if (f == "--err-fd") a.err_fd = static_cast<int>(TRY(number("--err-fd")));
@@ -122,6 +132,10 @@ class Monitor {
   void broadcast(Frame type, std::string_view data);
   void reap();
   void drain();
+  // Health checks: a probe is `berth-monitor exec` of the test in the container.
+  void start_probe();
+  void end_probe(int status, bool timed_out);
+  int poll_timeout_ms();
   [[noreturn]] void finish();
 
   Args a_;
@@ -135,7 +149,115 @@ class Monitor {
   pid_t pid_ = 0;
   bool exited_ = false;
   int status_ = 0;
+  struct Probe {
+    pid_t pid = 0;
+    UniqueFd out;
+    std::string output;
+    int64_t started = 0;
+    std::string started_at;  // RFC 3339, for the health log
+  } probe_;
+  int64_t started_ms_ = 0, next_probe_ms_ = 0;
+  int failing_streak_ = 0;
+  std::string health_ = "starting";
+  std::vector<std::string> health_log_;  // JSON objects, the last 5
 };
+
+int64_t now_ms() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+std::string rfc3339_now() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  struct tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  char b[64];
+  std::snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec);
+  return b;
+}
+
+void Monitor::start_probe() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) < 0) return;
+  UniqueFd r(p[0]), w(p[1]);
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return;
+  std::string exe(self, static_cast<size_t>(n));
+  std::vector<std::string> args = {exe, "exec", "--runtime-root", a_.runtime_root, "--id", a_.id, "--"};
+  if (a_.health_test.front() == "CMD-SHELL") {
+    args.insert(args.end(), {"/bin/sh", "-c"});
+    for (size_t i = 1; i < a_.health_test.size(); ++i) args.push_back(a_.health_test[i]);
+  } else {
+    args.insert(args.end(), a_.health_test.begin() + 1, a_.health_test.end());
+  }
+  std::vector<char*> argv;
+  for (auto& s : args) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) return;
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    int null = ::open("/dev/null", O_RDONLY);
+    ::dup2(null, 0);
+    ::dup2(w.get(), 1);
+    ::dup2(w.get(), 2);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  set_nonblock(r.get());
+  probe_.pid = pid;
+  probe_.out = std::move(r);
+  probe_.output.clear();
+  probe_.started = now_ms();
+  probe_.started_at = rfc3339_now();
+}
+
+void Monitor::end_probe(int status, bool timed_out) {
+  if (probe_.out) {
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(probe_.out.get(), buf, sizeof buf)) > 0)
+      if (probe_.output.size() < 4096) probe_.output.append(buf, static_cast<size_t>(n));
+  }
+  probe_.out.reset();
+  probe_.pid = 0;
+  int code = timed_out ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (timed_out)
+    probe_.output = "Health check exceeded timeout (" + std::to_string(a_.health_timeout_ms / 1000) + "s)";
+  if (probe_.output.size() > 4096) probe_.output.resize(4096);
+  int64_t now = now_ms();
+  // Docker: failures during the start period do not count; a success ends it.
+  if (code == 0) {
+    failing_streak_ = 0;
+    health_ = "healthy";
+  } else if (now - started_ms_ >= a_.health_start_ms) {
+    if (++failing_streak_ >= a_.health_retries) health_ = "unhealthy";
+  }
+  std::string entry = "{\"Start\":\"" + probe_.started_at + "\",\"End\":\"" + rfc3339_now() +
+                      "\",\"ExitCode\":" + std::to_string(code) + ",\"Output\":\"";
+  log::json_escape(entry, probe_.output);
+  entry += "\"}";
+  health_log_.push_back(entry);
+  if (health_log_.size() > 5) health_log_.erase(health_log_.begin());
+  std::string doc = "{\"Status\":\"" + health_ + "\",\"FailingStreak\":" + std::to_string(failing_streak_) +
+                    ",\"Log\":[";
+  for (size_t i = 0; i < health_log_.size(); ++i) doc += (i ? "," : "") + health_log_[i];
+  doc += "]}\n";
+  (void)atomic_write_file(a_.dir + "/health.json", doc, 0600);
+  next_probe_ms_ = now + a_.health_interval_ms;
+}
+
+int Monitor::poll_timeout_ms() {
+  if (a_.health_test.empty() || a_.health_test.front() == "NONE") return -1;
+  int64_t now = now_ms();
+  int64_t at = probe_.pid ? probe_.started + a_.health_timeout_ms : next_probe_ms_;
+  return static_cast<int>(std::clamp<int64_t>(at - now, 0, 60000));
+}
 
 Result<> Monitor::start_container() {
   // The container's stdio are ours at launch: fds 0-2 are set to its pipes,
@@ -260,8 +382,10 @@ void Monitor::reap() {
   int ws;
   pid_t w;
   // As a subreaper we also collect whatever the container orphaned to us.
-  while ((w = ::waitpid(-1, &ws, WNOHANG)) > 0)
+  while ((w = ::waitpid(-1, &ws, WNOHANG)) > 0) {
     if (w == pid_) exited_ = true, status_ = ws;
+    else if (probe_.pid && w == probe_.pid) end_probe(ws, false);
+  }
 }
 
 void Monitor::loop() {
@@ -279,14 +403,25 @@ void Monitor::loop() {
       if (master_) pfds.push_back({master_.get(), POLLIN, 0});
     }
     if (!to_container_.empty() && stdin_fd >= 0) pfds.push_back({stdin_fd, POLLOUT, 0});
+    if (probe_.out) pfds.push_back({probe_.out.get(), POLLIN, 0});
     size_t first_client = pfds.size();
     for (auto& c : clients_)
       pfds.push_back({c.fd.get(), static_cast<short>((to_container_.size() < kHighWater ? POLLIN : 0) |
                                                      (c.out.empty() ? 0 : POLLOUT)),
                       0});
-    if (::poll(pfds.data(), pfds.size(), -1) < 0) {
+    if (::poll(pfds.data(), pfds.size(), poll_timeout_ms()) < 0) {
       if (errno == EINTR) continue;
       break;
+    }
+    if (int t = poll_timeout_ms(); t == 0) {
+      if (probe_.pid) {
+        ::kill(probe_.pid, SIGKILL);
+        int ws;
+        ::waitpid(probe_.pid, &ws, 0);
+        end_probe(ws, true);
+      } else {
+        start_probe();
+      }
     }
     for (size_t i = 0; i < first_client; ++i) {
       auto& p = pfds[i];
@@ -303,6 +438,11 @@ void Monitor::loop() {
         ssize_t n = ::write(stdin_fd, to_container_.data(), to_container_.size());
         if (n > 0) to_container_.erase(0, static_cast<size_t>(n));
         else if (n < 0 && errno != EAGAIN && errno != EINTR) to_container_.clear();
+      } else if (probe_.out && p.fd == probe_.out.get()) {
+        char buf[4096];
+        ssize_t n = ::read(p.fd, buf, sizeof buf);
+        if (n > 0 && probe_.output.size() < 4096) probe_.output.append(buf, static_cast<size_t>(n));
+        if (n == 0) probe_.out.reset();
       } else if (out_ && p.fd == out_.get()) {
         on_output(p.fd, Frame::kStdout);
       } else if (err_ && p.fd == err_.get()) {
@@ -423,6 +563,12 @@ void Monitor::relaunch() {
   pass("--listen-fd", listener_);
   for (auto& c : clients_) pass("--attach-fd", c.fd);
   ::fcntl(a_.sync_fd, F_SETFD, 0);
+  for (auto& t : a_.health_test) args.insert(args.end(), {"--health-test", t});
+  if (!a_.health_test.empty())
+    args.insert(args.end(), {"--health-interval-ms", std::to_string(a_.health_interval_ms), "--health-timeout-ms",
+                             std::to_string(a_.health_timeout_ms), "--health-start-period-ms",
+                             std::to_string(a_.health_start_ms), "--health-retries",
+                             std::to_string(a_.health_retries)});
   args.push_back("--");
   args.insert(args.end(), a_.exit_command.begin(), a_.exit_command.end());
   std::vector<char*> argv;
@@ -519,6 +665,11 @@ int Monitor::resume() {
   ::fcntl(a_.sync_fd, F_SETFD, FD_CLOEXEC);
   if (!a_.log_path.empty())
     if (auto w = LogWriter::open(a_.log_path, a_.log_max_size, a_.log_max_files); w) log_.emplace(std::move(*w));
+  started_ms_ = now_ms();
+  // Docker runs the first probe one interval after the start.
+  next_probe_ms_ = started_ms_ + a_.health_interval_ms;
+  if (!a_.health_test.empty() && a_.health_test.front() != "NONE")
+    (void)atomic_write_file(a_.dir + "/health.json", "{\"Status\":\"starting\",\"FailingStreak\":0,\"Log\":[]}\n", 0600);
   reap();
   loop();
   drain();

@@ -228,7 +228,9 @@ Result<std::string> make_spec(const SpecInput& in) {
     mounts.push_back({{"destination", std::string("/etc/") + f}, {"type", "bind"}, {"source", src},
                       {"options", {"rbind", "rprivate", ro_root ? "ro" : "rw"}}});
   }
-  for (auto& [dest, opts] : host.value("Tmpfs", json::object()).items()) {
+  // A named copy: iterating over a temporary's items() would dangle.
+  const json tmpfs_opts = host.value("Tmpfs", json::object());
+  for (auto& [dest, opts] : tmpfs_opts.items()) {
     if (dest.empty() || dest[0] != '/') return fail("--tmpfs \"" + dest + "\": the path must be absolute");
     std::vector<std::string> o = {"nosuid", "nodev", "noexec"};
     if (opts.is_string())
@@ -351,7 +353,9 @@ Result<std::string> make_spec(const SpecInput& in) {
   linux["cgroupsPath"] = "/berth-" + in.id;
 
   json sysctl = json::object();
-  for (auto& [k, v] : host.value("Sysctls", json::object()).items())
+  // A named copy: iterating over a temporary's items() would dangle.
+  const json sysctls = host.value("Sysctls", json::object());
+  for (auto& [k, v] : sysctls.items())
     if (v.is_string()) sysctl[k] = v;
   if (!sysctl.empty()) linux["sysctl"] = sysctl;
   if (!privileged) {
@@ -363,7 +367,9 @@ Result<std::string> make_spec(const SpecInput& in) {
   spec["linux"] = linux;
 
   json ann = json::object();
-  for (auto& [k, v] : host.value("Annotations", json::object()).items())
+  // A named copy: iterating over a temporary's items() would dangle.
+  const json annotations = host.value("Annotations", json::object());
+  for (auto& [k, v] : annotations.items())
     if (v.is_string()) ann[k] = v;
   if (!ann.empty()) spec["annotations"] = ann;
   return spec.dump(2);

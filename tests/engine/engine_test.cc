@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -337,6 +338,80 @@ TEST_F(EngineTest, StdinGoesToTheContainer) {
   auto r = berth({"run", "--rm", "-i", "busybox", "wc", "-l"}, in);
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "2\n");
+}
+
+// Polls `pred` every 50 ms for up to `seconds`.
+bool eventually(const std::function<bool()>& pred, double seconds = 10) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int>(seconds * 1000));
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return pred();
+}
+
+TEST_F(EngineTest, RestartPoliciesAsDocker) {
+  // on-failure:2: the first run and two restarts, then it stays exited.
+  run_d({"--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 1"});
+  ASSERT_TRUE(eventually([&] {
+    json j = inspect("flaky");
+    return j["RestartCount"] == 2 && j["State"]["Status"] == "exited";
+  })) << inspect("flaky").dump();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(inspect("flaky")["RestartCount"], 2);
+  EXPECT_EQ(berth({"logs", "flaky"}).out, "run\nrun\nrun\n");
+  // on-failure does not restart a success.
+  run_d({"--name", "fine", "--restart", "on-failure", "busybox", "true"});
+  EXPECT_EQ(berth({"wait", "fine"}).out, "0\n");
+  EXPECT_EQ(inspect("fine")["RestartCount"], 0);
+  // always: restarted after exit 0 too, until a user stops it.
+  run_d({"--name", "loop", "--restart", "always", "busybox", "sh", "-c", "sleep 0.1"});
+  ASSERT_TRUE(eventually([&] { return inspect("loop")["RestartCount"].get<int>() >= 2; }));
+  EXPECT_EQ(berth({"stop", "-t", "1", "loop"}).code, 0);
+  int count = inspect("loop")["RestartCount"];
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  json j = inspect("loop");
+  EXPECT_EQ(j["State"]["Status"], "exited");
+  EXPECT_EQ(j["RestartCount"], count);
+  auto r = berth({"run", "--rm", "--restart", "always", "busybox", "true"});
+  EXPECT_EQ(r.code, 125);
+  EXPECT_NE(r.err.find("--restart and --rm"), std::string::npos) << r.err;
+}
+
+TEST_F(EngineTest, HealthChecksRunInTheContainer) {
+  run_d({"--name", "h", "--health-cmd", "test -e /tmp/ready", "--health-interval", "100ms", "--health-retries", "2",
+         "busybox", "sleep", "60"});
+  ASSERT_TRUE(eventually([&] { return inspect("h")["State"]["Health"]["Status"] == "unhealthy"; }))
+      << inspect("h").dump();
+  EXPECT_NE(berth({"ps"}).out.find("(unhealthy)"), std::string::npos);
+  ASSERT_EQ(berth({"exec", "h", "touch", "/tmp/ready"}).code, 0);
+  ASSERT_TRUE(eventually([&] { return inspect("h")["State"]["Health"]["Status"] == "healthy"; }));
+  EXPECT_NE(berth({"ps"}).out.find("(healthy)"), std::string::npos);
+  json log = inspect("h")["State"]["Health"]["Log"];
+  ASSERT_FALSE(log.empty());
+  EXPECT_EQ(log.back()["ExitCode"], 0);
+  auto r = berth({"run", "--rm", "--health-interval", "often", "busybox", "true"});
+  EXPECT_EQ(r.code, 125);
+}
+
+TEST_F(EngineTest, AttachCarriesStdinOutputAndTheExitCode) {
+  run_d({"--name", "a", "-i", "busybox", "sh", "-c", "read x; echo got $x; exit 7"});
+  std::string in = dir_ + "/in";
+  ASSERT_TRUE(atomic_write_file(in, "hello\n", 0644));
+  auto r = berth({"attach", "a"}, in);
+  EXPECT_EQ(r.code, 7) << r.err;
+  EXPECT_EQ(r.out, "got hello\n");
+  r = berth({"attach", "a"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("start it first"), std::string::npos) << r.err;
+}
+
+TEST_F(EngineTest, EventsRecordTheLifecycle) {
+  auto r = berth({"run", "--rm", "--name", "ev", "busybox", "true"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = berth({"events", "--since", "1m", "--until", "0s", "--filter", "container=ev", "--format", "{{.Action}}"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "create\nstart\ndie\ndestroy\n");
 }
 
 TEST_F(EngineTest, ParallelRunsLeaveAConsistentStore) {

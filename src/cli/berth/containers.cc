@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,6 +48,9 @@ struct RunFlags {
       ulimits, tmpfs, volumes, publish, group_add, log_opts, blkio_read_bps, blkio_write_bps;
   int64_t cpu_shares = 0, pids_limit = 0, blkio_weight = 0, cpu_quota = 0, cpu_period = 0;
   int stop_timeout = -1;
+  std::string health_cmd, health_interval, health_timeout, health_start_period;
+  int health_retries = 0;
+  bool no_healthcheck = false;
   bool interactive = false, tty = false, read_only = false, privileged = false, rm = false, init = false;
   bool entrypoint_set = false;
   // run only
@@ -107,6 +111,12 @@ void add_create_flags(CLI::App& c, RunFlags& f) {
       ->allow_extra_args(false);
   c.add_option("--device-write-bps", f.blkio_write_bps, "Limit write rate (bytes per second) to a device")
       ->allow_extra_args(false);
+  c.add_option("--health-cmd", f.health_cmd, "Command to run to check health");
+  c.add_option("--health-interval", f.health_interval, "Time between running the check (ms|s|m|h)");
+  c.add_option("--health-timeout", f.health_timeout, "Maximum time to allow one check to run (ms|s|m|h)");
+  c.add_option("--health-start-period", f.health_start_period, "Start period for the container to initialize");
+  c.add_option("--health-retries", f.health_retries, "Consecutive failures needed to report unhealthy");
+  c.add_flag("--no-healthcheck", f.no_healthcheck, "Disable any container-specified HEALTHCHECK");
   c.add_option("IMAGE", f.command, "Image, then the command and its arguments")->required();
   // Everything after the image is the container's command, flags included.
   c.positionals_at_end();
@@ -185,6 +195,22 @@ json create_body(const RunFlags& f) {
   b["AttachStderr"] = !f.detach;
   if (!f.stop_signal.empty()) b["StopSignal"] = f.stop_signal;
   if (f.stop_timeout >= 0) b["StopTimeout"] = f.stop_timeout;
+  if (f.no_healthcheck) {
+    b["Healthcheck"] = {{"Test", {"NONE"}}};
+  } else {
+    json hc = json::object();
+    if (!f.health_cmd.empty()) hc["Test"] = {"CMD-SHELL", f.health_cmd};
+    auto dur = [](const std::string& v, const char* flag) -> int64_t {
+      auto t = engine::parse_log_time(v, 0);  // a duration d parses as 0 - d
+      if (!t || *t > 0) die(std::string("invalid argument \"") + v + "\" for \"" + flag + "\" flag", 125);
+      return -*t;
+    };
+    if (!f.health_interval.empty()) hc["Interval"] = dur(f.health_interval, "--health-interval");
+    if (!f.health_timeout.empty()) hc["Timeout"] = dur(f.health_timeout, "--health-timeout");
+    if (!f.health_start_period.empty()) hc["StartPeriod"] = dur(f.health_start_period, "--health-start-period");
+    if (f.health_retries > 0) hc["Retries"] = f.health_retries;
+    if (!hc.empty()) b["Healthcheck"] = hc;
+  }
   json h;
   h["AutoRemove"] = f.rm;
   h["Privileged"] = f.privileged;
@@ -414,6 +440,12 @@ int start_failure_status(const Error& e) {
   return 125;
 }
 
+bool restart_policy_none(const Container& c) {
+  json body = json::parse(c.config, nullptr, false);
+  if (!body.is_object()) return true;
+  return body.value("HostConfig", json::object()).value("RestartPolicy", json::object()).value("Name", "no") == "no";
+}
+
 // Starts `c` attached (foreground run, start -a): returns its exit code.
 int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty) {
   int sv[2];
@@ -422,8 +454,10 @@ int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty) {
   auto started = eng(ctx).start(c.id, theirs.get());
   theirs.reset();
   if (!started) throw Failure{started.error(), start_failure_status(started.error())};
+  // With a restart policy the monitor's exit command restarts it, as
+  // Docker's daemon would; we only report the exit.
   bool cleanup_self = false;
-  int code = attach_loop(ctx, c.id, ours.get(), stdin_on, tty, &cleanup_self);
+  int code = attach_loop(ctx, c.id, ours.get(), stdin_on, tty, restart_policy_none(c) ? &cleanup_self : nullptr);
   if (code == -2) return 0;
   // The monitor has closed the connection, so it is gone: the cleanup is ours.
   if (cleanup_self)
@@ -440,12 +474,23 @@ int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty) {
 
 std::string short_id(const std::string& id) { return id.substr(0, 12); }
 
+// " (healthy)", " (unhealthy)", " (health: starting)" for a running container with a check.
+std::string health_suffix(const Container& c) {
+  if (c.state != "running") return "";
+  auto h = read_file(c.dir + "/health.json");
+  if (!h) return "";
+  json j = json::parse(*h, nullptr, false);
+  std::string st = j.is_object() ? j.value("Status", "") : "";
+  if (st == "starting") return " (health: starting)";
+  return st.empty() ? "" : " (" + st + ")";
+}
+
 std::string status_text(const Container& c) {
   auto ago = [](int64_t ns) {
     std::string s = time_ago(ns / 1000000000);
     return s.ends_with(" ago") ? s.substr(0, s.size() - 4) : s;
   };
-  if (c.state == "running") return "Up " + ago(c.started);
+  if (c.state == "running") return "Up " + ago(c.started) + health_suffix(c);
   if (c.state == "paused") return "Up " + ago(c.started) + " (Paused)";
   if (c.state == "restarting") return "Restarting (" + std::to_string(c.exit_code) + ") " + time_ago(c.finished / 1000000000);
   if (c.state == "exited") return "Exited (" + std::to_string(c.exit_code) + ") " + time_ago(c.finished / 1000000000);
@@ -611,6 +656,95 @@ int signal_number(const std::string& s) {
   auto r = runtime::parse_signal(s);
   if (!r) die("invalid signal: " + s, 125);
   return *r;
+}
+
+// ----------------------------------------------------------------- events --
+
+// `berth events`: the store's event log. Without --until it follows the log
+// (as Docker streams) until interrupted; with --until it stops there.
+void events(Context& ctx, const std::string& since, const std::string& until, const std::vector<std::string>& filters,
+            const std::string& format) {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t now = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  auto when = [&](const std::string& v, const char* flag) -> int64_t {
+    auto t = engine::parse_log_time(v, now);
+    if (!t) die(std::string("invalid value for \"") + flag + "\": " + t.error().str(), 125);
+    return *t;
+  };
+  int64_t from = since.empty() ? now : when(since, "--since");
+  std::optional<int64_t> to;
+  if (!until.empty()) to = when(until, "--until");
+  std::map<std::string, std::vector<std::string>> f;
+  for (auto& x : filters) {
+    auto eq = x.find('=');
+    std::string k = x.substr(0, eq);
+    if (eq == std::string::npos || (k != "container" && k != "event" && k != "image" && k != "label" && k != "type"))
+      die("invalid filter '" + x + "' (supported: container=, event=, image=, label=, type=)", 125);
+    f[k].push_back(x.substr(eq + 1));
+  }
+  auto keep = [&](const json& e) {
+    for (auto& [k, vs] : f) {
+      bool any = false;
+      for (auto& v : vs) {
+        const json& a = e["Actor"]["Attributes"];
+        if (k == "container") any |= e.value("id", "").starts_with(v) || a.value("name", "") == v;
+        else if (k == "event") any |= e.value("Action", "") == v;
+        else if (k == "image") any |= a.value("image", "") == v;
+        else if (k == "type") any |= e.value("Type", "") == v;
+        else if (k == "label") any |= a.contains(v.substr(0, v.find('=')));
+      }
+      if (!any) return false;
+    }
+    return true;
+  };
+  std::string path = eng(ctx).events_path();
+  auto show = [&](const json& e) {
+    if (format == "json" || (!format.empty() && format != "json")) {
+      print(render(format.empty() ? "json" : format, {e}));
+      return;
+    }
+    int64_t t = e.value("timeNano", int64_t{0});
+    std::string attrs;
+    for (auto& [k, v] : e["Actor"]["Attributes"].items())
+      attrs += (attrs.empty() ? "" : ", ") + k + "=" + v.get<std::string>();
+    print(engine::format_log_time(t) + " " + e.value("Type", "") + " " + e.value("Action", "") + " " +
+          e.value("id", "") + " (" + attrs + ")\n");
+  };
+  // Follow the log by polling its size; a rotation starts it over.
+  off_t offset = 0;
+  std::string partial;
+  bool first = true;
+  for (;;) {
+    for (const std::string& p : first ? std::vector<std::string>{path + ".1", path} : std::vector<std::string>{path}) {
+      UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!fd) continue;
+      struct stat st;
+      ::fstat(fd.get(), &st);
+      if (p == path && st.st_size < offset) offset = 0;  // rotated
+      off_t at = p == path ? offset : 0;
+      std::string data;
+      char buf[65536];
+      ssize_t n;
+      while ((n = ::pread(fd.get(), buf, sizeof buf, at)) > 0) data.append(buf, static_cast<size_t>(n)), at += n;
+      if (p == path) offset = at;
+      partial += data;
+      size_t nl;
+      while ((nl = partial.find('\n')) != std::string::npos) {
+        json e = json::parse(partial.substr(0, nl), nullptr, false);
+        partial.erase(0, nl + 1);
+        if (!e.is_object()) continue;
+        int64_t t = e.value("timeNano", int64_t{0});
+        if (t < from || (to && t > *to) || !keep(e)) continue;
+        show(e);
+      }
+    }
+    first = false;
+    std::fflush(stdout);
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    if (to && static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec > *to) return;
+    ::usleep(100000);
+  }
 }
 
 }  // namespace
@@ -818,6 +952,47 @@ void add_container_commands(CLI::App& app, Context& ctx) {
     auto name = std::make_shared<std::string>();
     c.add_option("CONTAINER", *name, "Container")->required();
     c.callback([&ctx, name] { (void)check(eng(ctx).find(*name)); });  // no published ports without the bridge network
+  });
+  for (auto [verb, help] : {std::pair{"attach", "Attach local standard input, output, and error streams to a running container"},
+                            std::pair{"console", "Attach to a container's console (its pty), as LXC's console"}}) {
+    both(verb, {verb}, help, [&ctx](CLI::App& c) {
+      struct O {
+        std::string name;
+        bool no_stdin = false;
+      };
+      auto o = std::make_shared<O>();
+      c.add_flag("--no-stdin", o->no_stdin, "Do not attach STDIN");
+      c.add_option("--sig-proxy", "Proxy all received signals to the process (default true)");
+      c.add_option("--detach-keys", "Override the key sequence for detaching a container (ctrl-p,ctrl-q only)");
+      c.add_option("CONTAINER", o->name, "Container")->required();
+      c.callback([&ctx, o, &c] {
+        Container ct = check(eng(ctx).find(o->name));
+        if (c.get_name() == "console" && !json::parse(ct.config, nullptr, false).value("Tty", false))
+          die("container " + o->name + " has no console: it was not started with -t", 1);
+        UniqueFd s = check(eng(ctx).attach(ct));
+        json body = json::parse(ct.config, nullptr, false);
+        bool tty = body.is_object() && body.value("Tty", false);
+        bool in = !o->no_stdin && body.is_object() && body.value("OpenStdin", false);
+        int code = attach_loop(ctx, ct.id, s.get(), in, tty, nullptr);
+        if (code == -2) return;  // detached
+        if (code == -1) code = check(eng(ctx).wait(ct.id));
+        std::fflush(stdout);
+        throw Failure{Error{0, ""}, code};
+      });
+    });
+  }
+  both("events", {}, "Get real time events from the server", [&ctx](CLI::App& c) {
+    struct O {
+      std::string since, until, format;
+      std::vector<std::string> filters;
+    };
+    auto o = std::make_shared<O>();
+    c.add_option("--since", o->since, "Show all events created since timestamp");
+    c.add_option("--until", o->until, "Stream events until this timestamp");
+    c.add_option("-f,--filter", o->filters, "Filter output (container=, event=, image=, label=, type=)")
+        ->allow_extra_args(false);
+    c.add_option("--format", o->format, "Format output: json or a Go template");
+    c.callback([&ctx, o] { events(ctx, o->since, o->until, o->filters, o->format); });
   });
   both("exec", {"exec"}, "Execute a command in a running container", [&ctx](CLI::App& c) {
     struct O {
