@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "engine/spec.h"
+#include "engine/volumes.h"
 #include "image/db.h"
 #include "image/store.h"
 #include "runtime/container.h"
@@ -34,7 +35,7 @@ using image::Row;
 
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 constexpr std::string_view kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS containers (
   id TEXT PRIMARY KEY,
@@ -53,6 +54,19 @@ CREATE TABLE IF NOT EXISTS containers (
   restart_count INTEGER NOT NULL DEFAULT 0,
   error TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS volumes (
+  name TEXT PRIMARY KEY,
+  created INTEGER NOT NULL,
+  labels TEXT NOT NULL DEFAULT '{}',
+  options TEXT NOT NULL DEFAULT '{}',
+  anonymous INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS volume_users (
+  volume TEXT NOT NULL REFERENCES volumes(name),
+  container TEXT NOT NULL,
+  PRIMARY KEY (volume, container)
+);
+CREATE INDEX IF NOT EXISTS volume_users_container ON volume_users(container);
 )sql";
 
 constexpr const char* kColumns =
@@ -292,6 +306,7 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   // Nothing is left when a step fails.
   bool ok = false;
   bool rootfs_made = false;
+  Volumes volumes(*db_, opt_.root);
   if (::mkdir(c.dir.c_str(), 0700) < 0) return sys_error("mkdir " + c.dir);
   struct Undo {
     std::function<void()> f;
@@ -300,6 +315,7 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
     if (ok) return;
     if (rootfs_made) (void)store_->remove_rootfs(c.id, c.dir);
     else (void)remove_tree(c.dir);
+    (void)volumes.release(c.id, true);
   }};
   std::string rootfs = TRY(store_->create_rootfs(c.id, img, c.dir));
   rootfs_made = true;
@@ -314,19 +330,23 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   in.body = std::string(body_text);
   in.image_config = image_config;
   in.dir = c.dir;
+  in.init_path = opt_.init_exe;
   UniqueFd rootfd(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!rootfd) return sys_error("open " + rootfs);
   in.rootfs_fd = rootfd.get();
+  in.mounts = TRY(volumes.prepare(c.id, c.dir, body_text, image_config, rootfd.get(),
+                                  [this](const std::string& n) -> Result<std::string> { return TRY(find(n)).dir; }));
   std::string spec = TRY(make_spec(in));
   TRY(atomic_write_file(c.dir + "/config.json", spec, 0600));
-  auto inserted = db_->exec(std::string("INSERT INTO containers (") + kColumns +
-                                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0, 0, 0, 0, 0, '')",
-                            c.id, c.name, c.image_id, c.image_name, c.created, c.config, c.state);
-  if (!inserted) {
-    // Another berth took the name since we checked (a generated name: run again).
-    if (inserted.error().msg.find("UNIQUE") != std::string::npos)
-      return fail("the container name \"/" + c.name + "\" is already in use");
-    return std::unexpected(std::move(inserted).error());
+  for (int tries = 0;; ++tries) {
+    auto inserted = db_->exec(std::string("INSERT INTO containers (") + kColumns +
+                                  ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0, 0, 0, 0, 0, '')",
+                              c.id, c.name, c.image_id, c.image_name, c.created, c.config, c.state);
+    if (inserted) break;
+    // Another berth took the name since we checked: a generated one is drawn again.
+    if (inserted.error().msg.find("UNIQUE") == std::string::npos) return std::unexpected(std::move(inserted).error());
+    if (!name_in.empty() || tries > 20) return fail("the container name \"/" + c.name + "\" is already in use");
+    c.name = random_name() + std::to_string(tries);
   }
   ok = true;
   (void)record_event(c, "create");
@@ -536,17 +556,20 @@ Result<int> Engine::wait(const std::string& key) {
   }
 }
 
-Result<> Engine::remove_locked(Container& c) {
+Result<> Engine::remove_locked(Container& c, bool volumes) {
   runtime::Globals g;
   g.root = runtime_root();
   if (auto r = runtime::remove(g, c.id, true); !r && runtime::load_state(g.root, c.id))
     return std::unexpected(std::move(r).error());
   TRY(store_->remove_rootfs(c.id, c.dir));
-  return db_->exec("DELETE FROM containers WHERE id = ?1", c.id);
+  TRY(db_->exec("DELETE FROM containers WHERE id = ?1", c.id));
+  // Its anonymous volumes go with rm -v, and always with --rm (Docker).
+  json body = json::parse(c.config, nullptr, false);
+  volumes = volumes || (body.is_object() && body.value("HostConfig", json::object()).value("AutoRemove", false));
+  return Volumes(*db_, opt_.root).release(c.id, volumes);
 }
 
 Result<> Engine::remove(const std::string& key, bool force, bool volumes) {
-  (void)volumes;
   Container c = TRY(find(key));
   if (c.state == "restarting" && !force)
     return fail("cannot remove container \"/" + c.name +
@@ -564,7 +587,7 @@ Result<> Engine::remove(const std::string& key, bool force, bool volumes) {
   DirLock lock = TRY(DirLock::take(c.dir));
   auto again = load(c.id);
   if (!again) return {};  // its cleanup removed it (--rm)
-  TRY(remove_locked(*again));
+  TRY(remove_locked(*again, volumes));
   return record_event(*again, "destroy");
 }
 
@@ -784,8 +807,11 @@ Result<std::string> Engine::inspect(const Container& c) {
   j["GraphDriver"] = {{"Name", "overlay2"},
                       {"Data", {{"MergedDir", c.dir + "/rootfs"}, {"UpperDir", c.dir + "/upper"},
                                 {"WorkDir", c.dir + "/work"}}}};
-  json mounts = json::array();
-  for (auto& b : host.value("Binds", json::array())) {
+  // As create resolved them (mounts.json); from the binds for a container made before.
+  auto saved = mounts_json(c.dir);
+  json mounts = saved ? json::parse(*saved, nullptr, false) : json::array();
+  if (!mounts.is_array()) mounts = json::array();
+  for (auto& b : saved ? json::array() : host.value("Binds", json::array())) {
     if (!b.is_string()) continue;
     auto parts = split(b.get<std::string>(), ':');
     if (parts.size() < 2) continue;

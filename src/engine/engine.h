@@ -6,7 +6,9 @@
 // On disk, under the store root:
 //   berth.db                containers table (beside the image store's tables)
 //   containers/<id>/        0700: config.json (the bundle), upper/ work/ rootfs/,
-//                           <id>-json.log, attach.sock, exit, monitor.log, hostname, hosts
+//                           <id>-json.log, attach.sock, exit, monitor.log, hostname, hosts,
+//                           mounts.json (engine/volumes.h)
+//   volumes/<name>/_data    Docker's local volumes (volumes and volume_users tables)
 // and under the run root (/run/berth: gone after a reboot, as the containers are):
 //   runtime/<id>/           the runtime core's state
 //
@@ -40,6 +42,7 @@ struct Options {
   std::string runroot;      // /run/berth
   std::string berth_exe;    // for the monitor's exit command
   std::string monitor_exe;  // berth-monitor
+  std::string init_exe;     // berth-init (--init)
 };
 
 struct Container {
@@ -94,6 +97,24 @@ class Engine {
   // is "restarting" and stop or rm -f cancel the restart).
   Result<> cleanup(const std::string& id);
 
+  // `commit`: a new image whose top layer is the container's changes (its
+  // overlay upper dir in OCI layer form) and whose config is the image's with
+  // the container's Cmd/Env/... and `changes` (Dockerfile instructions).
+  // Returns the new image ID ("sha256:...").
+  struct CommitOptions {
+    std::string reference;  // repo[:tag], may be empty
+    std::vector<std::string> changes;
+    std::string message, author;
+    bool pause = true;
+  };
+  Result<std::string> commit(const std::string& name_or_id, const CommitOptions& o);
+  // LXC's clone: a new container named `new_name` with a stopped
+  // container's config and a copy of its writable layer (reflinked where the
+  // filesystem can).
+  Result<Container> clone(const std::string& name_or_id, const std::string& new_name);
+  // Removes every stopped container; returns their IDs.
+  Result<std::vector<std::string>> prune();
+
   // A connection to the container's monitor (engine/attach.h protocol).
   Result<UniqueFd> attach(const Container& c);
 
@@ -107,7 +128,7 @@ class Engine {
   Result<Container> load(std::string_view id);
   Result<> reconcile(Container& c);
   Result<> save_state(const Container& c);
-  Result<> remove_locked(Container& c);
+  Result<> remove_locked(Container& c, bool volumes = false);  // volumes: its anonymous volumes too
   Result<> wait_monitor(const Container& c, int timeout_ms);
   // A file whose presence says a user stopped the container (no restart).
   std::string stopped_marker(const Container& c) const;

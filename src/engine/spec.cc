@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "engine/seccomp_profile.h"
 #include "engine/user.h"
 #include "util/fs.h"
 
@@ -123,7 +124,13 @@ Result<std::string> make_spec(const SpecInput& in) {
   // process
   json proc;
   proc["terminal"] = tty;
-  proc["args"] = TRY(container_command(in.body, in.image_config));
+  std::vector<std::string> args = TRY(container_command(in.body, in.image_config));
+  if (flag(host, "Init")) {
+    // berth's init as PID 1 (bind-mounted below): it reaps and forwards signals.
+    if (in.init_path.empty() || !path_exists(in.init_path)) return fail("--init: berth-init is not installed");
+    args.insert(args.begin(), {"/sbin/berth-init", "--"});
+  }
+  proc["args"] = args;
   std::string hostname = str(body, "Hostname");
   if (hostname.empty()) hostname = in.id.substr(0, 12);
   std::vector<std::string> env = strings(ic, "Env");
@@ -184,13 +191,17 @@ Result<std::string> make_spec(const SpecInput& in) {
   if (eu.uid != 0) cj = {{"bounding", caps}};
   proc["capabilities"] = cj;
   bool nnp = false;
+  std::string seccomp;  // "": Docker's default profile
   for (auto& o : strings(host, "SecurityOpt")) {
     if (o == "no-new-privileges" || o == "no-new-privileges:true" || o == "no-new-privileges=true") nnp = true;
-    else if (o == "seccomp=unconfined" || o == "seccomp:unconfined" || o.starts_with("seccomp=") ||
-             o.starts_with("label=") || o.starts_with("apparmor="))
-      continue;  // handled below (seccomp) or not applicable here (no LSM)
+    else if (o == "no-new-privileges:false" || o == "no-new-privileges=false") nnp = false;
+    else if (o.starts_with("seccomp=") || o.starts_with("seccomp:")) seccomp = o.substr(8);
+    else if (o.starts_with("label=") || o.starts_with("label:") || o.starts_with("apparmor="))
+      continue;  // no LSM on this host's containers
     else return fail("--security-opt \"" + o + "\": unknown option");
   }
+  std::optional<std::string> filter;
+  if (!privileged) filter = TRY(seccomp_profile(seccomp, caps));
   proc["noNewPrivileges"] = nnp;
   json rl = json::array();
   for (auto& u : host.value("Ulimits", json::array())) {
@@ -221,13 +232,10 @@ Result<std::string> make_spec(const SpecInput& in) {
       mount("/dev/mqueue", "mqueue", "mqueue", {"nosuid", "noexec", "nodev"}),
       mount("/dev/shm", "tmpfs", "shm", {"nosuid", "noexec", "nodev", "mode=1777", shm}),
   });
-  bool ro_root = flag(host, "ReadonlyRootfs");
-  for (auto* f : {"hostname", "hosts", "resolv.conf"}) {
-    std::string src = in.dir + "/" + f;
-    if (!path_exists(src)) continue;
-    mounts.push_back({{"destination", std::string("/etc/") + f}, {"type", "bind"}, {"source", src},
-                      {"options", {"rbind", "rprivate", ro_root ? "ro" : "rw"}}});
-  }
+  // --tmpfs, then binds, volumes and --mount tmpfs (a parent before what lies
+  // under it), then /etc/hostname, hosts and resolv.conf unless one is mounted
+  // by the user: they come last so that a volume on /etc does not hide them.
+  std::set<std::string> user_dests;
   // A named copy: iterating over a temporary's items() would dangle.
   const json tmpfs_opts = host.value("Tmpfs", json::object());
   for (auto& [dest, opts] : tmpfs_opts.items()) {
@@ -237,28 +245,33 @@ Result<std::string> make_spec(const SpecInput& in) {
       for (auto& x : split(opts.get<std::string>(), ','))
         if (!x.empty()) o.push_back(x);
     mounts.push_back({{"destination", dest}, {"type", "tmpfs"}, {"source", "tmpfs"}, {"options", o}});
+    user_dests.insert(clean_path(dest));
   }
-  for (auto& b : strings(host, "Binds")) {
-    auto parts = split(b, ':');
-    if (parts.size() < 2 || parts.size() > 3 || parts[1].empty() || parts[1][0] != '/')
-      return fail("-v \"" + b + "\": expected /host/path:/container/path[:options]");
-    if (parts[0].empty() || parts[0][0] != '/')
-      return fail("-v \"" + b + "\": named volumes are not supported yet (use a host path)");
-    struct stat st;
-    if (::stat(parts[0].c_str(), &st) != 0)
-      return fail("-v \"" + b + "\": bind source path does not exist: " + parts[0]);
-    std::vector<std::string> o = {"rbind"};
-    bool ro = false;
-    if (parts.size() == 3)
-      for (auto& x : split(parts[2], ',')) {
-        if (x == "ro") ro = true;
-        else if (x == "rw" || x == "z" || x == "Z" || x.empty()) continue;
-        else if (x == "private" || x == "rprivate" || x == "shared" || x == "rshared" || x == "slave" || x == "rslave")
-          o.push_back(x);
-        else return fail("-v \"" + b + "\": unknown option \"" + x + "\"");
-      }
-    o.push_back(ro ? "ro" : "rw");
-    mounts.push_back({{"destination", parts[1]}, {"type", "bind"}, {"source", parts[0]}, {"options", o}});
+  for (auto& m : in.mounts) {
+    std::vector<std::string> o;
+    if (m.type == "tmpfs") {
+      o = {"nosuid", "nodev", "noexec"};
+      o.insert(o.end(), m.tmpfs_options.begin(), m.tmpfs_options.end());
+    } else {
+      // Docker's default propagation for volumes too.
+      o = {"rbind", m.propagation.empty() ? "rprivate" : m.propagation};
+    }
+    o.push_back(m.rw ? "rw" : "ro");
+    mounts.push_back({{"destination", m.destination},
+                      {"type", m.type == "tmpfs" ? "tmpfs" : "bind"},
+                      {"source", m.type == "tmpfs" ? "tmpfs" : m.source},
+                      {"options", o}});
+    user_dests.insert(m.destination);
+  }
+  bool ro_root = flag(host, "ReadonlyRootfs");
+  if (flag(host, "Init"))
+    mounts.push_back({{"destination", "/sbin/berth-init"}, {"type", "bind"}, {"source", in.init_path},
+                      {"options", {"bind", "ro", "nosuid", "nodev"}}});
+  for (auto* f : {"hostname", "hosts", "resolv.conf"}) {
+    std::string src = in.dir + "/" + f;
+    if (!path_exists(src) || user_dests.contains(std::string("/etc/") + f)) continue;
+    mounts.push_back({{"destination", std::string("/etc/") + f}, {"type", "bind"}, {"source", src},
+                      {"options", {"rbind", "rprivate", ro_root ? "ro" : "rw"}}});
   }
   spec["mounts"] = mounts;
 
@@ -364,6 +377,7 @@ Result<std::string> make_spec(const SpecInput& in) {
                             "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"};
     linux["readonlyPaths"] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"};
   }
+  if (filter) linux["seccomp"] = json::parse(*filter);
   spec["linux"] = linux;
 
   json ann = json::object();

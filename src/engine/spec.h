@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/volumes.h"
 #include "util/error.h"
 
 namespace berth::engine {
@@ -21,6 +22,8 @@ struct SpecInput {
   // resolved by the caller: {"network", pid}...
   std::vector<std::pair<std::string, pid_t>> joined;
   std::string init_path;     // berth's init binary, for --init
+  // Binds, volumes and --mount tmpfs, resolved (Volumes::prepare).
+  std::vector<MountPoint> mounts;
 };
 
 // Every capability the running kernel knows ("CAP_CHOWN", ...).

@@ -144,7 +144,7 @@ Result<> LayerWriter::symlink(std::string_view path, std::string_view target, co
   return impl_->header(path, AE_IFLNK, l, 0, target);
 }
 
-Result<> LayerWriter::tree(const std::string& root) {
+Result<> LayerWriter::tree(const std::string& root, bool overlay_upper) {
   archive* disk = archive_read_disk_new();
   struct Free {
     archive* a;
@@ -176,6 +176,36 @@ Result<> LayerWriter::tree(const std::string& root) {
       continue;
     }
     archive_entry_set_pathname(e, rel.c_str());
+    std::string opaque_marker;
+    if (overlay_upper) {
+      if (archive_entry_filetype(e) == AE_IFCHR && archive_entry_rdev(e) == 0) {
+        // A whiteout: the file is deleted in this layer.
+        auto slash = rel.rfind('/');
+        std::string wh = slash == std::string::npos ? ".wh." + rel : rel.substr(0, slash + 1) + ".wh." + rel.substr(slash + 1);
+        archive_entry_set_pathname(e, wh.c_str());
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_perm(e, 0);
+        archive_entry_set_size(e, 0);
+        archive_entry_set_rdev(e, 0);
+      }
+      // Keep every xattr but overlayfs's own; note an opaque directory.
+      std::vector<std::pair<std::string, std::string>> keep;
+      const char* name;
+      const void* value;
+      size_t size;
+      archive_entry_xattr_reset(e);
+      while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
+        std::string n(name), v(static_cast<const char*>(value), size);
+        if (n.starts_with("trusted.overlay.")) {
+          if (n == "trusted.overlay.opaque" && v == "y" && archive_entry_filetype(e) == AE_IFDIR)
+            opaque_marker = rel + "/.wh..wh..opq";
+          continue;
+        }
+        keep.emplace_back(std::move(n), std::move(v));
+      }
+      archive_entry_xattr_clear(e);
+      for (auto& [n, v] : keep) archive_entry_xattr_add_entry(e, n.c_str(), v.data(), v.size());
+    }
     archive_entry* sparse = nullptr;
     archive_entry_linkify(impl_->links, &e, &sparse);
     if (e) {
@@ -207,6 +237,7 @@ Result<> LayerWriter::tree(const std::string& root) {
       }
       archive_entry_free(e);
     }
+    if (!opaque_marker.empty()) TRY(file(opaque_marker, "", EntryMeta{0, 0, 0, 0}));
   }
   return {};
 }

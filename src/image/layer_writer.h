@@ -44,7 +44,11 @@ class LayerWriter {
   Result<> symlink(std::string_view path, std::string_view target, const EntryMeta& m);
   // Every entry beneath `dir` (not following symlinks), with owners, modes,
   // times, xattrs and hardlinks as they are on disk, named relative to it.
-  Result<> tree(const std::string& dir);
+  // `overlay_upper`: `dir` is an overlayfs upper dir (`commit`): its
+  // whiteouts (0:0 char devices) become `.wh.NAME` entries, its opaque
+  // directories get a `.wh..wh..opq` entry, and trusted.overlay.* xattrs
+  // are left out: the OCI layer format.
+  Result<> tree(const std::string& dir, bool overlay_upper = false);
   // Finishes the tar and the gzip stream and commits the blob.
   Result<LayerBlob> finish();
 

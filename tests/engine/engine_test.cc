@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "berth_run.h"
 #include "util/fs.h"
 
 namespace berth {
@@ -26,21 +28,13 @@ namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-
-struct Out {
-  int code = -1;
-  std::string out, err;
-};
+using test::Out;
 
 class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (mounts, cgroups, namespaces)";
-    char tmpl[] = "/tmp/berth-engine-XXXXXX";
-    ASSERT_TRUE(::mkdtemp(tmpl));
-    dir_ = tmpl;
-    root_ = dir_ + "/root";
-    runroot_ = dir_ + "/run";
+    ASSERT_TRUE(test::make_test_dirs("engine", dir_, root_, runroot_));
   }
   void TearDown() override {
     if (dir_.empty()) return;
@@ -48,13 +42,7 @@ class EngineTest : public ::testing::Test {
     for (auto& id : split(ids.out, '\n'))
       if (!id.empty()) berth({"rm", "-f", id});
     // Nothing of ours may be left: no mount under the root, no monitor.
-    auto mounts = read_file("/proc/self/mountinfo").value_or("");
-    EXPECT_EQ(mounts.find(dir_), std::string::npos) << "a mount is left under " << dir_;
-    for (auto& line : split(mounts, '\n'))
-      if (line.find(dir_) != std::string::npos) {
-        auto f = split(line, ' ');
-        if (f.size() > 4) ::umount2(f[4].c_str(), MNT_DETACH);
-      }
+    EXPECT_EQ(test::umount_under(dir_), 0u) << "a mount is left under " << dir_;
     if (fs::exists(root_ + "/containers")) {
       size_t n = 0;
       for (auto& e : fs::directory_iterator(root_ + "/containers")) ++n, (void)e;
@@ -76,30 +64,7 @@ class EngineTest : public ::testing::Test {
 
   // Runs berth with this test's roots; stdin from /dev/null unless `input`.
   Out berth(const std::vector<std::string>& args, const std::string& input = "") {
-    std::string out = dir_ + "/out." + std::to_string(seq_), err = dir_ + "/err." + std::to_string(seq_);
-    ++seq_;
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      int i = ::open(input.empty() ? "/dev/null" : input.c_str(), O_RDONLY);
-      ::dup2(i, 0), ::dup2(o, 1), ::dup2(e, 2);
-      std::vector<std::string> argv = {BERTH_CLI, "--root", root_, "--runroot", runroot_};
-      argv.insert(argv.end(), args.begin(), args.end());
-      std::vector<char*> a;
-      for (auto& s : argv) a.push_back(s.data());
-      a.push_back(nullptr);
-      ::execv(a[0], a.data());
-      _exit(127);
-    }
-    int st = 0;
-    ::waitpid(pid, &st, 0);
-    Out r;
-    r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r.out = read_file(out).value_or("");
-    r.err = read_file(err).value_or("");
-    ::unlink(out.c_str()), ::unlink(err.c_str());
-    return r;
+    return test::run_berth(root_, runroot_, dir_ + "/cmd." + std::to_string(seq_++), args, input);
   }
   std::string run_d(std::vector<std::string> args) {
     args.insert(args.begin(), {"run", "-d"});
@@ -124,7 +89,7 @@ class EngineTest : public ::testing::Test {
 
   std::string dir_, root_, runroot_;
   std::vector<std::string> made_;
-  int seq_ = 0;
+  std::atomic<int> seq_{0};  // berth() runs from several threads at once
 };
 
 TEST_F(EngineTest, RunPrintsOutputAndPassesTheExitCode) {
@@ -412,6 +377,92 @@ TEST_F(EngineTest, EventsRecordTheLifecycle) {
   r = berth({"events", "--since", "1m", "--until", "0s", "--filter", "container=ev", "--format", "{{.Action}}"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "create\nstart\ndie\ndestroy\n");
+}
+
+TEST_F(EngineTest, SeccompAsDocker) {
+  // The default profile refuses what Docker's does (mount, new namespaces)...
+  auto r = berth({"run", "--rm", "busybox", "sh", "-c",
+                  "grep Seccomp: /proc/self/status; unshare -n true && echo unshared || echo refused"});
+  EXPECT_EQ(r.out, "Seccomp:\t2\nrefused\n") << r.err;
+  // ...unless the capability that makes it safe is there, or it is off.
+  r = berth({"run", "--rm", "--cap-add", "SYS_ADMIN", "busybox", "sh", "-c", "unshare -n true && echo unshared"});
+  EXPECT_EQ(r.out, "unshared\n") << r.err;
+  r = berth({"run", "--rm", "--security-opt", "seccomp=unconfined", "busybox", "grep", "Seccomp:", "/proc/self/status"});
+  EXPECT_EQ(r.out, "Seccomp:\t0\n") << r.err;
+  // A profile file in Docker's format.
+  std::string prof = dir_ + "/profile.json";
+  ASSERT_TRUE(atomic_write_file(prof, R"({"defaultAction":"SCMP_ACT_ALLOW","archMap":[{"architecture":"SCMP_ARCH_X86_64","subArchitectures":["SCMP_ARCH_X86","SCMP_ARCH_X32"]}],
+    "syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1},
+                {"names":["getpid"],"action":"SCMP_ACT_ERRNO","includes":{"caps":["CAP_SYS_ADMIN"]}}]})", 0644));
+  r = berth({"run", "--rm", "--security-opt", "seccomp=" + prof, "busybox", "sh", "-c", "mkdir /x || echo refused"});
+  EXPECT_NE(r.out.find("refused"), std::string::npos) << r.out << r.err;
+  r = berth({"run", "--rm", "--security-opt", "seccomp=" + dir_ + "/none.json", "busybox", "true"});
+  EXPECT_EQ(r.code, 125);
+  EXPECT_NE(r.err.find("none.json"), std::string::npos) << r.err;
+  EXPECT_EQ(count_containers(), 0u);
+}
+
+TEST_F(EngineTest, CommitMakesAnImageOfTheChanges) {
+  run_d({"--name", "c", "busybox", "sh", "-c", "echo made > /greeting; rm /etc/group; sleep 60"});
+  ASSERT_TRUE(eventually([&] { return berth({"exec", "c", "cat", "/greeting"}).out == "made\n"; }));
+  auto r = berth({"commit", "-c", "ENV MOOD=happy", "-m", "a test", "c", "snap:1"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(r.out.starts_with("sha256:")) << r.out;
+  // The new image has the file, lacks the deleted one (a whiteout in the layer) and has the ENV.
+  r = berth({"run", "--rm", "snap:1", "sh", "-c", "cat /greeting; test -e /etc/group && echo group || echo nogroup; echo $MOOD"});
+  EXPECT_EQ(r.out, "made\nnogroup\nhappy\n") << r.err;
+  r = berth({"history", "snap:1"});
+  EXPECT_NE(r.out.find("a test"), std::string::npos) << r.out;
+  EXPECT_EQ(berth({"rm", "-f", "c"}).code, 0);
+  EXPECT_EQ(berth({"rmi", "snap:1"}).code, 0);
+}
+
+TEST_F(EngineTest, StatsAndPrune) {
+  run_d({"--name", "s", "-m", "64m", "busybox", "sleep", "60"});
+  auto r = berth({"stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.PIDs}}", "s"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(r.out.starts_with("s ")) << r.out;
+  EXPECT_NE(r.out.find("/ 64MiB 1"), std::string::npos) << r.out;
+  run_d({"--name", "done1", "busybox", "true"});
+  EXPECT_EQ(berth({"wait", "done1"}).code, 0);
+  r = berth({"container", "prune", "-f"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("Deleted Containers:"), std::string::npos);
+  EXPECT_EQ(berth({"ps", "-aq"}).out.size(), 13u);  // only the running one is left
+}
+
+TEST_F(EngineTest, InitReapsAndForwardsSignals) {
+  auto r = berth({"run", "--rm", "--init", "busybox", "sh", "-c", "ps -o pid,comm | grep ' 1 '; exit 3"});
+  EXPECT_EQ(r.code, 3) << r.err;
+  EXPECT_NE(r.out.find("berth-init"), std::string::npos) << r.out;
+  // sleep as PID 1 would ignore SIGTERM; under berth-init it gets it and dies at once.
+  run_d({"--name", "i", "--init", "busybox", "sleep", "60"});
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(berth({"stop", "-t", "20", "i"}).code, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_EQ(inspect("i")["State"]["ExitCode"], 143);
+}
+
+TEST_F(EngineTest, CloneCopiesTheWritableLayer) {
+  auto r = berth({"run", "--name", "orig", "busybox", "sh", "-c",
+                  "echo kept > /data; ln /data /data2; rm /etc/group; mkdir -p /d/e"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = berth({"clone", "orig", "copy"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  // The copy starts with the original's changes (and the same command).
+  EXPECT_EQ(berth({"inspect", "-f", "{{json .Config.Cmd}}", "copy"}).out, berth({"inspect", "-f", "{{json .Config.Cmd}}", "orig"}).out);
+  std::string upper = root_ + "/containers/" + inspect("copy")["Id"].get<std::string>() + "/upper";
+  EXPECT_EQ(read_file(upper + "/data").value_or(""), "kept\n");
+  struct stat a, b;
+  ASSERT_EQ(::stat((upper + "/data").c_str(), &a), 0);
+  ASSERT_EQ(::stat((upper + "/data2").c_str(), &b), 0);
+  EXPECT_EQ(a.st_ino, b.st_ino);  // the hard link stays one
+  ASSERT_EQ(::stat((upper + "/etc/group").c_str(), &a), 0);
+  EXPECT_TRUE(S_ISCHR(a.st_mode) && a.st_rdev == 0);  // the whiteout too
+  run_d({"--name", "busy", "busybox", "sleep", "60"});
+  r = berth({"clone", "busy", "nope"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("stop it first"), std::string::npos) << r.err;
 }
 
 TEST_F(EngineTest, ParallelRunsLeaveAConsistentStore) {

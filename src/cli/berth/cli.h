@@ -67,5 +67,7 @@ void add_system_commands(CLI::App& app, Context& ctx);
 void add_transfer_commands(CLI::App& app, Context& ctx);
 void add_registry_commands(CLI::App& app, Context& ctx);
 void add_container_commands(CLI::App& app, Context& ctx);
+void add_copy_commands(CLI::App& app, Context& ctx);  // after add_container_commands: cp, diff, export
+void add_volume_commands(CLI::App& app, Context& ctx);
 
 }  // namespace berth::cli

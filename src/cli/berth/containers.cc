@@ -46,6 +46,7 @@ struct RunFlags {
   std::string memory, memory_swap, memory_reservation, shm_size, cpuset_cpus, cpuset_mems, cpus;
   std::vector<std::string> env, env_file, labels, annotations, cap_add, cap_drop, security_opt, devices, sysctls,
       ulimits, tmpfs, volumes, publish, group_add, log_opts, blkio_read_bps, blkio_write_bps;
+  std::vector<std::string> mounts, volumes_from;  // --mount, --volumes-from
   int64_t cpu_shares = 0, pids_limit = 0, blkio_weight = 0, cpu_quota = 0, cpu_period = 0;
   int stop_timeout = -1;
   std::string health_cmd, health_interval, health_timeout, health_start_period;
@@ -85,6 +86,9 @@ void add_create_flags(CLI::App& c, RunFlags& f) {
   c.add_option("--ulimit", f.ulimits, "Ulimit options")->allow_extra_args(false);
   c.add_option("--tmpfs", f.tmpfs, "Mount a tmpfs directory")->allow_extra_args(false);
   c.add_option("-v,--volume", f.volumes, "Bind mount a volume")->allow_extra_args(false);
+  c.add_option("--mount", f.mounts, "Attach a filesystem mount to the container")->allow_extra_args(false);
+  c.add_option("--volumes-from", f.volumes_from, "Mount volumes from the specified container(s)")
+      ->allow_extra_args(false);
   c.add_option("-p,--publish", f.publish, "Publish a container's port(s) to the host")->allow_extra_args(false);
   c.add_option("--group-add", f.group_add, "Add additional groups to join")->allow_extra_args(false);
   c.add_option("--log-opt", f.log_opts, "Log driver options (max-size, max-file)")->allow_extra_args(false);
@@ -158,6 +162,45 @@ std::map<std::string, std::string> key_values(const std::vector<std::string>& li
   return out;
 }
 
+// --mount type=bind|volume|tmpfs,source=S,target=T[,readonly][,...] as the
+// API's HostConfig.Mounts entries, with Docker's keys and their aliases.
+json mount_flags(const std::vector<std::string>& flags) {
+  json out = json::array();
+  for (auto& flag : flags) {
+    auto bad = [&](const std::string& why) {
+      die("invalid argument \"" + flag + "\" for \"--mount\" flag: " + why, 125);
+    };
+    json m = {{"Type", "volume"}}, bind = json::object(), vol = json::object(), tmpfs = json::object();
+    for (auto& field : split(flag, ',')) {
+      auto eq = field.find('=');
+      std::string k = field.substr(0, eq), v = eq == std::string::npos ? "" : field.substr(eq + 1);
+      bool yes = eq == std::string::npos || v == "true" || v == "1";
+      if ((k == "readonly" || k == "ro" || k == "volume-nocopy") && !yes && v != "false" && v != "0")
+        bad("invalid value for " + k + ": " + v);
+      if (k == "type") m["Type"] = v;
+      else if (k == "source" || k == "src") m["Source"] = v;
+      else if (k == "target" || k == "destination" || k == "dst") m["Target"] = v;
+      else if (k == "readonly" || k == "ro") m["ReadOnly"] = yes;
+      else if (k == "bind-propagation") bind["Propagation"] = v;
+      else if (k == "volume-nocopy") vol["NoCopy"] = yes;
+      else if (k == "volume-driver") vol["DriverConfig"]["Name"] = v;
+      else if (k == "volume-label")
+        for (auto& [lk, lv] : key_values({v}, "--mount")) vol["Labels"][lk] = lv;
+      else if (k == "volume-opt")
+        for (auto& [ok, ov] : key_values({v}, "--mount")) vol["DriverConfig"]["Options"][ok] = ov;
+      else if (k == "tmpfs-size") tmpfs["SizeBytes"] = ram_bytes(v, "--mount");
+      else if (k == "tmpfs-mode") tmpfs["Mode"] = std::strtol(v.c_str(), nullptr, 8);
+      else if (k != "consistency") bad("unexpected key '" + k + "' in '" + field + "'");
+    }
+    if (m.value("Target", "").empty()) bad("target is required");
+    if (!bind.empty()) m["BindOptions"] = bind;
+    if (!vol.empty()) m["VolumeOptions"] = vol;
+    if (!tmpfs.empty()) m["TmpfsOptions"] = tmpfs;
+    out.push_back(m);
+  }
+  return out;
+}
+
 // Docker's create body from the flags.
 json create_body(const RunFlags& f) {
   json b;
@@ -221,6 +264,8 @@ json create_body(const RunFlags& f) {
   h["SecurityOpt"] = f.security_opt;
   h["GroupAdd"] = f.group_add;
   h["Binds"] = f.volumes;
+  h["Mounts"] = mount_flags(f.mounts);
+  h["VolumesFrom"] = f.volumes_from;
   h["NetworkMode"] = f.network.empty() ? "none" : f.network;
   if (!f.pid.empty()) h["PidMode"] = f.pid;
   if (!f.ipc.empty()) h["IpcMode"] = f.ipc;
@@ -305,7 +350,6 @@ Container do_create(Context& ctx, const RunFlags& f) {
   if (!f.publish.empty())
     die("-p/--publish: port publishing needs the bridge network, which berth does not have yet (use --network host)",
         125);
-  if (f.init) die("--init: berth's init is not built yet", 125);
   json body = create_body(f);
   // A missing busybox/debian image is made from its template first.
   auto img = ctx.image(f.command[0]);
@@ -658,6 +702,128 @@ int signal_number(const std::string& s) {
   return *r;
 }
 
+// ------------------------------------------------------------------ stats --
+
+struct Sample {
+  uint64_t cpu_ns = 0, mem = 0, mem_limit = 0, pids = 0, blk_read = 0, blk_write = 0, net_rx = 0, net_tx = 0;
+  int64_t at_ns = 0;
+};
+
+// One reading of a container's cgroup counters (the runtime's stats event)
+// and of its network namespace's interfaces (/proc/PID/net/dev, lo left out).
+std::optional<Sample> sample(Context& ctx, const Container& c) {
+  runtime::Globals g;
+  g.root = eng(ctx).runtime_root();
+  auto ev = runtime::stats_event(g, c.id);
+  if (!ev) return std::nullopt;
+  json j = json::parse(*ev, nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  json d = j.value("data", json::object());
+  Sample s;
+  struct timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  s.at_ns = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  json cpu = d.value("cpu", json::object()), usage = cpu.value("usage", json::object());
+  s.cpu_ns = usage.value("total", uint64_t{0});
+  json mem = d.value("memory", json::object()), mu = mem.value("usage", json::object());
+  // Docker's "usage": without the page cache that can be dropped (inactive_file).
+  json raw = mem.value("raw", json::object());
+  uint64_t inactive = raw.value("total_inactive_file", raw.value("inactive_file", uint64_t{0}));
+  s.mem = mu.value("usage", uint64_t{0});
+  s.mem = s.mem > inactive ? s.mem - inactive : s.mem;
+  s.mem_limit = mu.value("limit", uint64_t{0});
+  uint64_t host = static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  if (s.mem_limit == 0 || s.mem_limit > host) s.mem_limit = host;
+  s.pids = d.value("pids", json::object()).value("current", uint64_t{0});
+  json blk = d.value("blkio", json::object());
+  for (auto& e : blk.value("ioServiceBytesRecursive", json::array())) {
+    std::string op = e.value("op", "");
+    for (auto& ch : op) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (op == "read") s.blk_read += e.value("value", uint64_t{0});
+    if (op == "write") s.blk_write += e.value("value", uint64_t{0});
+  }
+  if (auto dev = read_file("/proc/" + std::to_string(c.pid) + "/net/dev"); dev)
+    for (auto& line : split(*dev, '\n')) {
+      auto colon = line.find(':');
+      if (colon == std::string::npos) continue;
+      std::string name = line.substr(0, colon);
+      name.erase(0, name.find_first_not_of(' '));
+      if (name == "lo") continue;
+      unsigned long long v[9] = {};
+      if (std::sscanf(line.c_str() + colon + 1, "%llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+                      &v[3], &v[4], &v[5], &v[6], &v[7], &v[8]) == 9)
+        s.net_rx += v[0], s.net_tx += v[8];
+    }
+  return s;
+}
+
+void stats(Context& ctx, const std::vector<std::string>& names, bool all, bool no_stream, const std::string& format) {
+  auto pick = [&]() {
+    std::vector<Container> out;
+    if (!names.empty()) {
+      for (auto& n : names) out.push_back(check(eng(ctx).find(n)));
+    } else {
+      for (auto& c : check(eng(ctx).list()))
+        if (all || c.state == "running" || c.state == "paused") out.push_back(c);
+    }
+    return out;
+  };
+  std::map<std::string, Sample> last;
+  for (auto& c : pick())
+    if (auto s = sample(ctx, c)) last[c.id] = *s;
+  for (;;) {
+    ::usleep(no_stream ? 500000 : 1000000);
+    std::vector<json> rows;
+    for (auto& c : pick()) {
+      auto s = sample(ctx, c);
+      json r = {{"ID", c.id.substr(0, 12)}, {"Container", c.id.substr(0, 12)}, {"Name", c.name}};
+      if (!s || (c.state != "running" && c.state != "paused")) {
+        r.update({{"CPUPerc", "0.00%"}, {"MemUsage", "0B / 0B"}, {"MemPerc", "0.00%"}, {"NetIO", "0B / 0B"},
+                  {"BlockIO", "0B / 0B"}, {"PIDs", "0"}});
+        rows.push_back(r);
+        continue;
+      }
+      double cpu = 0;
+      if (auto it = last.find(c.id); it != last.end() && s->at_ns > it->second.at_ns && s->cpu_ns >= it->second.cpu_ns)
+        cpu = 100.0 * static_cast<double>(s->cpu_ns - it->second.cpu_ns) / static_cast<double>(s->at_ns - it->second.at_ns);
+      last[c.id] = *s;
+      char pct[32], mpct[32];
+      std::snprintf(pct, sizeof pct, "%.2f%%", cpu);
+      std::snprintf(mpct, sizeof mpct, "%.2f%%", 100.0 * static_cast<double>(s->mem) / static_cast<double>(s->mem_limit));
+      auto bin = [](uint64_t b) {  // Docker prints memory in binary units
+        const char* u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+        double v = static_cast<double>(b);
+        int i = 0;
+        while (v >= 1024 && i < 4) v /= 1024, ++i;
+        char out[32];
+        std::snprintf(out, sizeof out, i ? "%.4g%s" : "%.0f%s", v, u[i]);
+        return std::string(out);
+      };
+      r.update({{"CPUPerc", pct},
+                {"MemUsage", bin(s->mem) + " / " + bin(s->mem_limit)},
+                {"MemPerc", mpct},
+                {"NetIO", human_size(static_cast<double>(s->net_rx)) + " / " + human_size(static_cast<double>(s->net_tx))},
+                {"BlockIO", human_size(static_cast<double>(s->blk_read)) + " / " + human_size(static_cast<double>(s->blk_write))},
+                {"PIDs", std::to_string(s->pids)}});
+      rows.push_back(r);
+    }
+    std::string text;
+    if (!format.empty() && format != "table") {
+      text = render(format, rows);
+    } else {
+      Table t({"CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"});
+      for (auto& r : rows)
+        t.add({r["ID"], r["Name"], r["CPUPerc"], r["MemUsage"], r["MemPerc"], r["NetIO"], r["BlockIO"], r["PIDs"]});
+      text = t.str();
+    }
+    // Live: the table redrawn in place, as Docker's.
+    if (!no_stream) text = "\033[2J\033[H" + text;
+    print(text);
+    std::fflush(stdout);
+    if (no_stream) return;
+  }
+}
+
 // ----------------------------------------------------------------- events --
 
 // `berth events`: the store's event log. Without --until it follows the log
@@ -981,6 +1147,65 @@ void add_container_commands(CLI::App& app, Context& ctx) {
       });
     });
   }
+  both("stats", {"stats"}, "Display a live stream of container(s) resource usage statistics", [&ctx](CLI::App& c) {
+    struct O {
+      std::vector<std::string> names;
+      bool all = false, no_stream = false, no_trunc = false;
+      std::string format;
+    };
+    auto o = std::make_shared<O>();
+    c.add_flag("-a,--all", o->all, "Show all containers (default shows just running)");
+    c.add_flag("--no-stream", o->no_stream, "Disable streaming stats and only pull the first result");
+    c.add_flag("--no-trunc", o->no_trunc, "Do not truncate output");
+    c.add_option("--format", o->format, "Format output: table, json or a Go template");
+    c.add_option("CONTAINER", o->names, "Containers");
+    c.callback([&ctx, o] { stats(ctx, o->names, o->all, o->no_stream, o->format); });
+  });
+  both("commit", {"commit"}, "Create a new image from a container's changes", [&ctx](CLI::App& c) {
+    struct O {
+      std::vector<std::string> args;
+      engine::Engine::CommitOptions opt;
+      bool no_pause = false;
+    };
+    auto o = std::make_shared<O>();
+    c.add_option("-c,--change", o->opt.changes, "Apply Dockerfile instruction to the created image")
+        ->allow_extra_args(false);
+    c.add_option("-m,--message", o->opt.message, "Commit message");
+    c.add_option("-a,--author", o->opt.author, "Author (e.g., \"John Hannibal Smith <hannibal@a-team.com>\")");
+    c.add_flag("!-p,!--pause", o->opt.pause, "Pause container during commit (default true)")->default_str("true");
+    c.add_option("CONTAINER [REPOSITORY[:TAG]]", o->args, "Container and the new image's name")->required()->expected(1, 2);
+    c.callback([&ctx, o] {
+      if (o->args.size() > 1) o->opt.reference = o->args[1];
+      print(check(eng(ctx).commit(o->args[0], o->opt)) + "\n");
+    });
+  });
+  {
+    bool wanted = ctx.verb == "container" && ctx.subverb == "prune";
+    auto* c = group->add_subcommand("prune", "Remove all stopped containers");
+    if (wanted) {
+      auto force = std::make_shared<bool>(false);
+      c->add_flag("-f,--force", *force, "Do not prompt for confirmation");
+      c->callback([&ctx, force] {
+        if (!*force) {
+          std::fprintf(stderr, "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ");
+          char answer[16] = {};
+          if (!std::fgets(answer, sizeof answer, stdin) || (answer[0] != 'y' && answer[0] != 'Y')) return;
+        }
+        auto removed = check(eng(ctx).prune());
+        std::string out = "Deleted Containers:\n";
+        for (auto& id : removed) out += id + "\n";
+        print(out + "\nTotal reclaimed space: 0B\n");
+      });
+    } else {
+      c->allow_extras();
+    }
+  }
+  both("clone", {"clone"}, "Copy a stopped container, writable layer and all, into a new one (as LXC's clone)",
+       [&ctx](CLI::App& c) {
+         auto args = std::make_shared<std::vector<std::string>>();
+         c.add_option("CONTAINER NEW_NAME", *args, "The container and the new one's name")->required()->expected(2);
+         c.callback([&ctx, args] { print(check(eng(ctx).clone((*args)[0], (*args)[1])).id + "\n"); });
+       });
   both("events", {}, "Get real time events from the server", [&ctx](CLI::App& c) {
     struct O {
       std::string since, until, format;

@@ -54,6 +54,9 @@ Result<engine::Engine*> Context::engine() {
     o.monitor_exe = dir + "/berth-monitor";
     if (!path_exists(o.monitor_exe) && path_exists(dir + "/../libexec/berth/berth-monitor"))
       o.monitor_exe = dir + "/../libexec/berth/berth-monitor";
+    o.init_exe = dir + "/berth-init";
+    if (!path_exists(o.init_exe) && path_exists(dir + "/../libexec/berth/berth-init"))
+      o.init_exe = dir + "/../libexec/berth/berth-init";
     engine_ = TRY(engine::Engine::open(*s, std::move(o)));
   }
   return engine_.get();
@@ -93,6 +96,8 @@ int run(int argc, char** argv) {
   add_registry_commands(app, ctx);
   add_system_commands(app, ctx);
   add_container_commands(app, ctx);
+  add_copy_commands(app, ctx);
+  add_volume_commands(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1,0 +1,75 @@
+// What every engine test fixture does: run the `berth` binary under test
+// (BERTH_CLI) with the test's own --root and --runroot, and check at TearDown
+// that no mount is left under the test's directory.
+#pragma once
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "util/fs.h"
+
+namespace berth::test {
+
+struct Out {
+  int code = -1;
+  std::string out, err;
+};
+
+// A fresh /tmp/berth-NAME-XXXXXX for a test (`dir`), with the paths of its
+// --root and --runroot beneath.
+inline bool make_test_dirs(const std::string& name, std::string& dir, std::string& root, std::string& runroot) {
+  std::string tmpl = "/tmp/berth-" + name + "-XXXXXX";
+  if (!::mkdtemp(tmpl.data())) return false;
+  dir = tmpl;
+  root = dir + "/root";
+  runroot = dir + "/run";
+  return true;
+}
+
+// `berth --root ROOT --runroot RUNROOT ARGS...`: its exit status (128 + the
+// signal that killed it), stdout and stderr (caught in SCRATCH.out and
+// SCRATCH.err, removed after). Stdin is the file `input`, or /dev/null.
+inline Out run_berth(const std::string& root, const std::string& runroot, const std::string& scratch,
+                     const std::vector<std::string>& args, const std::string& input = "") {
+  std::string out = scratch + ".out", err = scratch + ".err";
+  std::vector<std::string> argv = {BERTH_CLI, "--root", root, "--runroot", runroot};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> a;
+  for (auto& s : argv) a.push_back(s.data());
+  a.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int fds[3] = {::open(input.empty() ? "/dev/null" : input.c_str(), O_RDONLY),
+                  ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644),
+                  ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644)};
+    for (int i = 0; i < 3; ++i) ::dup2(fds[i], i);
+    ::execv(a[0], a.data());
+    _exit(127);
+  }
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  Out r;
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.out = read_file(out).value_or("");
+  r.err = read_file(err).value_or("");
+  ::unlink(out.c_str()), ::unlink(err.c_str());
+  return r;
+}
+
+// Unmounts (detached) every mount point under `dir`; returns how many there were.
+inline size_t umount_under(const std::string& dir) {
+  size_t n = 0;
+  for (auto& line : split(read_file("/proc/self/mountinfo").value_or(""), '\n')) {
+    auto f = split(line, ' ');
+    if (f.size() > 4 && f[4].starts_with(dir)) ++n, ::umount2(f[4].c_str(), MNT_DETACH);
+  }
+  return n;
+}
+
+}  // namespace berth::test
