@@ -8,7 +8,7 @@ cd "$repo"
 
 scripts/install-deps.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-ninja -C build berth-runtime berth-cli berth-monitor
+ninja -C build berth-runtime berth-cli berth-monitor berth-init
 cmake --install build --component Unspecified >/dev/null 2>&1 || cmake --install build >/dev/null
 
 bundle=$(mktemp -d /tmp/berth-hello.XXXXXX)
