@@ -331,6 +331,18 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   in.image_config = image_config;
   in.dir = c.dir;
   in.init_path = opt_.init_exe;
+  // --network/--pid/--ipc/--uts container:NAME: that container's init, which must run.
+  json host_cfg = body.value("HostConfig", json::object());
+  for (auto [key, type] : {std::pair{"NetworkMode", "network"}, {"PidMode", "pid"}, {"IpcMode", "ipc"},
+                           {"UTSMode", "uts"}}) {
+    std::string mode = host_cfg.value(key, "");
+    if (!mode.starts_with("container:")) continue;
+    auto other = find(mode.substr(10));
+    if (!other) return std::unexpected(std::move(other).error().context(std::string("--") + type));
+    if (other->state != "running" && other->state != "paused")
+      return fail(std::string("--") + type + " " + mode + ": that container is not running");
+    in.joined.emplace_back(type, other->pid);
+  }
   UniqueFd rootfd(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!rootfd) return sys_error("open " + rootfs);
   in.rootfs_fd = rootfd.get();

@@ -5,6 +5,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -25,32 +26,48 @@ const char* const kDefaultCaps[] = {"CAP_CHOWN",  "CAP_DAC_OVERRIDE", "CAP_FSETI
                                     "CAP_SETFCAP", "CAP_SETPCAP",     "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
                                     "CAP_KILL",   "CAP_AUDIT_WRITE"};
 
-// Every capability this kernel knows, for --privileged and --cap-add ALL.
+// Capabilities by number, as the kernel numbers them.
+const char* const kCapNames[] = {
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
+    "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN",
+    "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE"};
+
+// The capabilities berth can give, for --privileged and --cap-add ALL: those
+// the running kernel has and berth itself holds in its bounding set (a
+// machine may withhold some, such as CAP_SYS_RESOURCE on this VM): a process
+// cannot grant what it lacks.
 std::vector<std::string> all_caps() {
-  static const char* const names[] = {
-      "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-      "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
-      "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
-      "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
-      "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-      "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN",
-      "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
-      "CAP_CHECKPOINT_RESTORE"};
-  std::vector<std::string> out(std::begin(names), std::end(names));
-  // Only those the running kernel has (a bounding set naming an unknown cap fails).
   int last = 40;
   if (auto s = read_file("/proc/sys/kernel/cap_last_cap"); s) last = std::atoi(s->c_str());
-  if (static_cast<int>(out.size()) > last + 1) out.resize(static_cast<size_t>(last + 1));
+  uint64_t bounding = ~uint64_t{0};
+  if (auto st = read_file("/proc/self/status"); st)
+    for (auto& line : split(*st, '\n'))
+      if (line.starts_with("CapBnd:")) bounding = std::strtoull(line.c_str() + 7, nullptr, 16);
+  std::vector<std::string> out;
+  for (int i = 0; i < static_cast<int>(std::size(kCapNames)) && i <= last; ++i)
+    if (bounding & (uint64_t{1} << i)) out.push_back(kCapNames[i]);
   return out;
 }
 
-Result<std::string> cap_name(std::string c) {
+// "sys_admin", "CAP_SYS_ADMIN", "ALL" -> "CAP_SYS_ADMIN" / "ALL"; `adding`:
+// a capability berth does not hold itself is an error too.
+Result<std::string> cap_name(std::string c, bool adding) {
   for (auto& ch : c) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
   if (c == "ALL") return c;
   if (!c.starts_with("CAP_")) c = "CAP_" + c;
-  for (auto& k : all_caps())
-    if (k == c) return c;
-  return fail("unknown capability: \"" + c + "\"");
+  if (std::find(std::begin(kCapNames), std::end(kCapNames), c) == std::end(kCapNames))
+    return fail("unknown capability: \"" + c + "\"");
+  if (adding) {
+    auto held = all_caps();
+    if (std::find(held.begin(), held.end(), c) == held.end())
+      return fail(c + ": not in berth's own bounding set (this host withholds it), so no container can have it");
+  }
+  return c;
 }
 
 std::vector<std::string> strings(const json& j, const char* key) {
@@ -124,6 +141,9 @@ Result<std::string> make_spec(const SpecInput& in) {
   // process
   json proc;
   proc["terminal"] = tty;
+  if (tty && host.contains("ConsoleSize") && host["ConsoleSize"].is_array() && host["ConsoleSize"].size() == 2 &&
+      host["ConsoleSize"][0].is_number_unsigned() && host["ConsoleSize"][0].get<unsigned>() > 0)
+    proc["consoleSize"] = {{"height", host["ConsoleSize"][0]}, {"width", host["ConsoleSize"][1]}};
   std::vector<std::string> args = TRY(container_command(in.body, in.image_config));
   if (flag(host, "Init")) {
     // berth's init as PID 1 (bind-mounted below): it reaps and forwards signals.
@@ -172,12 +192,12 @@ Result<std::string> make_spec(const SpecInput& in) {
     std::set<std::string> set(std::begin(kDefaultCaps), std::end(kDefaultCaps));
     bool all = false;
     for (auto& c : strings(host, "CapDrop")) {
-      std::string n = TRY_CTX(cap_name(c), "--cap-drop");
+      std::string n = TRY_CTX(cap_name(c, false), "--cap-drop");
       if (n == "ALL") set.clear();
       else set.erase(n);
     }
     for (auto& c : strings(host, "CapAdd")) {
-      std::string n = TRY_CTX(cap_name(c), "--cap-add");
+      std::string n = TRY_CTX(cap_name(c, true), "--cap-add");
       if (n == "ALL") all = true;
       else set.insert(n);
     }

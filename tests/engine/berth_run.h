@@ -9,8 +9,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <filesystem>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "util/fs.h"
 
@@ -71,5 +75,31 @@ inline size_t umount_under(const std::string& dir) {
   }
   return n;
 }
+
+// A test with its own --root and --runroot (in /tmp/berth-NAME-XXXXXX) that
+// removes every container it made at the end and checks no mount is left.
+class BerthFixture : public ::testing::Test {
+ protected:
+  explicit BerthFixture(std::string name) : name_(std::move(name)) {}
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (mounts, cgroups, namespaces)";
+    ASSERT_TRUE(make_test_dirs(name_, dir_, root_, runroot_));
+  }
+  void TearDown() override {
+    if (dir_.empty()) return;
+    for (auto& id : split(berth({"ps", "-aq", "--no-trunc"}).out, '\n'))
+      if (!id.empty()) berth({"rm", "-f", id});
+    EXPECT_EQ(umount_under(dir_), 0u) << "a mount is left under " << dir_;
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  // berth with this test's roots; stdin from the file `input` (or /dev/null).
+  Out berth(const std::vector<std::string>& args, const std::string& input = "") {
+    return run_berth(root_, runroot_, dir_ + "/io" + std::to_string(seq_++), args, input);
+  }
+
+  std::string name_, dir_, root_, runroot_;
+  std::atomic<int> seq_{0};
+};
 
 }  // namespace berth::test

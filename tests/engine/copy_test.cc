@@ -82,27 +82,16 @@ std::map<std::string, std::string> tar_files(const std::string& t) {
 
 // ---------------------------------------------------------------- fixture --
 
-class CopyTest : public ::testing::Test {
+class CopyTest : public test::BerthFixture {
  protected:
+  CopyTest() : BerthFixture("copy") {}
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root (mounts, namespaces)";
-    ASSERT_TRUE(test::make_test_dirs("copy", dir_, root_, runroot_));
+    BerthFixture::SetUp();
+    if (dir_.empty()) return;
     host_ = dir_ + "/host";
     ASSERT_TRUE(mkdir_p(host_));
   }
-  void TearDown() override {
-    if (dir_.empty()) return;
-    for (auto& id : split(berth({"ps", "-aq", "--no-trunc"}).out, '\n'))
-      if (!id.empty()) berth({"rm", "-f", id});
-    EXPECT_EQ(test::umount_under(dir_), 0u) << "a mount is left under " << dir_;
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
 
-  // berth with this test's roots; stdin from the file `input` (or /dev/null).
-  test::Out berth(const std::vector<std::string>& args, const std::string& input = "") {
-    return test::run_berth(root_, runroot_, dir_ + "/cmd", args, input);
-  }
   // A running busybox container named `name` (sleeping), after `setup` ran in it.
   void start(const std::string& name, const std::string& setup = "true") {
     auto r = berth({"run", "-d", "--name", name, "busybox", "sleep", "3600"});
@@ -118,7 +107,7 @@ class CopyTest : public ::testing::Test {
   void write(const std::string& path, const std::string& data) { ASSERT_TRUE(atomic_write_file(path, data, 0644)); }
   std::string read(const std::string& path) { return read_file(path).value_or("<missing>"); }
 
-  std::string dir_, root_, runroot_, host_;
+  std::string host_;
 };
 
 // ------------------------------------------------------------------ tests --

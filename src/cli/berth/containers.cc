@@ -255,6 +255,11 @@ json create_body(const RunFlags& f) {
     if (!hc.empty()) b["Healthcheck"] = hc;
   }
   json h;
+  // The terminal's size from the first instant (the pty is made with it),
+  // not only once the attached client sends it: a quick `stty size` sees it.
+  if (f.tty)
+    if (struct winsize ws = {}; ::ioctl(0, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0)
+      h["ConsoleSize"] = {ws.ws_row, ws.ws_col};
   h["AutoRemove"] = f.rm;
   h["Privileged"] = f.privileged;
   h["ReadonlyRootfs"] = f.read_only;
@@ -404,9 +409,13 @@ bool send_all(int fd, const std::string& s) {
 // monitor closes the connection; returns the exit code it reported (-1: none,
 // -2: detached with ctrl-p ctrl-q). Signals go to the container (Docker's sig-proxy).
 int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bool tty, bool* cleanup_self) {
+  // Without a tty, signals go to the container (Docker's sig-proxy); with
+  // one, keys reach it through the pty and a signal ends only us, as Docker's.
   sigset_t sigs, old;
   sigemptyset(&sigs);
-  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaddset(&sigs, s);
+  sigaddset(&sigs, SIGWINCH);
+  if (!tty)
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&sigs, s);
   ::sigprocmask(SIG_BLOCK, &sigs, &old);
   UniqueFd sfd(::signalfd(-1, &sigs, SFD_CLOEXEC));
   RawTerminal raw(tty && stdin_on);

@@ -1,0 +1,145 @@
+// The rest of `run`'s flags, each checked from inside the container, and the
+// verbs' less common options (exec -d/-t/-w, logs -f/--since/--until, kill -s,
+// restart, top, ps filters and formats).
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "berth_run.h"
+
+namespace berth {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+class FlagsTest : public test::BerthFixture {
+ protected:
+  FlagsTest() : BerthFixture("flags") {}
+  // `run --rm busybox sh -c SCRIPT` with `flags` before the image: its stdout.
+  std::string inside(std::vector<std::string> flags, const std::string& script) {
+    std::vector<std::string> args = {"run", "--rm"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    args.insert(args.end(), {"busybox", "sh", "-c", script});
+    auto r = berth(args);
+    EXPECT_EQ(r.code, 0) << r.err;
+    return r.out;
+  }
+};
+
+TEST_F(FlagsTest, ResourcesReachTheCgroup) {
+  EXPECT_EQ(inside({"--cpu-shares", "512", "--cpuset-cpus", "0", "--memory-reservation", "32m", "-m", "128m",
+                    "--memory-swap", "256m"},
+                   "cd /sys/fs/cgroup; cat cpu/cpu.shares cpuset/cpuset.cpus memory/memory.soft_limit_in_bytes "
+                   "memory/memory.limit_in_bytes memory/memory.memsw.limit_in_bytes"),
+            "512\n0\n33554432\n134217728\n268435456\n");
+  EXPECT_EQ(inside({"--blkio-weight", "300"}, "cat /sys/fs/cgroup/blkio/blkio.bfq.weight 2>/dev/null || "
+                                               "cat /sys/fs/cgroup/blkio/blkio.weight"),
+            "300\n");
+  auto r = berth({"run", "--rm", "--cpuset-cpus", "63", "busybox", "true"});
+  EXPECT_EQ(r.code, 125);
+  EXPECT_NE(r.err.find("63"), std::string::npos) << r.err;
+}
+
+TEST_F(FlagsTest, ProcessSettings) {
+  EXPECT_EQ(inside({"--ulimit", "nofile=512:1024"}, "ulimit -n; ulimit -Hn"), "512\n1024\n");
+  EXPECT_EQ(inside({"--sysctl", "net.ipv4.ip_forward=1"}, "cat /proc/sys/net/ipv4/ip_forward"), "1\n");
+  EXPECT_EQ(inside({"--shm-size", "8m"}, "df -k /dev/shm | tail -1 | awk '{print $2}'"), "8192\n");
+  EXPECT_EQ(inside({"--tmpfs", "/scratch:size=1m"}, "df -k /scratch | tail -1 | awk '{print $2}'"), "1024\n");
+  EXPECT_EQ(inside({"--entrypoint", "echo"}, "ignored"), "sh -c ignored\n");
+  EXPECT_EQ(inside({"--group-add", "10"}, "id -G"), "0 10\n");
+  EXPECT_EQ(inside({"--device", "/dev/null:/dev/mynull"}, "echo x > /dev/mynull && echo ok"), "ok\n");
+  EXPECT_EQ(inside({"--privileged"}, "grep CapEff /proc/self/status | cut -f2 | cut -c1-3; grep Seccomp: /proc/self/status"),
+            "000\nSeccomp:\t0\n");  // all caps: 000001ff..., no seccomp
+  std::string env = dir_ + "/env";
+  ASSERT_TRUE(atomic_write_file(env, "# comment\nA=1\nB=two words\n", 0644));
+  EXPECT_EQ(inside({"--env-file", env, "-e", "A=3"}, "echo $A $B"), "3 two words\n");
+  EXPECT_EQ(inside({"--security-opt", "no-new-privileges"}, "grep NoNewPrivs /proc/self/status | cut -f2"), "1\n");
+  auto r = berth({"run", "--rm", "--ulimit", "nofile=10:5", "busybox", "true"});
+  EXPECT_EQ(r.code, 125);
+  r = berth({"run", "--rm", "--device", "/dev/nonexistent", "busybox", "true"});
+  EXPECT_EQ(r.code, 125);
+  EXPECT_NE(r.err.find("/dev/nonexistent"), std::string::npos) << r.err;
+}
+
+TEST_F(FlagsTest, NamespacesHostAndShared) {
+  std::string host_net = fs::read_symlink("/proc/self/ns/net").string();
+  EXPECT_EQ(inside({"--network", "host"}, "readlink /proc/self/ns/net"), host_net + "\n");
+  EXPECT_NE(inside({}, "readlink /proc/self/ns/net"), host_net + "\n");
+  EXPECT_EQ(inside({"--network", "none"}, "ls /sys/class/net"), "lo\n");
+  auto r = berth({"run", "-d", "--name", "base", "busybox", "sleep", "60"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::string base_pid = berth({"inspect", "-f", "{{.State.Pid}}", "base"}).out;
+  base_pid.pop_back();
+  std::string base_net = fs::read_symlink("/proc/" + base_pid + "/ns/net").string();
+  std::string base_uts = fs::read_symlink("/proc/" + base_pid + "/ns/uts").string();
+  EXPECT_EQ(inside({"--network", "container:base", "--uts", "container:base", "--ipc", "container:base", "--pid",
+                    "container:base"},
+                   "readlink /proc/self/ns/net; readlink /proc/self/ns/uts; ps -o comm | grep -c sleep"),
+            base_net + "\n" + base_uts + "\n1\n");
+  EXPECT_EQ(inside({"--pid", "host"}, "test -d /proc/1 && cat /proc/1/comm | grep -vc sh"), "1\n");
+  r = berth({"run", "--rm", "--network", "container:nosuch", "busybox", "true"});
+  EXPECT_EQ(r.code, 125);
+  r = berth({"run", "--rm", "-p", "8080:80", "busybox", "true"});
+  EXPECT_EQ(r.code, 125);
+  EXPECT_NE(r.err.find("bridge network"), std::string::npos) << r.err;
+}
+
+TEST_F(FlagsTest, LabelsAnnotationsAndFilters) {
+  ASSERT_EQ(berth({"run", "-d", "--name", "l1", "-l", "tier=web", "--annotation", "org.example/a=b", "busybox", "sleep",
+                   "60"}).code, 0);
+  ASSERT_EQ(berth({"run", "--name", "l2", "-l", "tier=db", "busybox", "true"}).code, 0);
+  EXPECT_EQ(berth({"ps", "-a", "--filter", "label=tier=web", "--format", "{{.Names}}"}).out, "l1\n");
+  EXPECT_EQ(berth({"ps", "-a", "--filter", "status=exited", "--format", "{{.Names}}"}).out, "l2\n");
+  EXPECT_EQ(berth({"ps", "-a", "--filter", "name=l", "--format", "{{.Names}}"}).out, "l2\nl1\n");
+  EXPECT_EQ(berth({"ps", "-n", "1", "--format", "{{.Names}}"}).out, "l2\n");
+  EXPECT_EQ(berth({"inspect", "-f", "{{.Config.Labels.tier}}", "l1"}).out, "web\n");
+  std::string id = berth({"inspect", "-f", "{{.Id}}", "l1"}).out;
+  id.pop_back();
+  auto cfg = read_file(root_ + "/containers/" + id + "/config.json");
+  ASSERT_TRUE(cfg);
+  EXPECT_EQ(json::parse(*cfg)["annotations"]["org.example/a"], "b");
+  auto r = berth({"ps", "--filter", "colour=blue"});
+  EXPECT_EQ(r.code, 125);
+}
+
+TEST_F(FlagsTest, VerbOptions) {
+  ASSERT_EQ(berth({"run", "-d", "--name", "v", "busybox", "sh", "-c",
+                   "trap 'echo hup' HUP; while :; do echo tick; sleep 0.2; done"}).code, 0);
+  // exec -d runs in the background; -w sets its cwd.
+  EXPECT_EQ(berth({"exec", "-d", "v", "sh", "-c", "echo bg > /tmp/bg"}).code, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(berth({"exec", "-w", "/tmp", "v", "cat", "bg"}).out, "bg\n");
+  // kill -s HUP reaches the trap.
+  EXPECT_EQ(berth({"kill", "-s", "HUP", "v"}).code, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_NE(berth({"logs", "v"}).out.find("hup"), std::string::npos);
+  // logs --since in the future is empty; --until in the past is empty; -t prefixes a time.
+  EXPECT_EQ(berth({"logs", "--since", "2099-01-01T00:00:00Z", "v"}).out, "");
+  EXPECT_EQ(berth({"logs", "--until", "2000-01-01T00:00:00Z", "v"}).out, "");
+  EXPECT_TRUE(berth({"logs", "-t", "--tail", "1", "v"}).out.starts_with("20"));
+  EXPECT_EQ(berth({"logs", "--since", "yesterday-ish", "v"}).code, 125);
+  // top lists the processes.
+  EXPECT_NE(berth({"top", "v"}).out.find("sh -c"), std::string::npos);
+  // restart: a new init.
+  std::string pid1 = berth({"inspect", "-f", "{{.State.Pid}}", "v"}).out;
+  EXPECT_EQ(berth({"restart", "-t", "1", "v"}).code, 0);
+  std::string pid2 = berth({"inspect", "-f", "{{.State.Pid}}", "v"}).out;
+  EXPECT_NE(pid1, pid2);
+  EXPECT_EQ(berth({"inspect", "-f", "{{.State.Status}}", "v"}).out, "running\n");
+  // logs -f ends when the container does.
+  ASSERT_EQ(berth({"run", "-d", "--name", "f", "busybox", "sh", "-c", "echo one; sleep 0.5; echo two"}).code, 0);
+  EXPECT_EQ(berth({"logs", "-f", "f"}).out, "one\ntwo\n");
+  // Wrong states.
+  EXPECT_NE(berth({"unpause", "v"}).code, 0);
+  EXPECT_NE(berth({"exec", "f", "true"}).code, 0);
+  EXPECT_NE(berth({"kill", "f"}).code, 0);
+}
+
+}  // namespace
+}  // namespace berth
