@@ -169,6 +169,19 @@ std::string resolv_conf() {
   return out;
 }
 
+// --log-opt max-size: "10m", "1g", "512k", "1024" (bytes), as Docker's units.
+Result<int64_t> log_size(const std::string& v) {
+  char* end = nullptr;
+  double n = std::strtod(v.c_str(), &end);
+  std::string unit = end ? end : "";
+  for (auto& ch : unit) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (unit.size() == 2 && unit[1] == 'b') unit.pop_back();
+  double mult = unit.empty() || unit == "b" ? 1 : unit == "k" ? 1e3 : unit == "m" ? 1e6 : unit == "g" ? 1e9 : -1;
+  if (v.empty() || end == v.c_str() || mult < 0 || n <= 0)
+    return fail("--log-opt max-size=" + v + ": expected a size such as 10m");
+  return static_cast<int64_t>(n * mult);
+}
+
 }  // namespace
 
 std::string random_name() {
@@ -283,6 +296,13 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   image::ImageRecord img = TRY(store_->resolve(image_name));
   std::string image_config = TRY(store_->read_config(img));
   std::vector<std::string> cmd = TRY(container_command(body_text, image_config));
+  // Log options are checked now, not at the first start.
+  json logcfg = body.value("HostConfig", json::object()).value("LogConfig", json::object()).value("Config", json::object());
+  for (auto& [k, v] : logcfg.items()) {
+    if (k == "max-size" && v.is_string()) TRY(log_size(v.get<std::string>()));
+    else if (k == "max-file" && v.is_string() && v.get<std::string>().find_first_not_of("0123456789") == std::string::npos && v != "" && v != "0") continue;
+    else if (k != "max-size") return fail("--log-opt " + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump()) + ": unknown or bad log option (max-size, max-file)");
+  }
 
   Container c;
   c.id = random_hex(32);
@@ -390,9 +410,13 @@ Result<Container> Engine::start(const std::string& key, int attach_fd) {
                                    "--log", log_path(c), "--sync-fd", "3"};
   json logcfg = host.value("LogConfig", json::object()).value("Config", json::object());
   if (logcfg.contains("max-size") && logcfg["max-size"].is_string())
-    args.insert(args.end(), {"--log-max-size", logcfg["max-size"].get<std::string>()});
-  if (logcfg.contains("max-file") && logcfg["max-file"].is_string())
-    args.insert(args.end(), {"--log-max-files", logcfg["max-file"].get<std::string>()});
+    args.insert(args.end(), {"--log-max-size", std::to_string(TRY(log_size(logcfg["max-size"].get<std::string>())))});
+  if (logcfg.contains("max-file") && logcfg["max-file"].is_string()) {
+    std::string n = logcfg["max-file"].get<std::string>();
+    if (n.empty() || n.find_first_not_of("0123456789") != std::string::npos || std::stoll(n) < 1)
+      return fail("--log-opt max-file=" + n + ": expected a positive number");
+    args.insert(args.end(), {"--log-max-files", n});
+  }
   if (body.value("OpenStdin", false)) args.push_back("--stdin");
   // The health check: the container's own (--health-*), else the image's.
   json hc = body.value("Healthcheck", json::object());

@@ -67,6 +67,27 @@ TEST_F(FlagsTest, ProcessSettings) {
   EXPECT_NE(r.err.find("/dev/nonexistent"), std::string::npos) << r.err;
 }
 
+TEST_F(FlagsTest, LogRotation) {
+  ASSERT_EQ(berth({"run", "--name", "chatty", "--log-opt", "max-size=2k", "--log-opt", "max-file=2", "busybox", "sh",
+                   "-c", "i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done"}).code, 0);
+  std::string id = berth({"inspect", "-f", "{{.Id}}", "chatty"}).out;
+  id.pop_back();
+  std::string log = root_ + "/containers/" + id + "/" + id + "-json.log";
+  struct stat st;
+  ASSERT_EQ(::stat(log.c_str(), &st), 0);
+  EXPECT_LE(st.st_size, 2000);
+  EXPECT_EQ(::stat((log + ".1").c_str(), &st), 0);
+  EXPECT_NE(::stat((log + ".2").c_str(), &st), 0);  // max-file=2: the current one and .1
+  // What is kept ends with the last line.
+  auto out = berth({"logs", "--tail", "1", "chatty"}).out;
+  EXPECT_EQ(out, "line 199\n");
+  auto r = berth({"run", "--rm", "--log-opt", "max-size=lots", "busybox", "true"});
+  EXPECT_EQ(r.code, 125);
+  EXPECT_NE(r.err.find("max-size"), std::string::npos) << r.err;
+  r = berth({"run", "--rm", "--log-opt", "colour=blue", "busybox", "true"});
+  EXPECT_EQ(r.code, 125);
+}
+
 TEST_F(FlagsTest, NamespacesHostAndShared) {
   std::string host_net = fs::read_symlink("/proc/self/ns/net").string();
   EXPECT_EQ(inside({"--network", "host"}, "readlink /proc/self/ns/net"), host_net + "\n");
@@ -106,6 +127,11 @@ TEST_F(FlagsTest, LabelsAnnotationsAndFilters) {
   EXPECT_EQ(json::parse(*cfg)["annotations"]["org.example/a"], "b");
   auto r = berth({"ps", "--filter", "colour=blue"});
   EXPECT_EQ(r.code, 125);
+  // -s: the writable layer and the image under it.
+  ASSERT_EQ(berth({"exec", "l1", "sh", "-c", "head -c 5000 /dev/zero > /blob"}).code, 0);
+  r = berth({"ps", "-s", "--filter", "name=l1", "--format", "{{.Size}}"});
+  EXPECT_TRUE(r.out.starts_with("5kB (virtual ")) << r.out;
+  EXPECT_NE(berth({"ps", "-s"}).out.find("SIZE"), std::string::npos);
 }
 
 TEST_F(FlagsTest, VerbOptions) {

@@ -2,6 +2,7 @@
 // start, run, stop, kill, rm, ps, logs, wait, rename, pause, unpause, top,
 // port, and the monitor's exit command (`container cleanup`, hidden).
 #include <fcntl.h>
+#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -565,6 +566,26 @@ std::string command_text(const Container& c, bool no_trunc) {
   return "\"" + s + "\"";
 }
 
+// Bytes of the regular files and symlinks under `dir` (not crossing mounts).
+uint64_t tree_bytes(const std::string& dir) {
+  static uint64_t total;
+  total = 0;
+  ::nftw(dir.c_str(), [](const char*, const struct stat* st, int type, struct FTW*) {
+    if (type == FTW_F || type == FTW_SL) total += static_cast<uint64_t>(st->st_size);
+    return 0;
+  }, 32, FTW_PHYS | FTW_MOUNT);
+  return total;
+}
+
+// Docker's SIZE: the writable layer, then the image under it ("virtual").
+std::string size_text(Context& ctx, const Container& c) {
+  uint64_t rw = tree_bytes(c.dir + "/upper");
+  uint64_t image = 0;
+  if (auto s = ctx.store(); s)
+    if (auto img = (*s)->resolve(c.image_id); img) image = img->size;
+  return human_size(static_cast<double>(rw)) + " (virtual " + human_size(static_cast<double>(rw + image)) + ")";
+}
+
 struct PsOptions {
   bool all = false, quiet = false, no_trunc = false, latest = false, size = false;
   int last = -1;
@@ -625,7 +646,7 @@ void ps(Context& ctx, const PsOptions& o) {
                     {"Labels", label_text},
                     {"Mounts", ""},
                     {"Networks", ""},
-                    {"Size", ""}});
+                    {"Size", o.size ? size_text(ctx, c) : ""}});
   }
   if (o.quiet) {
     for (auto& r : rows) print(r["ID"].get<std::string>() + "\n");
@@ -635,9 +656,14 @@ void ps(Context& ctx, const PsOptions& o) {
     print(render(o.format, rows));
     return;
   }
-  Table t({"CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"});
-  for (auto& r : rows)
-    t.add({r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"], r["Names"]});
+  std::vector<std::string> header = {"CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"};
+  if (o.size) header.push_back("SIZE");
+  Table t(header);
+  for (auto& r : rows) {
+    std::vector<std::string> cells = {r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"], r["Names"]};
+    if (o.size) cells.push_back(r["Size"]);
+    t.add(cells);
+  }
   print(t.str());
 }
 
