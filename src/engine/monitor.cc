@@ -281,6 +281,8 @@ Result<> Monitor::start_container() {
 
   runtime::Globals g;
   g.root = a_.runtime_root;
+  // Beside the runtime state (a tmpfs in /run): the engine's few profiles compile once per boot.
+  g.seccomp_cache = a_.runtime_root + "/../seccomp-cache";
   runtime::CreateOptions o;
   o.id = a_.id;
   o.bundle = a_.dir;
@@ -710,6 +712,7 @@ int exec_main(int argc, char** argv) {
     }
   }
   for (; i < argc; ++i) o.args.emplace_back(argv[i]);
+  if (!g.root.empty()) g.seccomp_cache = g.root + "/../seccomp-cache";
   auto r = runtime::exec(g, o);
   if (r) return *r;
   std::string m = r.error().str();

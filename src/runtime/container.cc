@@ -228,7 +228,9 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   if (spec.linux && !spec.linux->mount_label.empty() && ::access("/sys/fs/selinux/enforce", F_OK) != 0)
     log::debug("linux.mountLabel ignored: SELinux is not enabled");
   std::optional<seccomp::Program> filter;
-  if (spec.linux && spec.linux->seccomp) filter = TRY(seccomp::compile(*spec.linux->seccomp));
+  if (spec.linux && spec.linux->seccomp)
+    filter = TRY(g.seccomp_cache.empty() ? seccomp::compile(*spec.linux->seccomp)
+                                         : seccomp::compile_cached(*spec.linux->seccomp, g.seccomp_cache));
 
   TRY(mkdir_p(g.root, 0700));
   std::string dir = state_dir(g.root, o.id);

@@ -16,6 +16,8 @@ struct Globals {
   std::string root = "/run/berth-runtime";
   bool systemd_cgroup = false;
   bool rootless = false;
+  // Where compiled seccomp programs are kept (seccomp::compile_cached); "" compiles each time.
+  std::string seccomp_cache;
 };
 
 struct CreateOptions {

@@ -152,7 +152,9 @@ Result<int> exec(const Globals& g, const ExecOptions& o) {
   if (proc.terminal && o.console_socket.empty() && o.detach)
     return fail("cannot allocate a tty for a detached exec without --console-socket");
   std::optional<seccomp::Program> filter;
-  if (spec.linux && spec.linux->seccomp) filter = TRY(seccomp::compile(*spec.linux->seccomp));
+  if (spec.linux && spec.linux->seccomp)
+    filter = TRY(g.seccomp_cache.empty() ? seccomp::compile(*spec.linux->seccomp)
+                                         : seccomp::compile_cached(*spec.linux->seccomp, g.seccomp_cache));
 
   UniqueFd init(sys::pidfd_open(st.pid, 0));
   if (!init || process_start_time(st.pid) != st.pid_start) return fail("container \"" + o.id + "\" is not running");

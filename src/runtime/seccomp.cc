@@ -4,13 +4,18 @@
 #include <seccomp.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <optional>
 #include <string_view>
 
+#include "util/fs.h"
 #include "util/log.h"
 
 #ifndef SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
@@ -246,6 +251,87 @@ Result<Program> compile(const oci::Seccomp& s) {
     return fail(std::string(kPrefix) + "syscalls: the filter has " + std::to_string(prog.filter.size()) +
                 " instructions, more than the kernel's limit of " + std::to_string(BPF_MAXINSNS));
   return prog;
+}
+
+namespace {
+
+// Every field of the profile, length-prefixed: what a cache entry must match.
+std::string canonical(const oci::Seccomp& s) {
+  std::string out;
+  auto put = [&](std::string_view v) {
+    out += std::to_string(v.size());
+    out += ':';
+    out += v;
+  };
+  auto put_num = [&](uint64_t v) { put(std::to_string(v)); };
+  put(s.default_action);
+  put(s.default_errno_ret ? std::to_string(*s.default_errno_ret) : "-");
+  put_num(s.architectures.size());
+  for (auto& a : s.architectures) put(a);
+  put_num(s.flags.size());
+  for (auto& f : s.flags) put(f);
+  put(s.listener_path);
+  put(s.listener_metadata);
+  put_num(s.syscalls.size());
+  for (auto& c : s.syscalls) {
+    put_num(c.names.size());
+    for (auto& n : c.names) put(n);
+    put(c.action);
+    put(c.errno_ret ? std::to_string(*c.errno_ret) : "-");
+    put_num(c.args.size());
+    for (auto& a : c.args) {
+      put_num(a.index);
+      put_num(a.value);
+      put_num(a.value_two);
+      put(a.op);
+    }
+  }
+  return out;
+}
+
+// FNV-1a: names the cache file only; the entry's full profile text decides.
+uint64_t fnv1a(std::string_view s) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+Result<Program> compile_cached(const oci::Seccomp& s, const std::string& dir) {
+  std::string key = canonical(s);
+  char name[32];
+  std::snprintf(name, sizeof name, "%016llx", static_cast<unsigned long long>(fnv1a(key)));
+  std::string path = dir + "/" + name;
+  // Entry: "berth-seccomp-1\n" <flags> <notify> <key length>\n <key> <filter bytes>.
+  const std::string magic = "berth-seccomp-1\n";
+  if (auto data = read_file(path); data && data->starts_with(magic)) {
+    unsigned flags = 0, notify = 0;
+    unsigned long long klen = 0;
+    int used = 0;
+    const char* head = data->c_str() + magic.size();
+    if (std::sscanf(head, "%u %u %llu\n%n", &flags, &notify, &klen, &used) == 3 && used > 0) {
+      size_t at = magic.size() + static_cast<size_t>(used);
+      if (data->size() >= at + klen && data->compare(at, klen, key) == 0 &&
+          (data->size() - at - klen) % sizeof(sock_filter) == 0) {
+        Program p;
+        p.flags = flags;
+        p.notify = notify != 0;
+        size_t n = (data->size() - at - klen) / sizeof(sock_filter);
+        p.filter.resize(n);
+        std::memcpy(p.filter.data(), data->data() + at + klen, n * sizeof(sock_filter));
+        return p;
+      }
+    }
+  }
+  Program p = TRY(compile(s));
+  if (mkdir_p(dir, 0700)) {
+    std::string entry = magic + std::to_string(p.flags) + " " + std::to_string(p.notify ? 1 : 0) + " " +
+                        std::to_string(key.size()) + "\n" + key;
+    entry.append(reinterpret_cast<const char*>(p.filter.data()), p.filter.size() * sizeof(sock_filter));
+    if (auto r = atomic_write_file(path, entry, 0600); !r) log::debug("seccomp cache: " + r.error().str());
+  }
+  return p;
 }
 
 Result<UniqueFd> install(const Program& p) {

@@ -29,6 +29,15 @@ struct Program {
 // newer kernels), with a debug log line.
 Result<Program> compile(const oci::Seccomp& s);
 
+// compile(), through a cache of compiled programs in `dir` (0700, made if
+// missing): compiling a profile of a few hundred rules with libseccomp takes
+// milliseconds, and an engine starts containers with the same few profiles
+// again and again. An entry is found by a hash of the profile and used only
+// when the whole profile it was compiled from is equal, byte for byte, so a
+// hash collision can never hand a container another profile's program. A
+// cache that cannot be read or written is only slower.
+Result<Program> compile_cached(const oci::Seccomp& s, const std::string& dir);
+
 // Installs `p` in the calling thread. Returns the notify listener fd when
 // p.notify, otherwise an invalid fd. Async-signal-safe enough for a forked child:
 // only the seccomp(2) syscall and prctl.

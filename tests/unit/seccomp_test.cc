@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <filesystem>
 #include <functional>
 #include <string>
 
@@ -340,6 +341,50 @@ TEST(Seccomp, KnownNames) {
   EXPECT_TRUE(has(known_archs(), "SCMP_ARCH_X86_64"));
   EXPECT_TRUE(has(known_archs(), "SCMP_ARCH_AARCH64"));
   EXPECT_TRUE(has(known_flags(), "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"));
+}
+
+}  // namespace
+}  // namespace berth::seccomp
+
+namespace berth::seccomp {
+namespace {
+
+// The cache returns what compile() returns, from the file the second time, and
+// never a program compiled from another profile, even under the same name.
+TEST(SeccompCache, SameProgramAndNeverAnotherProfiles) {
+  char tmpl[] = "/tmp/berth-seccomp-cache-XXXXXX";
+  ASSERT_TRUE(::mkdtemp(tmpl));
+  std::string dir = std::string(tmpl) + "/cache";
+  auto a = allow_by_default({rule({"uname"}, "SCMP_ACT_ERRNO", 77)});
+  auto b = allow_by_default({rule({"uname"}, "SCMP_ACT_ERRNO", 78)});
+  Program direct = compile_ok(a);
+  auto first = compile_cached(a, dir);
+  ASSERT_TRUE(first) << first.error().str();
+  auto again = compile_cached(a, dir);
+  ASSERT_TRUE(again);
+  auto same = [](const Program& x, const Program& y) {
+    return x.flags == y.flags && x.notify == y.notify && x.filter.size() == y.filter.size() &&
+           std::equal(x.filter.begin(), x.filter.end(), y.filter.begin(), [](const sock_filter& p, const sock_filter& q) {
+             return p.code == q.code && p.jt == q.jt && p.jf == q.jf && p.k == q.k;
+           });
+  };
+  EXPECT_TRUE(same(direct, *first));
+  EXPECT_TRUE(same(direct, *again));
+  // Plant b's name with a's entry: a lookup for b must not take a's program.
+  std::vector<std::string> names;
+  for (auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().string());
+  ASSERT_EQ(names.size(), 1u);
+  auto bp = compile_cached(b, dir);  // writes b's entry
+  ASSERT_TRUE(bp);
+  for (auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().string() != names[0]) std::filesystem::copy_file(names[0], e.path(), std::filesystem::copy_options::overwrite_existing);
+  auto b_again = compile_cached(b, dir);
+  ASSERT_TRUE(b_again);
+  EXPECT_TRUE(same(compile_ok(b), *b_again));
+  EXPECT_FALSE(same(direct, *b_again));
+  // It still filters as compiled.
+  EXPECT_TRUE(exited(in_child(*again, [] { return expect_errno(syscall(SYS_uname, nullptr), 77); }), 0));
+  std::filesystem::remove_all(tmpl);
 }
 
 }  // namespace
