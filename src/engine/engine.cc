@@ -1,5 +1,6 @@
 #include "engine/engine.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -182,6 +183,13 @@ Result<int64_t> log_size(const std::string& v) {
   return static_cast<int64_t>(n * mult);
 }
 
+// Tests kill a command at a chosen point (BERTH_FAILPOINT=name): the crash
+// that repair() must clean up after, made certain rather than hoped for.
+void failpoint(const char* name) {
+  const char* want = std::getenv("BERTH_FAILPOINT");
+  if (want && std::strcmp(want, name) == 0) ::raise(SIGKILL);
+}
+
 }  // namespace
 
 std::string random_name() {
@@ -207,7 +215,35 @@ Result<std::unique_ptr<Engine>> Engine::open(image::ImageStore& store, Options o
   e->opt_ = std::move(o);
   TRY(e->db_->ensure_schema("engine", kSchema, kSchemaVersion));
   TRY(mkdir_p(e->opt_.root + "/containers", 0700));
+  TRY_CTX(e->repair(), "repair containers");
   return e;
+}
+
+// A create holds an flocked marker, containers/.creating-<id>, from before
+// its directory exists until its row is in: a marker whose lock is free was
+// left by a create that died (kill -9), and what it made without a row (the
+// directory, the rootfs mount, the image's user, its volumes) goes.
+Result<> Engine::repair() {
+  std::string dir = opt_.root + "/containers";
+  UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!d) return sys_error("open " + dir);
+  DIR* list = ::fdopendir(::dup(d.get()));
+  if (!list) return sys_error("read " + dir);
+  std::vector<std::string> markers;
+  while (struct dirent* e = ::readdir(list))
+    if (std::string_view(e->d_name).starts_with(".creating-")) markers.emplace_back(e->d_name);
+  ::closedir(list);
+  for (auto& m : markers) {
+    UniqueFd fd(::openat(d.get(), m.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // its create is running
+    std::string id = m.substr(10);
+    if (TRY(db_->count("SELECT count(*) FROM containers WHERE id = ?1", id)) == 0) {
+      (void)store_->remove_rootfs(id, dir + "/" + id);
+      (void)Volumes(*db_, opt_.root).release(id, true);
+    }
+    ::unlinkat(d.get(), m.c_str(), 0);
+  }
+  return {};
 }
 
 std::string Engine::log_path(const Container& c) const { return c.dir + "/" + c.id + "-json.log"; }
@@ -259,6 +295,9 @@ Result<std::vector<Container>> Engine::list() {
 Result<> Engine::reconcile(Container& c) {
   // Restarting: its cleanup waits out the back-off; killed, it restarts nothing.
   if (c.state == "restarting" && !process_alive(c.monitor_pid, c.monitor_start)) c.state = "exited";
+  // A start whose CLI was killed before it recorded "running": the init tells.
+  if (c.state == "created")
+    if (auto st = runtime::load_state(runtime_root(), c.id); st) c.state = "running";
   if (c.state != "running" && c.state != "paused") return {};
   auto st = runtime::load_state(runtime_root(), c.id);
   if (st) {
@@ -327,6 +366,14 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   bool ok = false;
   bool rootfs_made = false;
   Volumes volumes(*db_, opt_.root);
+  // The marker for repair(), held until the row is in (or all is undone).
+  std::string marker = opt_.root + "/containers/.creating-" + c.id;
+  UniqueFd marker_fd(::open(marker.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!marker_fd || ::flock(marker_fd.get(), LOCK_EX) != 0) return sys_error("create " + marker);
+  struct Unmark {
+    std::string path;
+    ~Unmark() { ::unlink(path.c_str()); }
+  } unmark{marker};
   if (::mkdir(c.dir.c_str(), 0700) < 0) return sys_error("mkdir " + c.dir);
   struct Undo {
     std::function<void()> f;
@@ -339,6 +386,7 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   }};
   std::string rootfs = TRY(store_->create_rootfs(c.id, img, c.dir));
   rootfs_made = true;
+  failpoint("create-after-rootfs");
   std::string hostname = body.value("Hostname", "");
   if (hostname.empty()) hostname = c.id.substr(0, 12);
   TRY(atomic_write_file(c.dir + "/hostname", hostname + "\n", 0644));

@@ -126,6 +126,7 @@ class Engine {
  private:
   Engine() = default;
   Result<Container> load(std::string_view id);
+  Result<> repair();
   Result<> reconcile(Container& c);
   Result<> save_state(const Container& c);
   Result<> remove_locked(Container& c, bool volumes = false);  // volumes: its anonymous volumes too

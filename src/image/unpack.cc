@@ -30,6 +30,7 @@
 #include "image/decompress.h"
 #include "util/fd.h"
 #include "util/fs.h"
+#include "util/text.h"
 #include "util/syscalls.h"
 
 namespace berth::image {
@@ -37,21 +38,6 @@ namespace {
 
 constexpr unsigned long long kResolve =
     RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
-
-// A hostile name printed on one line: control bytes and backslashes escaped.
-std::string printable(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f || c == '\\') {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
 
 // Decompression and hashing run on a thread of their own, a few chunks ahead
 // of the thread that writes the files (as `igzip -dc | tar -x` would): on a
@@ -148,18 +134,6 @@ la_ssize_t read_cb(struct archive* a, void* data, const void** buf) {
 
 // ---------------------------------------------------------------------------
 // Names.
-
-// Splits an entry name into components: "./" prefixes, empty and "."
-// components dropped; absolute names and ".." refused (nullopt).
-std::optional<std::vector<std::string>> normalise(std::string_view name) {
-  if (name.empty() || name.front() == '/') return std::nullopt;
-  std::vector<std::string> comps;
-  for (auto& c : split(name, '/')) {
-    if (c == "..") return std::nullopt;
-    if (!c.empty() && c != ".") comps.push_back(std::move(c));
-  }
-  return comps;
-}
 
 std::string join(const std::vector<std::string>& comps, size_t n) {
   std::string s;
@@ -348,7 +322,7 @@ Result<> Applier::apply(struct archive* a, struct archive_entry* e) {
   if (!raw) raw = archive_entry_pathname_utf8(e);
   if (!raw) return fail(o_.what + ": entry without a name");
   const std::string shown = printable(raw);
-  auto comps_opt = normalise(raw);
+  auto comps_opt = entry_components(raw);
   if (!comps_opt) return fail(o_.what + ": entry " + shown + ": absolute name or \"..\" component refused");
   auto& comps = *comps_opt;
 
@@ -433,7 +407,7 @@ Result<> Applier::apply(struct archive* a, struct archive_entry* e) {
     auto outside = [&] {
       return fail(o_.what + ": hardlink " + shown + " -> " + tshown + " points outside the layer");
     };
-    auto tcomps = normalise(hardlink);
+    auto tcomps = entry_components(hardlink);
     if (!tcomps || tcomps->empty()) return outside();
     std::string tpath = join(*tcomps, tcomps->size());
     if (!files_.count(tpath)) return outside();

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <thread>
 
 #include "berth_run.h"
@@ -470,6 +471,48 @@ TEST_F(EngineTest, CloneCopiesTheWritableLayer) {
   r = berth({"clone", "busy", "nope"});
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("stop it first"), std::string::npos) << r.err;
+}
+
+TEST_F(EngineTest, KilledCliLeavesATruthfulStoreThatRmCleans) {
+  // `run -d` killed at random points (creating, starting, recording).
+  std::mt19937 rng(42);
+  for (int i = 0; i < 12; ++i) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      int null = ::open("/dev/null", O_RDWR);
+      ::dup2(null, 0), ::dup2(null, 1), ::dup2(null, 2);
+      std::vector<std::string> argv = {BERTH_CLI, "--root", root_, "--runroot", runroot_, "run", "-d", "busybox",
+                                       "sleep", "60"};
+      std::vector<char*> a;
+      for (auto& x : argv) a.push_back(x.data());
+      a.push_back(nullptr);
+      ::execv(a[0], a.data());
+      _exit(127);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(2000, 30000)(rng)));
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+  // A create killed after its rootfs was mounted, before its row: certain, not by chance.
+  ::setenv("BERTH_FAILPOINT", "create-after-rootfs", 1);
+  auto killed = berth({"run", "-d", "busybox", "sleep", "60"});
+  ::unsetenv("BERTH_FAILPOINT");
+  EXPECT_EQ(killed.code, 128 + SIGKILL);
+  // Every container ps shows running has a live init; every other is not running.
+  auto r = berth({"ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.State}}"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (auto& line : split(r.out, '\n')) {
+    if (line.empty()) continue;
+    auto f = split(line, ' ');
+    json j = inspect(f[0]);
+    int pid = j["State"]["Pid"].get<int>();
+    if (f[1] == "running") EXPECT_TRUE(pid > 0 && ::kill(pid, 0) == 0) << line;
+  }
+  // rm -f removes them all; what a killed create left without a row goes at
+  // the next command (TearDown checks that no directory, mount or state is left).
+  for (auto& line : split(r.out, '\n'))
+    if (!line.empty()) EXPECT_EQ(berth({"rm", "-f", split(line, ' ')[0]}).code, 0);
+  EXPECT_EQ(berth({"ps", "-aq"}).out, "");
 }
 
 TEST_F(EngineTest, ParallelRunsLeaveAConsistentStore) {
