@@ -11,7 +11,7 @@
 # on exit.
 #
 # Environment: BERTH (build/src/berth)  BERTH_RUNTIME (build/src/berth-runtime)
-#   RUNS (50)  WARMUP (5)  PAR_RUNS (3)  PSS_COUNT (10)
+#   RUNS (50)  WARMUP (5)  PAR_RUNS (3)  PSS_COUNT (50: the binary's shared pages divide among them)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,7 +21,7 @@ runtime=${BERTH_RUNTIME:-$repo/build/src/berth-runtime}
 runs=${RUNS:-50}
 warmup=${WARMUP:-5}
 par_runs=${PAR_RUNS:-3}
-pss_count=${PSS_COUNT:-10}
+pss_count=${PSS_COUNT:-50}
 
 note() { echo "engine-run: $*" >&2; }
 die() {
