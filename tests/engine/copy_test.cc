@@ -342,5 +342,16 @@ TEST_F(CopyTest, AnUnmountedRootfsIsAClearError) {
   EXPECT_EQ(berth({"diff", "c"}).code, 0);
 }
 
+TEST_F(CopyTest, ReadOnlyContainersTakeNoFiles) {
+  ASSERT_EQ(berth({"run", "-d", "--name", "ro", "--read-only", "busybox", "sleep", "60"}).code, 0);
+  ASSERT_TRUE(atomic_write_file(host_ + "/f", "x\n", 0644));
+  auto r = berth({"cp", host_ + "/f", "ro:/tmp/f"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("read-only"), std::string::npos) << r.err;
+  EXPECT_NE(berth({"exec", "ro", "test", "-e", "/tmp/f"}).code, 0);
+  // Copying out is fine.
+  EXPECT_EQ(berth({"cp", "ro:/etc/passwd", host_ + "/passwd"}).code, 0);
+}
+
 }  // namespace
 }  // namespace berth

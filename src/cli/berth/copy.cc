@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <cstdio>
 
 #include "cli/berth/cli.h"
@@ -12,6 +13,8 @@
 #include "util/fs.h"
 
 namespace berth::cli {
+
+using json = nlohmann::json;
 
 namespace {
 
@@ -45,6 +48,12 @@ void cp(Context& ctx, const std::vector<std::string>& args, engine::CopyOptions 
   engine::Container c = container(ctx, o.container);
   std::string rootfs = c.dir + "/rootfs";
   o.mounted_files = mounted_files(c);
+  // Docker's rule: a --read-only container takes no files, whether it runs or not.
+  if (src_ctr.empty()) {
+    json body = json::parse(c.config, nullptr, false);
+    if (body.is_object() && body.value("HostConfig", json::object()).value("ReadonlyRootfs", false))
+      die("container rootfs is marked read-only: " + o.container);
+  }
   if (!src_ctr.empty()) {
     if (dst == "-") {
       if (::isatty(1)) die("cowardly refusing to write a tar stream to a terminal");
