@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -241,6 +242,20 @@ Result<UniqueFd> ensure_in_root(int rootfd, std::string_view path, bool dir) {
   UniqueFd f(::openat(dfd.get(), name.c_str(), O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644));
   if (!f && errno != EEXIST) return sys_error("create " + clean + " in rootfs");
   return open_in_root(rootfd, clean, O_PATH);
+}
+
+uint64_t tree_bytes(const std::string& dir) {
+  // nftw's callback takes no context: a thread-local total.
+  static thread_local uint64_t total;
+  total = 0;
+  ::nftw(
+      dir.c_str(),
+      [](const char*, const struct stat* st, int type, struct FTW*) {
+        if (type == FTW_F || type == FTW_SL) total += static_cast<uint64_t>(st->st_size);
+        return 0;
+      },
+      32, FTW_PHYS | FTW_MOUNT);
+  return total;
 }
 
 }  // namespace berth

@@ -27,6 +27,9 @@ Result<> mkdir_p(const std::string& path, mode_t mode = 0755);
 // another mount (EBUSY: whatever is mounted inside is left alone).
 Result<> remove_tree(const std::string& path);
 bool path_exists(const std::string& path);
+// Bytes of the regular files and symlinks beneath `dir` (not following
+// symlinks, not crossing mounts): what `du --apparent-size` counts.
+uint64_t tree_bytes(const std::string& dir);
 
 // "/a//b/../c/" -> "/a/c" lexically (no filesystem access).
 std::string clean_path(std::string_view path);

@@ -433,6 +433,11 @@ TEST_F(EngineTest, StatsAndPrune) {
   EXPECT_NE(r.out.find("/ 64MiB 1"), std::string::npos) << r.out;
   run_d({"--name", "done1", "busybox", "true"});
   EXPECT_EQ(berth({"wait", "done1"}).code, 0);
+  // system df and info count them: one running, one stopped.
+  EXPECT_NE(berth({"system", "df", "--format", "{{.Type}} {{.TotalCount}} {{.Active}}"}).out.find("Containers 2 1\n"),
+            std::string::npos);
+  auto info = berth({"info"}).out;
+  EXPECT_NE(info.find("Containers: 2\n Running: 1\n Paused: 0\n Stopped: 1\n"), std::string::npos) << info;
   r = berth({"container", "prune", "-f"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("Deleted Containers:"), std::string::npos);

@@ -2,7 +2,6 @@
 // start, run, stop, kill, rm, ps, logs, wait, rename, pause, unpause, top,
 // port, and the monitor's exit command (`container cleanup`, hidden).
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -564,17 +563,6 @@ std::string command_text(const Container& c, bool no_trunc) {
   for (auto& a : args) s += (s.empty() ? "" : " ") + a;
   if (!no_trunc && s.size() > 20) s = s.substr(0, 19) + "…";
   return "\"" + s + "\"";
-}
-
-// Bytes of the regular files and symlinks under `dir` (not crossing mounts).
-uint64_t tree_bytes(const std::string& dir) {
-  static uint64_t total;
-  total = 0;
-  ::nftw(dir.c_str(), [](const char*, const struct stat* st, int type, struct FTW*) {
-    if (type == FTW_F || type == FTW_SL) total += static_cast<uint64_t>(st->st_size);
-    return 0;
-  }, 32, FTW_PHYS | FTW_MOUNT);
-  return total;
 }
 
 // Docker's SIZE: the writable layer, then the image under it ("virtual").

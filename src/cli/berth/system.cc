@@ -1,11 +1,15 @@
 // `berth system df`, `berth info`, `berth version`.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "cgroup/cgroup.h"
 #include "cli/berth/cli.h"
 #include "cli/berth/format.h"
+#include "engine/engine.h"
+#include "engine/volumes.h"
+#include "util/fs.h"
 
 namespace berth::cli {
 
@@ -13,18 +17,49 @@ using json = nlohmann::json;
 
 namespace {
 
+// Containers: their writable layers; those not running are reclaimable (prune).
+json containers_row(Context& ctx, const std::function<std::string(uint64_t, uint64_t)>& pct) {
+  auto list = check(check(ctx.engine())->list());
+  uint64_t size = 0, reclaimable = 0, active = 0;
+  for (auto& c : list) {
+    uint64_t n = tree_bytes(c.dir + "/upper");
+    size += n;
+    bool running = c.state == "running" || c.state == "paused" || c.state == "restarting";
+    active += running;
+    if (!running) reclaimable += n;
+  }
+  return {{"Type", "Containers"}, {"TotalCount", std::to_string(list.size())}, {"Active", std::to_string(active)},
+          {"Size", human_size(double(size))}, {"Reclaimable", human_size(double(reclaimable)) + pct(reclaimable, size)}};
+}
+
+// Local volumes: their data; those no container uses are reclaimable.
+json volumes_row(Context& ctx, const std::function<std::string(uint64_t, uint64_t)>& pct) {
+  engine::Volumes volumes(check(ctx.store())->db(), ctx.root);
+  auto list = check(volumes.list());
+  uint64_t size = 0, reclaimable = 0, active = 0;
+  for (auto& v : list) {
+    uint64_t n = tree_bytes(v.mountpoint);
+    size += n;
+    bool used = !check(volumes.users(v.name)).empty();
+    active += used;
+    if (!used) reclaimable += n;
+  }
+  return {{"Type", "Local Volumes"}, {"TotalCount", std::to_string(list.size())}, {"Active", std::to_string(active)},
+          {"Size", human_size(double(size))}, {"Reclaimable", human_size(double(reclaimable)) + pct(reclaimable, size)}};
+}
+
 void system_df(Context& ctx, const std::string& format) {
   image::ImageStore* s = check(ctx.store());
   image::DiskUsage u = check(s->disk_usage());
-  auto pct = [](uint64_t part, uint64_t whole) {
+  std::function<std::string(uint64_t, uint64_t)> pct = [](uint64_t part, uint64_t whole) {
     return whole ? " (" + std::to_string(part * 100 / whole) + "%)" : std::string();
   };
   std::vector<json> rows = {
       {{"Type", "Images"}, {"TotalCount", std::to_string(u.images)}, {"Active", std::to_string(u.active)},
        {"Size", human_size(double(u.layers_size))},
        {"Reclaimable", human_size(double(u.reclaimable)) + pct(u.reclaimable, u.layers_size)}},
-      {{"Type", "Containers"}, {"TotalCount", "0"}, {"Active", "0"}, {"Size", "0B"}, {"Reclaimable", "0B"}},
-      {{"Type", "Local Volumes"}, {"TotalCount", "0"}, {"Active", "0"}, {"Size", "0B"}, {"Reclaimable", "0B"}},
+      containers_row(ctx, pct),
+      volumes_row(ctx, pct),
       {{"Type", "Build Cache"}, {"TotalCount", "0"}, {"Active", "0"}, {"Size", "0B"}, {"Reclaimable", "0B"}},
   };
   if (format.empty()) {
@@ -41,7 +76,14 @@ void info(Context& ctx, const std::string& format) {
   image::ImageStore* s = check(ctx.store());
   auto layout = cgroup::detect_layout();
   std::string mode = !layout ? "unknown" : layout->mode == cgroup::Mode::unified ? "2" : "1";
+  auto containers = check(check(ctx.engine())->list());
+  size_t running = 0, paused = 0;
+  for (auto& c : containers) running += c.state == "running", paused += c.state == "paused";
   json j = {
+      {"Containers", containers.size()},
+      {"ContainersRunning", running},
+      {"ContainersPaused", paused},
+      {"ContainersStopped", containers.size() - running - paused},
       {"Images", check(s->list()).size()},
       {"Driver", "overlay"},
       {"DriverStatus", {{"Layer format", "dir"}, {"Backing root", s->root()}}},
@@ -54,8 +96,10 @@ void info(Context& ctx, const std::string& format) {
     std::fputs(render(format, {j}).c_str(), stdout);
     return;
   }
-  std::printf("Server Version: %s\nStorage Driver: overlay\n Layer format: dir\n Root Dir: %s\nCgroup Version: %s\nImages: %zu\n",
-              BERTH_VERSION, s->root().c_str(), mode.c_str(), j["Images"].get<size_t>());
+  std::printf("Containers: %zu\n Running: %zu\n Paused: %zu\n Stopped: %zu\nImages: %zu\n", containers.size(), running,
+              paused, containers.size() - running - paused, j["Images"].get<size_t>());
+  std::printf("Server Version: %s\nStorage Driver: overlay\n Layer format: dir\n Root Dir: %s\nCgroup Version: %s\n",
+              BERTH_VERSION, s->root().c_str(), mode.c_str());
 }
 
 }  // namespace
