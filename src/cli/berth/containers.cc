@@ -374,9 +374,9 @@ class RawTerminal {
   explicit RawTerminal(bool on) {
     if (!on || !::isatty(0) || ::tcgetattr(0, &saved_) != 0) return;
     struct termios raw = saved_;
+    // Output processing off too (as Docker's): the container's own pty
+    // already turns "\n" into "\r\n".
     ::cfmakeraw(&raw);
-    raw.c_oflag |= OPOST;  // keep "\n" -> "\r\n" for our own messages? no: the container's tty does it
-    raw.c_oflag &= ~OPOST;
     if (::tcsetattr(0, TCSANOW, &raw) == 0) active_ = true;
   }
   ~RawTerminal() {
