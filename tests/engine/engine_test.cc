@@ -257,16 +257,19 @@ TEST_F(EngineTest, KilledMonitorAndRebootAreShownTruthfully) {
   EXPECT_EQ(count_containers(), 0u);
 }
 
-TEST_F(EngineTest, TtyIsARealPty) {
+// `berth ARGS` on a fresh pty of 33x101: once `trigger` shows, types `input`
+// (then stops at `done`); returns the exit status and all output. Never hangs:
+// the child is killed after 20 s.
+std::pair<int, std::string> pty_session(const std::vector<std::string>& berth_args, const std::string& trigger,
+                                        const std::string& input, const std::string& done) {
   int master = -1;
   struct winsize ws = {};
   ws.ws_row = 33, ws.ws_col = 101;
-  std::string out_path = dir_ + "/tty.out";
   pid_t pid = ::forkpty(&master, nullptr, nullptr, &ws);
-  ASSERT_GE(pid, 0);
+  if (pid < 0) return {-1, "forkpty failed"};
   if (pid == 0) {
-    std::vector<std::string> argv = {BERTH_CLI, "--root", root_, "--runroot", runroot_, "run", "--rm", "-it",
-                                     "busybox", "sh", "-c", "tty; stty size; read line; echo got:$line"};
+    std::vector<std::string> argv = {BERTH_CLI};
+    argv.insert(argv.end(), berth_args.begin(), berth_args.end());
     std::vector<char*> a;
     for (auto& s : argv) a.push_back(s.data());
     a.push_back(nullptr);
@@ -284,25 +287,41 @@ TEST_F(EngineTest, TtyIsARealPty) {
       if (n <= 0) break;
       got.append(buf, static_cast<size_t>(n));
     }
-    if (got.find("got:hello") != std::string::npos) break;
-    if (!sent && got.find("33 101") != std::string::npos) {
-      (void)!::write(master, "hello\r", 6);
+    if (got.find(done) != std::string::npos) break;
+    if (!sent && got.find(trigger) != std::string::npos) {
+      (void)!::write(master, input.data(), input.size());
       sent = true;
     }
   }
   int st = 0;
-  pid_t done = 0;
-  for (int i = 0; i < 200 && (done = ::waitpid(pid, &st, WNOHANG)) == 0; ++i)
+  pid_t ended = 0;
+  for (int i = 0; i < 200 && (ended = ::waitpid(pid, &st, WNOHANG)) == 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  if (done == 0) {
+  if (ended == 0) {
     ::kill(pid, SIGKILL);  // never hang the suite: fail instead
     ::waitpid(pid, &st, 0);
   }
   ::close(master);
-  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << got;
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), got};
+}
+
+TEST_F(EngineTest, TtyIsARealPty) {
+  auto [code, got] = pty_session({"--root", root_, "--runroot", runroot_, "run", "--rm", "-it", "busybox", "sh", "-c",
+                                  "tty; stty size; read line; echo got:$line"},
+                                 "33 101", "hello\r", "got:hello");
+  EXPECT_EQ(code, 0) << got;
   EXPECT_NE(got.find("/dev/pts/0"), std::string::npos) << got;
   EXPECT_NE(got.find("33 101"), std::string::npos) << got;
   EXPECT_NE(got.find("got:hello"), std::string::npos) << got;
+  // exec -it: a pty of its own in the container, at the caller's size, with input.
+  run_d({"--name", "t", "busybox", "sleep", "60"});
+  std::tie(code, got) = pty_session({"--root", root_, "--runroot", runroot_, "exec", "-it", "t", "sh", "-c",
+                                     "tty; stty size; read x; echo got:$x; exit 3"},
+                                    "33 101", "there\r", "got:there");
+  EXPECT_EQ(code, 3) << got;
+  EXPECT_NE(got.find("/dev/pts/"), std::string::npos) << got;
+  EXPECT_NE(got.find("33 101"), std::string::npos) << got;
+  EXPECT_NE(got.find("got:there"), std::string::npos) << got;
 }
 
 TEST_F(EngineTest, StdinGoesToTheContainer) {
