@@ -336,11 +336,14 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   std::string image_config = TRY(store_->read_config(img));
   std::vector<std::string> cmd = TRY(container_command(body_text, image_config));
   // Log options are checked now, not at the first start.
-  json logcfg = body.value("HostConfig", json::object()).value("LogConfig", json::object()).value("Config", json::object());
+  json logcfg =
+      body.value("HostConfig", json::object()).value("LogConfig", json::object()).value("Config", json::object());
   for (auto& [k, v] : logcfg.items()) {
-    if (k == "max-size" && v.is_string()) TRY(log_size(v.get<std::string>()));
-    else if (k == "max-file" && v.is_string() && v.get<std::string>().find_first_not_of("0123456789") == std::string::npos && v != "" && v != "0") continue;
-    else if (k != "max-size") return fail("--log-opt " + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump()) + ": unknown or bad log option (max-size, max-file)");
+    std::string text = v.is_string() ? v.get<std::string>() : v.dump();
+    bool count = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos && text != "0";
+    if (k == "max-size" && v.is_string()) TRY(log_size(text));
+    else if (k == "max-file" && v.is_string() && count) continue;
+    else return fail("--log-opt " + k + "=" + text + ": unknown or bad log option (max-size, max-file)");
   }
 
   Container c;
@@ -487,7 +490,8 @@ Result<Container> Engine::start(const std::string& key, int attach_fd) {
     };
     args.insert(args.end(), {"--health-interval-ms", ms("Interval", 30000), "--health-timeout-ms",
                              ms("Timeout", 30000), "--health-start-period-ms", ms("StartPeriod", 0),
-                             "--health-retries", std::to_string(hc.value("Retries", 0) > 0 ? hc.value("Retries", 3) : 3)});
+                             "--health-retries",
+                             std::to_string(hc.value("Retries", 0) > 0 ? hc.value("Retries", 3) : 3)});
   }
   if (attach_fd >= 0) args.insert(args.end(), {"--attach-fd", "4"});
   args.insert(args.end(), {"--", opt_.berth_exe, "--root", opt_.root, "--runroot", opt_.runroot, "container",
@@ -900,7 +904,10 @@ Result<std::string> Engine::inspect(const Container& c) {
     auto parts = split(b.get<std::string>(), ':');
     if (parts.size() < 2) continue;
     bool ro = parts.size() > 2 && parts[2].find("ro") != std::string::npos;
-    mounts.push_back({{"Type", "bind"}, {"Source", parts[0]}, {"Destination", parts[1]}, {"Mode", parts.size() > 2 ? parts[2] : ""},
+    mounts.push_back({{"Type", "bind"},
+                      {"Source", parts[0]},
+                      {"Destination", parts[1]},
+                      {"Mode", parts.size() > 2 ? parts[2] : ""},
                       {"RW", !ro}, {"Propagation", "rprivate"}});
   }
   j["Mounts"] = mounts;
