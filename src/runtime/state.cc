@@ -32,6 +32,7 @@ Result<> check_id(std::string_view id) {
   if (id.empty()) return fail("container id must not be empty");
   if (id == "." || id == ".." || id.size() > 1024)
     return fail("invalid container id \"" + std::string(id) + "\"");
+  if (id == kSeccompCacheDir) return fail("invalid container id \"" + std::string(id) + "\": reserved by berth-runtime");
   for (char c : id) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
               c == '+' || c == '-' || c == '.';

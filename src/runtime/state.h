@@ -7,6 +7,7 @@
 
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "util/error.h"
@@ -32,7 +33,12 @@ struct State {
   std::vector<std::string> namespaces;  // types: "pid", "network", ...
 };
 
-// Validates a container id the way runc does: [A-Za-z0-9_+.-]+, not "." or "..".
+// The directory in the state root that keeps compiled seccomp programs
+// (seccomp::compile_cached): not a container, so no container may be named so.
+inline constexpr std::string_view kSeccompCacheDir = ".seccomp-cache";
+
+// Validates a container id the way runc does: [A-Za-z0-9_+.-]+, not "." or "..",
+// nor kSeccompCacheDir.
 Result<> check_id(std::string_view id);
 
 std::string state_dir(const std::string& root, const std::string& id);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <sstream>
 
 #include "harness.h"
@@ -312,6 +313,21 @@ TEST_F(Config, SeccompErrno) {
   EXPECT_EQ(kv(r.out, "mkdir"), "1") << r.out;
   EXPECT_EQ(kv(r.out, "touch"), "0") << r.out;
   EXPECT_EQ(status_field(r.out, "Seccomp"), "2") << r.out;
+  // The compiled program was kept in the state root, and the second run (from
+  // the cache) filters the same; the cache is no container.
+  size_t entries = 0;
+  for (auto& e : std::filesystem::directory_iterator(root_ + "/.seccomp-cache")) ++entries, (void)e;
+  EXPECT_EQ(entries, 1u);
+  r = run_fg(b);
+  ASSERT_OK(r);
+  EXPECT_EQ(kv(r.out, "mkdir"), "1") << r.out;
+  EXPECT_EQ(kv(r.out, "touch"), "0") << r.out;
+  auto list = rt({"list", "-q"});
+  EXPECT_EQ(list.out, "") << list.desc();
+  auto& c = make_bundle(".seccomp-cache", {"/bin/true"});
+  auto refused = run_fg(c);
+  EXPECT_NE(refused.code, 0);
+  EXPECT_TRUE(contains(refused.err, "reserved")) << refused.desc();
 }
 
 // ------------------------------------------------------------- namespaces --

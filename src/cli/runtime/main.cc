@@ -14,6 +14,7 @@
 #include "oci/spec.h"
 #include "runtime/container.h"
 #include "runtime/sealed.h"
+#include "runtime/state.h"
 #include "util/fs.h"
 #include "util/log.h"
 
@@ -353,6 +354,10 @@ int real_main(int argc, char** argv) {
     char cwd[4096];
     if (::getcwd(cwd, sizeof cwd)) g.root = clean_path(join_path(cwd, g.root));
   }
+  // Compiled seccomp programs are kept between containers, in the state root
+  // (Docker's default profile took 9 ms to compile on every create and exec).
+  // `list` skips it: its name starts with a dot, and no container may take it.
+  if (!g.root.empty()) g.seccomp_cache = g.root + "/" + std::string(runtime::kSeccompCacheDir);
   if (version) {
     std::printf("berth-runtime version %s\ncommit: %s\nspec: %s\n", BERTH_VERSION, BERTH_COMMIT, oci::kSpecVersion);
     return 0;
