@@ -89,6 +89,12 @@ TEST_F(VolumeTest, CreateListInspect) {
   EXPECT_EQ(random.find_first_not_of("0123456789abcdef"), std::string::npos);
   // Creating an existing volume returns it.
   EXPECT_EQ(berth({"volume", "create", "named"}).code, 0);
+  // The top-level inspect finds volumes after containers and images (Docker's order).
+  EXPECT_EQ(berth({"inspect", "-f", "{{.Name}} {{.Driver}}", "named"}).out, "named local\n");
+  auto missing = berth({"inspect", "nothing-here"});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_EQ(missing.out, "[]\n");
+  EXPECT_NE(missing.err.find("no such object: nothing-here"), std::string::npos) << missing.err;
 
   json j = inspect({"volume", "inspect", "named"});
   EXPECT_EQ(j["Name"], "named");

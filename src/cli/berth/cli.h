@@ -41,6 +41,8 @@ struct Context {
   // A container's inspect document, if `name` is a container (set by the
   // container verbs; the top-level `inspect` asks it before the images).
   std::function<std::optional<std::string>(const std::string&)> inspect_container;
+  // A volume's, for a name that is neither a container nor an image (Docker's order).
+  std::function<std::optional<std::string>(const std::string&)> inspect_volume;
 
  private:
   std::unique_ptr<image::ImageStore> store_;

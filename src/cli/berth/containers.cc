@@ -24,6 +24,7 @@
 #include "engine/logfile.h"
 #include "engine/spec.h"
 #include "engine/user.h"
+#include "engine/volumes.h"
 #include "runtime/container.h"
 #include "util/fs.h"
 
@@ -948,6 +949,13 @@ void add_container_commands(CLI::App& app, Context& ctx) {
     auto j = (*e)->inspect(*c);
     if (!j) return std::nullopt;
     return *j;
+  };
+  ctx.inspect_volume = [&ctx](const std::string& name) -> std::optional<std::string> {
+    auto s = ctx.store();
+    if (!s) return std::nullopt;
+    auto v = engine::Volumes((*s)->db(), ctx.root).get(name);
+    if (!v) return std::nullopt;
+    return engine::volume_json(*v);
   };
   // Each verb at the top level and under `container` (Docker's two spellings).
   // Only the verb being run gets its options: making CLI11 options for every

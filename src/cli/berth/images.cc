@@ -207,7 +207,12 @@ void inspect(Context& ctx, const std::vector<std::string>& names, const std::str
       }
     auto img = ctx.image(n);
     if (!img) {
-      errors += img.error().str() + "\n";
+      if (containers && ctx.inspect_volume)
+        if (auto v = ctx.inspect_volume(n)) {
+          out.push_back(json::parse(*v));
+          continue;
+        }
+      errors += (containers ? "no such object: " + n : img.error().str()) + "\n";
       continue;
     }
     out.push_back(inspect_json(*check(ctx.store()), *img));
