@@ -34,6 +34,9 @@ command -v hyperfine >/dev/null || die "hyperfine is not installed"
 mkdir -p "$out"
 
 base=$(mktemp -d /var/tmp/berth-engine-bench.XXXXXX)
+# podman (cgroupfs manager) makes libpod_parent/conmon cgroups and leaves them:
+# removed at the end when this run made them.
+podman_cgroups=$(ls -d /sys/fs/cgroup/*/libpod_parent 2>/dev/null || true)
 B=("$berth" --root "$base/berth" --runroot "$base/berth-run")
 P=(podman --root "$base/podman" --runroot "$base/podman-run" --cgroup-manager cgroupfs --events-backend file)
 # podman raises RLIMIT_NOFILE by default, which this VM forbids (no CAP_SYS_RESOURCE): keep the host's.
@@ -46,6 +49,12 @@ cleanup() {
         "${P[@]}" system reset -f >/dev/null 2>&1
     fi
     [[ -n ${bundle_id:-} ]] && "$runtime" --root "$base/rt" delete -f "$bundle_id" >/dev/null 2>&1
+    if [[ -z $podman_cgroups ]]; then
+        for d in /sys/fs/cgroup/*/libpod_parent; do
+            [[ -d $d ]] || continue
+            rmdir "$d/conmon" "$d" 2>/dev/null
+        done
+    fi
     awk -v p="$base/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r |
         while read -r m; do umount -l "$m"; done
     rm -rf --one-file-system "$base"

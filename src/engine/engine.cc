@@ -363,7 +363,19 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   c.created = now_ns();
   c.state = "created";
   c.dir = opt_.root + "/containers/" + c.id;
-  c.config = body_text;
+  // The image's health check goes into the container's config (as Docker's
+  // inspect shows it), field by field under what --health-* gave.
+  json image_cfg = json::parse(image_config, nullptr, false);
+  if (image_cfg.is_object() && image_cfg.contains("config") && image_cfg["config"].is_object()) {
+    json image_hc = image_cfg["config"].value("Healthcheck", json::object());
+    if (image_hc.is_object() && !image_hc.empty()) {
+      json hc = body.value("Healthcheck", json::object());
+      for (auto& [k, v] : image_hc.items())
+        if (!hc.contains(k)) hc[k] = v;
+      body["Healthcheck"] = hc;
+    }
+  }
+  c.config = body.dump();
 
   // Nothing is left when a step fails.
   bool ok = false;
@@ -469,18 +481,8 @@ Result<Container> Engine::start(const std::string& key, int attach_fd) {
     args.insert(args.end(), {"--log-max-files", n});
   }
   if (body.value("OpenStdin", false)) args.push_back("--stdin");
-  // The health check: the container's own (--health-*), else the image's.
+  // The health check (the image's merged in at create), Docker's defaults for what is unset.
   json hc = body.value("Healthcheck", json::object());
-  if (!hc.contains("Test")) {
-    if (auto img_cfg = store_->read_config(img); img_cfg) {
-      json ic = json::parse(*img_cfg, nullptr, false);
-      json image_hc = ic.is_object() && ic.contains("config") && ic["config"].is_object()
-                          ? ic["config"].value("Healthcheck", json::object())
-                          : json::object();
-      for (auto& [k, v] : image_hc.items())
-        if (!hc.contains(k)) hc[k] = v;
-    }
-  }
   if (hc.contains("Test") && hc["Test"].is_array() && !hc["Test"].empty() && hc["Test"][0] != "NONE") {
     for (auto& t : hc["Test"])
       if (t.is_string()) args.insert(args.end(), {"--health-test", t.get<std::string>()});
@@ -488,10 +490,10 @@ Result<Container> Engine::start(const std::string& key, int attach_fd) {
       int64_t ns = hc.value(key, int64_t{0});
       return std::to_string(ns > 0 ? ns / 1000000 : def);
     };
+    int retries = hc.value("Retries", 0);
     args.insert(args.end(), {"--health-interval-ms", ms("Interval", 30000), "--health-timeout-ms",
                              ms("Timeout", 30000), "--health-start-period-ms", ms("StartPeriod", 0),
-                             "--health-retries",
-                             std::to_string(hc.value("Retries", 0) > 0 ? hc.value("Retries", 3) : 3)});
+                             "--health-retries", std::to_string(retries > 0 ? retries : 3)});
   }
   if (attach_fd >= 0) args.insert(args.end(), {"--attach-fd", "4"});
   args.insert(args.end(), {"--", opt_.berth_exe, "--root", opt_.root, "--runroot", opt_.runroot, "container",

@@ -124,6 +124,8 @@ class Monitor {
 
  private:
   Result<> start_container();
+  void setup_process();
+  [[noreturn]] void serve();
   [[noreturn]] void relaunch();
   void loop();
   void on_output(int fd, Frame stream);
@@ -583,14 +585,13 @@ void Monitor::relaunch() {
   for (auto* fd : {&out_, &err_, &in_, &master_, &listener_})
     if (*fd) ::fcntl(fd->get(), F_SETFD, FD_CLOEXEC);
   ::fcntl(a_.sync_fd, F_SETFD, FD_CLOEXEC);
-  reap();
-  loop();
-  drain();
-  finish();
+  serve();
 }
 
-int Monitor::run() {
-  // Runtime warnings go to the container's directory, not into its log.
+// What both images of the monitor do first: runtime warnings to the
+// container's directory (not into its log), SIGCHLD through a signalfd, the
+// attach clients and sync socket handed over at start taken.
+void Monitor::setup_process() {
   log::init(a_.dir + "/monitor.log", log::Format::text, false);
   ::signal(SIGPIPE, SIG_IGN);
   ::signal(SIGHUP, SIG_IGN);
@@ -607,6 +608,23 @@ int Monitor::run() {
     clients_.back().initial = true;
   }
   ::fcntl(a_.sync_fd, F_SETFD, FD_CLOEXEC);
+}
+
+// The container runs: its health timers start, then the loop until it exits.
+void Monitor::serve() {
+  started_ms_ = now_ms();
+  // Docker runs the first probe one interval after the start.
+  next_probe_ms_ = started_ms_ + a_.health_interval_ms;
+  if (!a_.health_test.empty() && a_.health_test.front() != "NONE")
+    (void)atomic_write_file(a_.dir + "/health.json", "{\"Status\":\"starting\",\"FailingStreak\":0,\"Log\":[]}\n", 0600);
+  reap();
+  loop();
+  drain();
+  finish();
+}
+
+int Monitor::run() {
+  setup_process();
   auto report = [&](const std::string& line) {
     std::string l = line + "\n";
     (void)write_fd(a_.sync_fd, l);
@@ -642,15 +660,7 @@ int Monitor::run() {
 
 // The monitor's second image (--loop): the container runs; serve it.
 int Monitor::resume() {
-  log::init(a_.dir + "/monitor.log", log::Format::text, false);
-  ::signal(SIGPIPE, SIG_IGN);
-  ::signal(SIGHUP, SIG_IGN);
-  ::signal(SIGINT, SIG_IGN);
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
-  ::sigprocmask(SIG_BLOCK, &chld, nullptr);
-  sigfd_.reset(::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK));
+  setup_process();
   pid_ = a_.pid;
   auto take = [](int fd, UniqueFd& into) {
     if (fd < 0) return;
@@ -659,23 +669,9 @@ int Monitor::resume() {
   };
   take(a_.out_fd, out_), take(a_.err_fd, err_), take(a_.in_fd, in_), take(a_.master_fd, master_);
   take(a_.listen_fd, listener_);
-  for (int fd : a_.attach_fds) {
-    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-    clients_.push_back(Client{UniqueFd(fd)});
-    clients_.back().initial = true;
-  }
-  ::fcntl(a_.sync_fd, F_SETFD, FD_CLOEXEC);
   if (!a_.log_path.empty())
     if (auto w = LogWriter::open(a_.log_path, a_.log_max_size, a_.log_max_files); w) log_.emplace(std::move(*w));
-  started_ms_ = now_ms();
-  // Docker runs the first probe one interval after the start.
-  next_probe_ms_ = started_ms_ + a_.health_interval_ms;
-  if (!a_.health_test.empty() && a_.health_test.front() != "NONE")
-    (void)atomic_write_file(a_.dir + "/health.json", "{\"Status\":\"starting\",\"FailingStreak\":0,\"Log\":[]}\n", 0600);
-  reap();
-  loop();
-  drain();
-  finish();
+  serve();
 }
 
 }  // namespace

@@ -54,8 +54,14 @@ TEST_F(FlagsTest, ProcessSettings) {
   EXPECT_EQ(inside({"--entrypoint", "echo"}, "ignored"), "sh -c ignored\n");
   EXPECT_EQ(inside({"--group-add", "10"}, "id -G"), "0 10\n");
   EXPECT_EQ(inside({"--device", "/dev/null:/dev/mynull"}, "echo x > /dev/mynull && echo ok"), "ok\n");
-  EXPECT_EQ(inside({"--privileged"}, "grep CapEff /proc/self/status | cut -f2 | cut -c1-3; grep Seccomp: /proc/self/status"),
-            "000\nSeccomp:\t0\n");  // all caps: 000001ff..., no seccomp
+  // --privileged: every capability berth holds itself (its bounding set), no seccomp.
+  std::string bounding;
+  for (auto& line : split(read_file("/proc/self/status").value_or(""), '\n'))
+    if (line.starts_with("CapBnd:")) bounding = line.substr(line.find('\t') + 1);
+  ASSERT_FALSE(bounding.empty());
+  EXPECT_EQ(inside({"--privileged"}, "grep CapEff /proc/self/status | cut -f2; grep Seccomp: /proc/self/status"),
+            bounding + "\nSeccomp:\t0\n");
+  EXPECT_NE(inside({}, "grep CapEff /proc/self/status | cut -f2"), bounding + "\n");
   std::string env = dir_ + "/env";
   ASSERT_TRUE(atomic_write_file(env, "# comment\nA=1\nB=two words\n", 0644));
   EXPECT_EQ(inside({"--env-file", env, "-e", "A=3"}, "echo $A $B"), "3 two words\n");
