@@ -33,8 +33,17 @@ void reexec_sealed(char** argv, const char* name) {
   while (off < st.st_size)
     if (::sendfile(mfd, self, &off, static_cast<size_t>(st.st_size - off)) <= 0) break;
   ::close(self);
-  if (off != st.st_size ||
-      ::fcntl(mfd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0) {
+  // F_SEAL_WRITE waits (about 150 ms) for transient references to the new
+  // pages to go (LRU batches, compaction, reclaim) and says EBUSY if they
+  // outlive that: on a loaded host they can. Nothing maps this memfd, so a
+  // later try succeeds; a few, spaced out, before giving up.
+  int sealed = -1;
+  for (int attempt = 0; off == st.st_size && attempt < 6; ++attempt) {
+    sealed = ::fcntl(mfd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+    if (sealed == 0 || errno != EBUSY) break;
+    ::usleep(static_cast<useconds_t>(10000) << attempt);
+  }
+  if (off != st.st_size || sealed < 0) {
     std::fprintf(stderr, "%s: cannot seal its memfd copy: %s\n", name, std::strerror(errno));
     ::_exit(1);
   }
