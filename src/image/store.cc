@@ -17,9 +17,12 @@
 #include <thread>
 
 #include "image/db.h"
+#include "image/decompress.h"
+#include "image/erofs.h"
 #include "image/parallel.h"
 #include "image/unpack.h"
 #include "util/fs.h"
+#include "util/log.h"
 
 namespace berth::image {
 
@@ -137,7 +140,62 @@ Result<> mount_overlay(const std::vector<std::string>& lowers, const std::string
   return {};
 }
 
+// Decompresses a layer blob into `tar_path` (created), checking its diff_id as
+// the bytes go through; returns the tar's size.
+Result<uint64_t> write_layer_tar(int src_fd, const std::string& tar_path, const Digest& diff_id,
+                                 const std::string& what) {
+  UniqueFd out(::open(tar_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!out) return sys_error("create " + tar_path);
+  Decompressor d(src_fd, {.what = what});
+  TRY(d.init());
+  for (;;) {
+    std::string_view chunk = TRY(d.read());
+    if (chunk.empty()) break;
+    TRY_CTX(write_fd(out.get(), chunk), what + ": write " + tar_path);
+  }
+  Digest got = d.finish();
+  if (!(got == diff_id))
+    return fail(what + ": diff_id mismatch: expected " + diff_id.str() + ", got " + got.str());
+  return d.uncompressed();
+}
+
+std::string boot_id() {
+  auto b = read_file("/proc/sys/kernel/random/boot_id");
+  if (!b) return "unknown";
+  while (!b->empty() && b->back() == '\n') b->pop_back();
+  return *b;
+}
+
 }  // namespace
+
+std::string_view layer_format_name(LayerFormat f) {
+  switch (f) {
+    case LayerFormat::kErofs: return "erofs";
+    case LayerFormat::kDir: return "dir";
+    case LayerFormat::kAuto: break;
+  }
+  return "auto";
+}
+
+Result<StoreOptions> parse_storage_opts(const std::vector<std::string>& opts) {
+  StoreOptions o;
+  for (auto& opt : opts) {
+    for (auto& kv : split(opt, ',')) {
+      if (kv.empty()) continue;
+      auto eq = kv.find('=');
+      std::string key = kv.substr(0, eq), val = eq == std::string::npos ? "" : kv.substr(eq + 1);
+      if (key == "layer-format") {
+        if (val == "erofs") o.layer_format = LayerFormat::kErofs;
+        else if (val == "dir") o.layer_format = LayerFormat::kDir;
+        else if (val == "auto") o.layer_format = LayerFormat::kAuto;
+        else return fail("storage option layer-format=" + val + ": expected erofs, dir or auto");
+      } else {
+        return fail("storage option " + kv + ": unknown (berth knows layer-format=erofs|dir|auto)");
+      }
+    }
+  }
+  return o;
+}
 
 // ------------------------------------------------------------------ open --
 
@@ -147,9 +205,10 @@ ImageStore::Op::~Op() {
   if (!path_.empty()) ::unlink(path_.c_str());
 }
 
-Result<std::unique_ptr<ImageStore>> ImageStore::open(const std::string& root) {
+Result<std::unique_ptr<ImageStore>> ImageStore::open(const std::string& root, const StoreOptions& o) {
   std::unique_ptr<ImageStore> s(new ImageStore);
   s->root_ = root;
+  s->opts_ = o;
   TRY_CTX(mkdir_p(root, 0700), "image store " + root);
   for (const char* sub : {"layers", "image-mounts", "ops"})
     TRY_CTX(mkdir_p(root + "/" + sub, 0700), "image store " + root);
@@ -180,6 +239,49 @@ Result<ImageStore::Op> ImageStore::begin_op() {
   return op;
 }
 
+Result<LayerFormat> ImageStore::layer_format() {
+  std::lock_guard g(format_mu_);
+  if (format_ != LayerFormat::kAuto) return format_;
+  if (opts_.layer_format == LayerFormat::kErofs) {
+    // Forced: a kernel that cannot mount the layers is an error now, not at
+    // the first container.
+    if (TRY(probe_layer_format()) != LayerFormat::kErofs)
+      return fail("storage option layer-format=erofs: this kernel cannot mount berth's EROFS layers "
+                  "(file-backed EROFS with 512-byte blocks under overlayfs needs Linux 6.12 or later)");
+  }
+  format_ = opts_.layer_format != LayerFormat::kAuto ? opts_.layer_format : TRY(probe_layer_format());
+  return format_;
+}
+
+// The probe mounts a tiny EROFS layer and an overlay over it (a few ms), once
+// per boot: the answer is kept with the boot's ID.
+Result<LayerFormat> ImageStore::probe_layer_format() {
+  std::string cache = root_ + "/layer-format.probe", boot = boot_id();
+  auto parse = [&](const std::string& text) -> std::optional<LayerFormat> {
+    auto f = split(text, ' ');
+    if (f.size() != 2 || f[0] != boot) return std::nullopt;
+    if (f[1] == "erofs\n") return LayerFormat::kErofs;
+    if (f[1] == "dir\n") return LayerFormat::kDir;
+    return std::nullopt;
+  };
+  if (auto c = read_file(cache))
+    if (auto f = parse(*c)) return *f;
+  UniqueFd held = TRY(lock());
+  if (auto c = read_file(cache))
+    if (auto f = parse(*c)) return *f;
+  // A probe killed midway leaves its scratch dir, perhaps with mounts.
+  std::string scratch = root_ + "/probe";
+  detach_mounts_beneath(scratch);
+  TRY(remove_tree(scratch));
+  TRY(mkdir_p(scratch, 0700));
+  bool ok = TRY(erofs_supported(scratch));
+  TRY(remove_tree(scratch));
+  LayerFormat f = ok ? LayerFormat::kErofs : LayerFormat::kDir;
+  if (!ok) log::debug("layer format: this kernel does not mount berth's EROFS layers; layers are unpacked (dir)");
+  TRY(atomic_write_file(cache, boot + " " + std::string(layer_format_name(f)) + "\n", 0600));
+  return f;
+}
+
 Result<> ImageStore::repair() {
   auto markers = list_dir(root_ + "/ops");
   if (markers.empty()) return {};
@@ -205,7 +307,7 @@ Result<> ImageStore::collect_garbage() {
   std::set<std::string> layers;
   TRY(db_->run("SELECT chain FROM layers", {}, [&](const Row& r) { layers.insert(r.text(0)); }));
   for (auto& n : list_dir(root_ + "/layers"))
-    if (!layers.count("sha256:" + n)) TRY(remove_tree(root_ + "/layers/" + n));
+    if (!layers.count("sha256:" + n)) TRY(remove_layer_dir(n));
   // Layer rows no image needs (a removal killed between its two steps).
   TRY(drop_unreferenced());
   for (auto& n : list_dir(root_ + "/image-mounts")) {
@@ -311,20 +413,32 @@ Result<bool> ImageStore::prepare_layer(const Digest& chain, const Descriptor& bl
   // A layer directory exists only once whole: it is renamed into place last.
   std::string final_dir = root_ + "/layers/" + chain.hex;
   if (path_exists(final_dir)) return false;
+  LayerFormat format = TRY(layer_format());
   std::string tmp = root_ + "/layers/.tmp-" + chain.hex.substr(0, 12) + "-" + random_hex(8);
   auto r = [&]() -> Result<> {
     TRY_CTX(mkdir_p(tmp + "/diff", 0755), what);
     UniqueFd src = TRY_CTX(content_->open_blob(blob.digest), what);
-    UniqueFd dest(::open((tmp + "/diff").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!dest) return sys_error("open " + tmp + "/diff");
-    UnpackOptions o;
-    o.diff_id = diff_id;
-    o.what = what;
-    o.set_owners = ::geteuid() == 0;
-    UnpackResult u = TRY(unpack_layer(src.get(), dest.get(), o));
-    TRY(atomic_write_file(tmp + "/size", std::to_string(u.uncompressed), 0600));
+    uint64_t size = 0;
+    if (format == LayerFormat::kErofs) {
+      // The tar once, sequentially; the kernel reads the files out of it.
+      std::string tar = tmp + "/layer.tar", meta = tmp + "/layer.erofs";
+      size = TRY(write_layer_tar(src.get(), tar, diff_id, what));
+      UniqueFd t(::open(tar.c_str(), O_RDONLY | O_CLOEXEC));
+      UniqueFd m(::open(meta.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+      if (!t || !m) return sys_error(what + ": open " + tar + " or create " + meta);
+      TRY(erofs_write(t.get(), m.get(), {.what = what}));
+    } else {
+      UniqueFd dest(::open((tmp + "/diff").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!dest) return sys_error("open " + tmp + "/diff");
+      UnpackOptions o;
+      o.diff_id = diff_id;
+      o.what = what;
+      o.set_owners = ::geteuid() == 0;
+      size = TRY(unpack_layer(src.get(), dest.get(), o)).uncompressed;
+    }
+    TRY(atomic_write_file(tmp + "/size", std::to_string(size), 0600));
     if (::rename(tmp.c_str(), final_dir.c_str()) != 0) {
-      // Another berth process unpacked the same layer first: use its copy.
+      // Another berth process made the same layer first: use its copy.
       if (errno != EEXIST && errno != ENOTEMPTY) return sys_error("rename " + tmp + " to " + final_dir);
       TRY(remove_tree(tmp));
     }
@@ -467,7 +581,7 @@ Result<> ImageStore::drop_unreferenced() {
                [&](const Row& r) { chains.push_back(r.text(0)); }));
   for (auto& c : chains) {
     TRY(db_->exec("DELETE FROM layers WHERE chain = ?1", c));
-    TRY(remove_tree(root_ + "/layers/" + c.substr(7)));
+    TRY(remove_layer_dir(c.substr(7)));
   }
   return {};
 }
@@ -502,7 +616,7 @@ Result<> ImageStore::discard_layers(const std::vector<Digest>& chains) {
   UniqueFd held = TRY(lock());
   for (auto& c : chains)
     if (TRY(db_->count("SELECT count(*) FROM layers WHERE chain = ?1", c.str())) == 0)
-      TRY(remove_tree(root_ + "/layers/" + c.hex));
+      TRY(remove_layer_dir(c.hex));
   return {};
 }
 
@@ -530,6 +644,8 @@ Result<RemoveResult> ImageStore::remove(std::string_view name, bool force) {
     std::string mp = root_ + "/image-mounts/" + rec.id.hex;
     if (is_mountpoint(mp)) ::umount2(mp.c_str(), MNT_DETACH);
     ::rmdir(mp.c_str());
+    TRY(db_->exec("DELETE FROM image_mounts WHERE image = ?1", id));
+    TRY(release_layers(id));
   }
   for (auto& t : rec.tags) out.untagged.push_back(t.familiar());
   for (auto& d : rec.repo_digests) out.untagged.push_back(d);
@@ -572,6 +688,54 @@ Result<DiskUsage> ImageStore::disk_usage() const {
   return u;
 }
 
+// ---------------------------------------------------------- layer mounts --
+
+Result<> ImageStore::remove_layer_dir(const std::string& name) {
+  std::string dir = root_ + "/layers/" + name;
+  // An EROFS layer still mounted (in use by nothing: its rows are gone).
+  if (is_mountpoint(dir + "/diff") && ::umount2((dir + "/diff").c_str(), MNT_DETACH) != 0)
+    return sys_error("umount " + dir + "/diff");
+  return remove_tree(dir);
+}
+
+// Under lock(): mounts the EROFS layers of `image` that are not mounted.
+Result<> ImageStore::mount_layers(const ImageRecord& image) {
+  for (auto& c : image.layers) {
+    std::string dir = root_ + "/layers/" + c.hex;
+    if (!path_exists(dir + "/layer.erofs") || is_mountpoint(dir + "/diff")) continue;
+    TRY_CTX(erofs_mount(dir + "/layer.erofs", dir + "/layer.tar", dir + "/diff"), "layer " + c.str());
+  }
+  return {};
+}
+
+// Under lock(): unmounts the EROFS layers of an image that no mounted image
+// and no container uses any more.
+Result<> ImageStore::release_layers(const std::string& image_id) {
+  std::vector<std::string> idle;
+  TRY(db_->run("SELECT chain FROM image_layers WHERE image = ?1 AND chain NOT IN ("
+               "SELECT il.chain FROM image_layers il WHERE il.image IN (SELECT image FROM image_users) "
+               "OR il.image IN (SELECT image FROM image_mounts WHERE count > 0))",
+               {image_id}, [&](const Row& r) { idle.push_back(r.text(0).substr(7)); }));
+  for (auto& hex : idle) {
+    std::string diff = root_ + "/layers/" + hex + "/diff";
+    if (is_mountpoint(diff) && ::umount2(diff.c_str(), MNT_DETACH) != 0) return sys_error("umount " + diff);
+  }
+  return {};
+}
+Result<> ImageStore::release_layers(const ImageRecord& image) { return release_layers(image.id.str()); }
+
+Result<std::vector<std::string>> ImageStore::mounted_layer_dirs(const ImageRecord& image) {
+  for (auto& c : image.layers) {
+    std::string dir = root_ + "/layers/" + c.hex;
+    if (path_exists(dir + "/layer.erofs") && !is_mountpoint(dir + "/diff")) {
+      UniqueFd held = TRY(lock());
+      TRY(mount_layers(image));
+      break;
+    }
+  }
+  return layer_dirs(image);
+}
+
 // ---------------------------------------------------------------- mounts --
 
 std::vector<std::string> ImageStore::layer_dirs(const ImageRecord& image) const {
@@ -595,6 +759,7 @@ Result<std::string> ImageStore::mount(const ImageRecord& image) {
   TRY(mkdir_p(mp, 0700));
   // Neither the mount nor its directory outlives a failed step.
   auto made = [&]() -> Result<> {
+    TRY(mount_layers(image));
     if (lowers.size() == 1) {
       // overlayfs needs two lower layers when it has no upper one.
       if (::mount(lowers[0].c_str(), mp.c_str(), nullptr, MS_BIND, nullptr) != 0)
@@ -609,6 +774,7 @@ Result<std::string> ImageStore::mount(const ImageRecord& image) {
   if (!made) {
     if (is_mountpoint(mp)) ::umount2(mp.c_str(), MNT_DETACH);
     ::rmdir(mp.c_str());
+    (void)release_layers(image);
     return std::unexpected(std::move(made).error());
   }
   return mp;
@@ -627,6 +793,7 @@ Result<bool> ImageStore::umount(const ImageRecord& image, bool all) {
   if (mounted && ::umount2(mp.c_str(), 0) != 0) return sys_error("umount " + mp);
   ::rmdir(mp.c_str());
   TRY(db_->exec("DELETE FROM image_mounts WHERE image = ?1", image.id.str()));
+  TRY(release_layers(image));
   return true;
 }
 
@@ -662,6 +829,7 @@ Result<std::string> ImageStore::create_rootfs(const std::string& user, const Ima
   bool mounted = false;
   auto made = [&]() -> Result<> {
     for (auto* sub : {"/upper", "/work", "/rootfs"}) TRY(mkdir_p(dir + sub, 0755));
+    TRY(mount_layers(image));
     auto lowers = layer_dirs(image);
     if (lowers.empty()) {
       // An image without layers (FROM scratch, nothing added): the upper dir alone.
@@ -676,6 +844,7 @@ Result<std::string> ImageStore::create_rootfs(const std::string& user, const Ima
   if (!made) {
     if (mounted) ::umount2(rootfs.c_str(), MNT_DETACH);
     if (made_dir) (void)remove_tree(dir);
+    (void)release_layers(image);
     return std::unexpected(std::move(made).error());
   }
   return rootfs;
@@ -684,7 +853,7 @@ Result<std::string> ImageStore::create_rootfs(const std::string& user, const Ima
 Result<std::string> ImageStore::mount_rootfs(const ImageRecord& image, const std::string& dir) {
   std::string rootfs = dir + "/rootfs";
   if (is_mountpoint(rootfs)) return rootfs;
-  auto lowers = layer_dirs(image);
+  auto lowers = TRY(mounted_layer_dirs(image));
   if (lowers.empty()) {
     if (::mount((dir + "/upper").c_str(), rootfs.c_str(), nullptr, MS_BIND, nullptr) != 0)
       return sys_error("bind mount " + dir + "/upper on " + rootfs);
@@ -699,7 +868,10 @@ Result<> ImageStore::remove_rootfs(const std::string& user, const std::string& d
   std::string rootfs = dir + "/rootfs";
   if (is_mountpoint(rootfs) && ::umount2(rootfs.c_str(), MNT_DETACH) != 0) return sys_error("umount " + rootfs);
   TRY(remove_tree(dir));
-  return db_->exec("DELETE FROM image_users WHERE user = ?1", user);
+  auto image = TRY(db_->text("SELECT image FROM image_users WHERE user = ?1", user));
+  TRY(db_->exec("DELETE FROM image_users WHERE user = ?1", user));
+  if (image) TRY(release_layers(*image));
+  return {};
 }
 
 Result<std::string> ImageStore::read_config(const ImageRecord& image) const { return content_->read(image.id); }

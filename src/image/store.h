@@ -1,15 +1,26 @@
 // The image store: images (their manifests, configs and layer blobs in the
-// content store), names and tags (in berth.db), and layers unpacked once each
-// under layers/<chain id>/diff, shared by every image and container that uses
+// content store), names and tags (in berth.db), and layers stored once each
+// under layers/<chain id>/, shared by every image and container that uses
 // them.
 //
 // On-disk layout under the store root (/var/lib/berth by default):
 //   berth.db                      images, tags, repo digests, layers, mounts
 //   content/sha256/<hex>          blobs (content_store.h)
-//   layers/<chain hex>/diff/      a layer unpacked, as an overlay lower dir
-//   layers/.tmp-*                 layers being unpacked (renamed into place when whole)
+//   layers/<chain hex>/           one layer, in one of two formats:
+//     erofs: layer.tar (the uncompressed layer), layer.erofs (berth's EROFS
+//            metadata for it, erofs.h) and diff/, where the two are mounted
+//            while an image mount or a container uses the layer
+//     dir:   diff/ holds the layer unpacked (unpack.h)
+//     size                        the layer's uncompressed tar bytes
+//   layers/.tmp-*                 layers being made (renamed into place when whole)
 //   image-mounts/<image hex>/     `image mount` points
 //   ops/<random>                  a marker per running store operation, flocked
+//   layer-format.probe            what the kernel was found to mount, per boot
+//
+// Either way layers/<chain>/diff is the overlay lower dir. New layers get the
+// EROFS format where the kernel mounts it (probed once per boot:
+// file-backed EROFS with sub-page blocks, under overlayfs) and the dir format
+// elsewhere; StoreOptions forces one. A store may hold both.
 //
 // Crash safety. A layer directory is renamed into place only when complete and
 // verified, and is recorded in the database in the same transaction as the
@@ -23,12 +34,15 @@
 // Concurrency. Rows and the directories they name change together under an
 // exclusive flock on store.lock (held briefly: downloads and unpacks happen
 // before it is taken), so an rmi can never remove a layer that a concurrent
-// pull is about to record.
+// pull is about to record. EROFS layer mounts are made and removed under it
+// too: a layer is mounted while some image that has it is mounted or used by a
+// container, and unmounted when the last such use goes.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -44,6 +58,17 @@
 namespace berth::image {
 
 class Db;
+
+enum class LayerFormat { kAuto, kErofs, kDir };
+std::string_view layer_format_name(LayerFormat f);
+
+struct StoreOptions {
+  // The format of layers this process adds: kAuto probes the kernel.
+  LayerFormat layer_format = LayerFormat::kAuto;
+};
+
+// Docker's --storage-opt list ("layer-format=erofs"); unknown keys are errors.
+Result<StoreOptions> parse_storage_opts(const std::vector<std::string>& opts);
 
 struct ImageRecord {
   Digest id;        // the config digest (Docker's image ID)
@@ -79,7 +104,7 @@ struct DiskUsage {
 class ImageStore {
  public:
   // Opens (creating it) the store at `root` and repairs what a killed operation left.
-  static Result<std::unique_ptr<ImageStore>> open(const std::string& root);
+  static Result<std::unique_ptr<ImageStore>> open(const std::string& root, const StoreOptions& o = {});
   ~ImageStore();
 
   const std::string& root() const { return root_; }
@@ -135,8 +160,18 @@ class ImageStore {
   Result<RemoveResult> prune(bool all);
   Result<DiskUsage> disk_usage() const;
 
+  // The format new layers get: the one forced by the options, else erofs when
+  // this kernel mounts berth's EROFS layers (probed once per boot, the result
+  // kept in layer-format.probe), else dir.
+  Result<LayerFormat> layer_format();
+
   // Layer directories of an image, top layer first: overlay's lowerdir order.
+  // An EROFS layer's directory has its files only while mounted: see
+  // mounted_layer_dirs.
   std::vector<std::string> layer_dirs(const ImageRecord& image) const;
+  // The same, for reading while the image is in use (a container's, mounted):
+  // EROFS layers that a reboot unmounted are mounted again.
+  Result<std::vector<std::string>> mounted_layer_dirs(const ImageRecord& image);
 
   // `image mount`: a read-only view of the rootfs, counted (each mount needs an umount).
   Result<std::string> mount(const ImageRecord& image);
@@ -180,10 +215,18 @@ class ImageStore {
   Result<> delete_image(const std::string& id, RemoveResult* out);
   Result<> drop_unreferenced();
   Result<bool> in_use(const std::string& id) const;
+  Result<> mount_layers(const ImageRecord& image);
+  Result<> release_layers(const ImageRecord& image);
+  Result<> release_layers(const std::string& image_id);
+  Result<> remove_layer_dir(const std::string& hex);
+  Result<LayerFormat> probe_layer_format();
 
   std::string root_;
   std::unique_ptr<ContentStore> content_;
   std::unique_ptr<Db> db_;
+  StoreOptions opts_;
+  LayerFormat format_ = LayerFormat::kAuto;  // resolved on first use
+  std::mutex format_mu_;
 };
 
 }  // namespace berth::image

@@ -91,21 +91,6 @@ Result<ImageRecord> busybox(ImageStore& store, const Reference& name, const Temp
   return store_image(store, layer, config.dump(), "berth image create busybox (" + version + ")", st.st_mtime, name);
 }
 
-// debootstrap mounts /proc and /sys in the target and unmounts them when it
-// ends; should it die first, they are unmounted here (deepest first) before
-// the tree is removed.
-void unmount_beneath(const std::string& dir) {
-  auto info = read_file("/proc/self/mountinfo");
-  if (!info) return;
-  std::vector<std::string> points;
-  for (auto& line : split(*info, '\n')) {
-    auto f = split(line, ' ');
-    if (f.size() > 4 && (f[4] == dir || f[4].starts_with(dir + "/"))) points.push_back(f[4]);
-  }
-  std::sort(points.begin(), points.end(), [](auto& a, auto& b) { return a.size() > b.size(); });
-  for (auto& p : points) ::umount2(p.c_str(), MNT_DETACH);
-}
-
 Result<ImageRecord> debian(ImageStore& store, const Reference& name, const TemplateOptions& o) {
   if (::access("/usr/sbin/debootstrap", X_OK) != 0) return fail("debian template: debootstrap is not installed");
   auto op = TRY(store.begin_op());
@@ -114,7 +99,7 @@ Result<ImageRecord> debian(ImageStore& store, const Reference& name, const Templ
   struct Remove {
     std::string p;
     ~Remove() {
-      unmount_beneath(p);
+      detach_mounts_beneath(p);  // debootstrap's /proc and /sys, should it die first
       (void)remove_tree(p);
     }
   } cleanup{tmp};

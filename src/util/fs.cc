@@ -3,8 +3,13 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
 
 #include "util/syscalls.h"
 
@@ -110,6 +115,29 @@ static Result<> remove_at(int dirfd, const char* name) {
 
 Result<> remove_tree(const std::string& path) {
   return remove_at(AT_FDCWD, path.c_str());
+}
+
+void detach_mounts_beneath(const std::string& dir) {
+  auto info = read_file("/proc/self/mountinfo");
+  if (!info) return;
+  std::vector<std::string> points;
+  for (auto& line : split(*info, '\n')) {
+    auto f = split(line, ' ');
+    if (f.size() < 5) continue;
+    // mountinfo writes space, tab, newline and backslash as \ooo.
+    std::string p;
+    for (size_t i = 0; i < f[4].size(); ++i) {
+      if (f[4][i] == '\\' && i + 3 < f[4].size() && std::isdigit(static_cast<unsigned char>(f[4][i + 1]))) {
+        p += static_cast<char>(std::strtol(f[4].substr(i + 1, 3).c_str(), nullptr, 8));
+        i += 3;
+      } else {
+        p += f[4][i];
+      }
+    }
+    if (p == dir || p.starts_with(dir + "/")) points.push_back(p);
+  }
+  std::sort(points.begin(), points.end(), [](auto& a, auto& b) { return a.size() > b.size(); });
+  for (auto& p : points) ::umount2(p.c_str(), MNT_DETACH);
 }
 
 bool path_exists(const std::string& path) {

@@ -27,6 +27,10 @@ Result<> mkdir_p(const std::string& path, mode_t mode = 0755);
 // another mount (EBUSY: whatever is mounted inside is left alone).
 Result<> remove_tree(const std::string& path);
 bool path_exists(const std::string& path);
+// Unmounts (MNT_DETACH) every mount at or beneath `dir` in this mount
+// namespace, deepest first: what a killed helper left in berth's own
+// temporaries. Never give it a path berth did not make.
+void detach_mounts_beneath(const std::string& dir);
 // Bytes of the regular files and symlinks beneath `dir` (not following
 // symlinks, not crossing mounts): what `du --apparent-size` counts.
 uint64_t tree_bytes(const std::string& dir);

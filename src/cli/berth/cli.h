@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "image/store.h"
 #include "util/error.h"
@@ -32,6 +33,8 @@ struct Context {
   // ("container", "ls"): the verb being run.
   std::string verb, subverb;
   std::string runroot; // --runroot, $BERTH_RUNROOT, /run/berth: state that a reboot clears
+  // --storage-opt (repeatable) and $BERTH_STORAGE_OPT: "layer-format=erofs|dir".
+  std::vector<std::string> storage_opts;
   // Opened on first use, so `berth --help` and `berth version` touch nothing.
   Result<image::ImageStore*> store();
   // An image by name or ID; a missing "busybox" or "debian" (with the tag

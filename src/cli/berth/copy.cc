@@ -71,7 +71,7 @@ void cp(Context& ctx, const std::vector<std::string>& args, engine::CopyOptions 
 void diff(Context& ctx, const std::string& name) {
   engine::Container c = container(ctx, name);
   image::ImageStore* store = check(ctx.store());
-  auto lowers = store->layer_dirs(check(store->resolve(c.image_id)));
+  auto lowers = check(store->mounted_layer_dirs(check(store->resolve(c.image_id))));
   std::vector<std::string> hidden = {"/sbin/berth-init"};
   for (auto& [path, file] : mounted_files(c)) hidden.push_back(path);
   std::string out;

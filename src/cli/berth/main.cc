@@ -12,11 +12,12 @@
 #include "engine/engine.h"
 #include "image/template.h"
 #include "util/fs.h"
+#include "util/log.h"
 
 namespace berth::cli {
 
 Result<image::ImageStore*> Context::store() {
-  if (!store_) store_ = TRY(image::ImageStore::open(root));
+  if (!store_) store_ = TRY(image::ImageStore::open(root, TRY(image::parse_storage_opts(storage_opts))));
   return store_.get();
 }
 
@@ -100,10 +101,11 @@ int run(int argc, char** argv) {
   Context ctx;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
-    if (a == "--root" || a == "--runroot" || a == "--config") {
+    if (a == "--root" || a == "--runroot" || a == "--config" || a == "--storage-opt") {
       ++i;
       continue;
     }
+    if ((a == "-D" || a == "--debug") && ctx.verb.empty()) log::init("", log::Format::text, true);
     if (a.starts_with("-")) continue;
     if (ctx.verb.empty()) ctx.verb = a;
     else {
@@ -117,6 +119,10 @@ int run(int argc, char** argv) {
   const char* env_runroot = std::getenv("BERTH_RUNROOT");
   ctx.runroot = env_runroot && *env_runroot ? env_runroot : "/run/berth";
   app.add_option("--runroot", ctx.runroot, "Where berth keeps state that a reboot clears")->capture_default_str();
+  if (const char* env_opts = std::getenv("BERTH_STORAGE_OPT"); env_opts && *env_opts)
+    ctx.storage_opts.push_back(env_opts);
+  app.add_option("--storage-opt", ctx.storage_opts, "Storage option for layers this command adds (layer-format=erofs|dir)")
+      ->take_all();
   app.add_flag("-D,--debug", ctx.debug, "Debug output");
   app.add_option("--config", ctx.config, "Location of client config files (default $DOCKER_CONFIG or ~/.docker)");
   int groups = groups_for(ctx.verb);

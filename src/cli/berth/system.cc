@@ -74,6 +74,7 @@ void system_df(Context& ctx, const std::string& format) {
 
 void info(Context& ctx, const std::string& format) {
   image::ImageStore* s = check(ctx.store());
+  std::string format_name(image::layer_format_name(check(s->layer_format())));
   auto layout = cgroup::detect_layout();
   std::string mode = !layout ? "unknown" : layout->mode == cgroup::Mode::unified ? "2" : "1";
   auto containers = check(check(ctx.engine())->list());
@@ -86,7 +87,7 @@ void info(Context& ctx, const std::string& format) {
       {"ContainersStopped", containers.size() - running - paused},
       {"Images", check(s->list()).size()},
       {"Driver", "overlay"},
-      {"DriverStatus", {{"Layer format", "dir"}, {"Backing root", s->root()}}},
+      {"DriverStatus", {{"Layer format", format_name}, {"Backing root", s->root()}}},
       {"CgroupVersion", mode},
       {"DockerRootDir", s->root()},
       {"ServerVersion", BERTH_VERSION},
@@ -98,8 +99,8 @@ void info(Context& ctx, const std::string& format) {
   }
   std::printf("Containers: %zu\n Running: %zu\n Paused: %zu\n Stopped: %zu\nImages: %zu\n", containers.size(), running,
               paused, containers.size() - running - paused, j["Images"].get<size_t>());
-  std::printf("Server Version: %s\nStorage Driver: overlay\n Layer format: dir\n Root Dir: %s\nCgroup Version: %s\n",
-              BERTH_VERSION, s->root().c_str(), mode.c_str());
+  std::printf("Server Version: %s\nStorage Driver: overlay\n Layer format: %s\n Root Dir: %s\nCgroup Version: %s\n",
+              BERTH_VERSION, format_name.c_str(), s->root().c_str(), mode.c_str());
 }
 
 }  // namespace
