@@ -103,6 +103,10 @@ bool is_mountpoint(const std::string& path) {
 Result<> mount_overlay(const std::vector<std::string>& lowers, const std::string& upper, const std::string& work,
                        const std::string& target) {
   bool ro = upper.empty();
+  // lowers are layers/<chain>/diff: an EROFS layer has layer.erofs beside it.
+  bool xino = std::any_of(lowers.begin(), lowers.end(), [](const std::string& l) {
+    return path_exists(l.substr(0, l.rfind('/')) + "/layer.erofs");
+  });
   int fs = static_cast<int>(::syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC));
   if (fs >= 0) {
     UniqueFd fsfd(fs);
@@ -112,6 +116,11 @@ Result<> mount_overlay(const std::vector<std::string>& lowers, const std::string
         ok = false;
         break;
       }
+    // Layers on filesystems of their own (EROFS) would show each layer's
+    // files with a device number of its own and inode numbers that repeat
+    // across layers (tar, du and rsync -H take (dev, ino) as identity): xino
+    // gives one device and unique inode numbers, as a single filesystem has.
+    if (ok && xino) ::syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "xino", "on", 0);
     if (ok) {
       if (!ro && (::syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "upperdir", upper.c_str(), 0) != 0 ||
                   ::syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "workdir", work.c_str(), 0) != 0))
@@ -135,6 +144,7 @@ Result<> mount_overlay(const std::vector<std::string>& lowers, const std::string
     opts += lowers[i];
   }
   if (!ro) opts += ",upperdir=" + upper + ",workdir=" + work;
+  if (xino) opts += ",xino=on";
   if (::mount("overlay", target.c_str(), "overlay", ro ? MS_RDONLY : 0, opts.c_str()) != 0)
     return sys_error("mount overlay on " + target);
   return {};

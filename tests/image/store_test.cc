@@ -22,6 +22,7 @@
 #include "image/layer_writer.h"
 #include "image/template.h"
 #include "util/fs.h"
+#include "tree.h"
 
 namespace berth::image {
 namespace {
@@ -96,7 +97,10 @@ class StoreTest : public ::testing::Test {
     ASSERT_TRUE(stored);
     for (auto& d : *stored) EXPECT_TRUE(blobs.count(d.str())) << "orphaned blob " << d.str();
     for (auto& e : fs::directory_iterator(root_ + "/layers"))
+    {
       EXPECT_TRUE(layers.count(e.path().filename().string())) << "orphaned layer dir " << e.path();
+      test::expect_whole_layer(e.path().string());
+    }
     EXPECT_TRUE(fs::is_empty(root_ + "/content/ingest")) << "ingest files left";
     EXPECT_TRUE(fs::is_empty(root_ + "/ops")) << "operation markers left";
   }
