@@ -11,6 +11,7 @@ pkgs=(
   runc hyperfine pigz isal
   docker-registry apache2-utils openssl skopeo umoci podman debootstrap
   qemu-system-x86 linux-image-amd64 cpio
+  clang-16 libclang-rt-16-dev
 )
 missing=()
 for p in "${pkgs[@]}"; do

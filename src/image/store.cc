@@ -125,8 +125,14 @@ Result<> mount_overlay(const std::vector<std::string>& lowers, const std::string
       if (!ro && (::syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "upperdir", upper.c_str(), 0) != 0 ||
                   ::syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "workdir", work.c_str(), 0) != 0))
         return sys_error("overlay upper/work dirs for " + target);
-      if (::syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0)
-        return sys_error("mount overlay on " + target);
+      // Before 6.5 overlayfs parsed options only at create, so an unknown
+      // "lowerdir+" shows here: EINVAL goes to mount(2), which says what is wrong.
+      if (::syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
+        if (errno != EINVAL) return sys_error("mount overlay on " + target);
+        ok = false;
+      }
+    }
+    if (ok) {
       int m = static_cast<int>(::syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, ro ? MOUNT_ATTR_RDONLY : 0));
       if (m < 0) return sys_error("fsmount overlay for " + target);
       UniqueFd mfd(m);

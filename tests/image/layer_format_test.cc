@@ -29,6 +29,11 @@ namespace {
 namespace fs = std::filesystem;
 using namespace test;
 
+// In the test body: GTEST_SKIP returns from the function it is in.
+#define REQUIRE_EROFS()                                                                    \
+  if (!erofs_ok_) GTEST_SKIP() << "this kernel cannot mount berth's EROFS layers (the dir " \
+                                  "path is tested alone)"
+
 std::string shell_out(const std::string& cmd, int* status = nullptr) {
   std::string out;
   FILE* p = ::popen(cmd.c_str(), "r");
@@ -67,9 +72,6 @@ class LayerFormatTest : public ::testing::Test {
     EXPECT_EQ(info.find(dir_), std::string::npos) << "a mount is left under " << dir_;
     detach_mounts_beneath(dir_);
     (void)remove_tree(dir_);
-  }
-  void require_erofs() {
-    if (!erofs_ok_) GTEST_SKIP() << "this kernel cannot mount berth's EROFS layers (the dir path is tested alone)";
   }
 
   // An image of these uncompressed layer tars (gzipped where `gzip` says),
@@ -144,7 +146,7 @@ class LayerFormatTest : public ::testing::Test {
 };
 
 TEST_F(LayerFormatTest, BusyboxTemplateIsTheSameOnBothPaths) {
-  require_erofs();
+  REQUIRE_EROFS();
   std::vector<std::string> points;
   for (auto& s : stores_) {
     auto img = create_from_template(*s, "busybox", *Reference::parse("busybox"));
@@ -159,7 +161,7 @@ TEST_F(LayerFormatTest, BusyboxTemplateIsTheSameOnBothPaths) {
 // make a directory opaque, replace files by directories and back, and add
 // hardlinks across directories. The middle layer is gzipped.
 TEST_F(LayerFormatTest, EveryEntryTypeAcrossLayers) {
-  require_erofs();
+  REQUIRE_EROFS();
   std::vector<Entry> base = everything();
   for (auto& e : std::vector<Entry>{dir("w"), file("w/a", "a"), file("w/b", "b"), dir("op"), file("op/x", "x"),
                                     dir("op/sub"), file("op/sub/y", "y"), file("becomes-dir", "f"), dir("becomes-file"),
@@ -198,7 +200,7 @@ TEST_F(LayerFormatTest, EveryEntryTypeAcrossLayers) {
 // A debootstrap Debian rootfs: from $BERTH_TEST_DEBIAN_TAR, the benchmarks'
 // cache (bench/image-data.sh), or debootstrap itself when a mirror answers.
 TEST_F(LayerFormatTest, DebootstrapDebianIsTheSameOnBothPaths) {
-  require_erofs();
+  REQUIRE_EROFS();
   std::string src;
   if (const char* e = std::getenv("BERTH_TEST_DEBIAN_TAR"); e && *e) src = e;
   else if (fs::exists("/var/tmp/berth-bench/debian.tar") &&
@@ -301,7 +303,7 @@ TEST_F(LayerFormatTest, BadStreamsLeaveNothing) {
 // EROFS layers are mounted while something uses them and only then; the
 // container rootfs and `image mount` see the layers; rmi leaves nothing.
 TEST_F(LayerFormatTest, ErofsLayerMountsFollowTheirUsers) {
-  require_erofs();
+  REQUIRE_EROFS();
   ImageStore& s = *stores_[0];
   auto img = store_tars(s, {tar("a", {dir("etc"), file("etc/conf", "base")}), tar("b", {dir("etc"), file("etc/more", "top")})},
                         "users:1");
@@ -343,7 +345,9 @@ TEST_F(LayerFormatTest, ErofsLayerMountsFollowTheirUsers) {
 
 TEST_F(LayerFormatTest, InfoNamesTheFormatAndStorageOptsAreChecked) {
   std::string root = dir_ + "/cli";
-  std::string cli = std::string(BERTH_CLI) + " --root " + root;
+  // The qemu VM's copy of berth is elsewhere than the build dir.
+  const char* env_cli = std::getenv("BERTH_TEST_CLI");
+  std::string cli = std::string(env_cli && *env_cli ? env_cli : BERTH_CLI) + " --root " + root;
   int st = 0;
   std::string out = shell_out(cli + " info 2>&1", &st);
   EXPECT_EQ(st, 0) << out;

@@ -5,13 +5,18 @@
 # v2 checks of vm-init.sh and the integration suite's Cgroup tests, the same
 # ones the v1 host runs. Prints the guest's result lines and exits 0 only if
 # every check passed; 77 (ctest's skip) when qemu or a kernel is missing.
+# With IMAGE_TESTS and BERTH_CLI it also runs the image store's tests there:
+# Debian 12's 6.1 kernel cannot mount berth's EROFS layers, so the store falls
+# back to unpacked (dir) layers, which is what they then test.
 #
-#   run-cgroup-v2.sh BERTH_RUNTIME HELPER [INTEGRATION_TESTS]
+#   run-cgroup-v2.sh BERTH_RUNTIME HELPER [INTEGRATION_TESTS [IMAGE_TESTS BERTH_CLI]]
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 runtime=${1:?usage: $0 BERTH_RUNTIME HELPER [INTEGRATION_TESTS]}
 helper=${2:?usage: $0 BERTH_RUNTIME HELPER [INTEGRATION_TESTS]}
 itests=${3:-}
+imgtests=${4:-}
+cli=${5:-}
 
 qemu=$(command -v qemu-system-x86_64 || true)
 kernel=$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1 || true)
@@ -47,6 +52,22 @@ if [[ -n $itests ]]; then
   loop=$(find "/lib/modules/$kver" -name 'loop.ko' 2>/dev/null | head -n 1)
   [[ -n $loop ]] && cp "$loop" "$root/modules/loop.ko"
 fi
+if [[ -n $imgtests && -n $cli ]]; then
+  cp "$imgtests" "$root/bin/berth-image-tests"
+  # berth (BERTH_TEST_CLI tells the tests), with both binaries' libraries.
+  cp "$cli" "$root/bin/berth"
+  for lib in $(ldd "$imgtests" "$cli" | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+  for a in gzip tar; do ln -sf busybox "$root/bin/$a"; done
+  mkdir -p "$root/modules"
+  kver=${kernel#*/vmlinuz-}
+  for m in overlay crc32c_generic libcrc32c erofs; do
+    f=$(find "/lib/modules/$kver" -name "$m.ko" 2>/dev/null | head -n 1)
+    [[ -n $f ]] && cp "$f" "$root/modules/$m.ko"
+  done
+fi
 cp "$here/vm-init.sh" "$root/init"
 chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc --quiet) > "$work/initrd"
@@ -60,7 +81,7 @@ timeout 500 "$qemu" -nographic -no-reboot -m 1024 -smp 2 \
 # The serial console may prefix a line with terminal escapes: match anywhere.
 results=$(grep -oE 'BERTH-V2 (PASS|FAIL|DONE).*' "$out" || true)
 # The integration suite's own lines, for the log.
-grep -oE 'BERTH-V2-GT .*' "$out" | sed 's/^BERTH-V2-GT /  guest: /' | grep -E '^  guest: \[ *(OK|FAILED|SKIPPED|PASSED) *\]|Failure|Which is|Expected|stderr' || true
+grep -oE 'BERTH-V2-GT .*' "$out" | sed 's/^BERTH-V2-GT /  guest: /' | grep -E '^  guest: \[ *(OK|FAILED|SKIPPED|PASSED) *\]|Failure|Which is|Expected|stderr|dmesg|Invalid' || true
 if [[ -z $results ]]; then
   echo "no result from the guest; console:"
   tail -n 40 "$out"
@@ -70,6 +91,7 @@ echo "$results"
 passed=$(grep -c 'BERTH-V2 PASS' <<<"$results" || true)
 want=9
 [[ -n $itests ]] && want=10
+[[ -n $imgtests && -n $cli ]] && want=$((want + 2))
 if grep -q 'BERTH-V2 FAIL' <<<"$results" || ! grep -q 'BERTH-V2 DONE' <<<"$results" || ((passed != want)); then
   echo "--- guest console (tail) ---"
   tail -n 60 "$out"

@@ -94,5 +94,18 @@ if [ -x /bin/berth-integration-tests ]; then
   if [ $rc -eq 0 ]; then pass gtest-cgroup; else failc gtest-cgroup "exit $rc"; fi
 fi
 
+# 7. The image store on a kernel without berth's EROFS layers (6.1): the
+# probe says dir, and the store's tests pass on unpacked layers.
+if [ -x /bin/berth-image-tests ]; then
+  for m in overlay crc32c_generic libcrc32c erofs; do [ -f /modules/$m.ko ] && insmod /modules/$m.ko 2>/dev/null; done
+  fmt=$(/bin/berth --root /tmp/probe-store info 2>&1 | grep 'Layer format')
+  if echo "$fmt" | grep -q 'Layer format: dir'; then pass layer-format-fallback; else failc layer-format-fallback "$fmt"; fi
+  BERTH_TEST_CLI=/bin/berth /bin/berth-image-tests --gtest_filter='LayerFormatTest.*:StoreTest.*-StoreTest.KilledAtRandomPoints*' > /tmp/gi.log 2>&1
+  rc=$?
+  sed 's/^/BERTH-V2-GT /' /tmp/gi.log
+  dmesg | grep -iE 'overlay|erofs' | sed 's/^/BERTH-V2-GT dmesg: /'
+  if [ $rc -eq 0 ]; then pass gtest-image-store-dir; else failc gtest-image-store-dir "exit $rc"; fi
+fi
+
 echo "BERTH-V2 DONE"
 poweroff -f
