@@ -9,7 +9,8 @@
 //   layers/<chain hex>/           one layer, in one of two formats:
 //     erofs: layer.tar (the uncompressed layer), layer.erofs (berth's EROFS
 //            metadata for it, erofs.h) and diff/, where the two are mounted
-//            while an image mount or a container uses the layer
+//            from the layer's first use (an image mount or a container) until
+//            the layer is removed
 //     dir:   diff/ holds the layer unpacked (unpack.h)
 //     size                        the layer's uncompressed tar bytes
 //   layers/.tmp-*                 layers being made (renamed into place when whole)
@@ -35,8 +36,7 @@
 // exclusive flock on store.lock (held briefly: downloads and unpacks happen
 // before it is taken), so an rmi can never remove a layer that a concurrent
 // pull is about to record. EROFS layer mounts are made and removed under it
-// too: a layer is mounted while some image that has it is mounted or used by a
-// container, and unmounted when the last such use goes.
+// too.
 #pragma once
 
 #include <cstdint>
@@ -216,8 +216,6 @@ class ImageStore {
   Result<> drop_unreferenced();
   Result<bool> in_use(const std::string& id) const;
   Result<> mount_layers(const ImageRecord& image);
-  Result<> release_layers(const ImageRecord& image);
-  Result<> release_layers(const std::string& image_id);
   Result<> remove_layer_dir(const std::string& hex);
   Result<LayerFormat> probe_layer_format();
 

@@ -43,7 +43,7 @@ class EngineTest : public ::testing::Test {
     for (auto& id : split(ids.out, '\n'))
       if (!id.empty()) berth({"rm", "-f", id});
     // Nothing of ours may be left: no mount under the root, no monitor.
-    EXPECT_EQ(test::umount_under(dir_), 0u) << "a mount is left under " << dir_;
+    test::expect_only_layer_mounts(dir_, root_);
     if (fs::exists(root_ + "/containers")) {
       size_t n = 0;
       for (auto& e : fs::directory_iterator(root_ + "/containers")) ++n, (void)e;

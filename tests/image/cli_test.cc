@@ -45,10 +45,8 @@ class CliTest : public ::testing::Test {
     root_ = dir_.path() + "/store";
     ::setenv("DOCKER_CONFIG", (dir_.path() + "/docker").c_str(), 1);
   }
-  void TearDown() override {
-    if (fs::exists(root_ + "/image-mounts"))
-      for (auto& e : fs::directory_iterator(root_ + "/image-mounts")) ::umount2(e.path().c_str(), MNT_DETACH);
-  }
+  // Image mounts a failed test left, and EROFS layers (mounted until removed).
+  void TearDown() override { detach_mounts_beneath(dir_.path()); }
 
   // Runs berth with --root; stdin from `input` (a file) when given.
   Out berth(const std::vector<std::string>& args, const std::string& input = "", pid_t* started = nullptr,

@@ -43,11 +43,9 @@ class StoreTest : public ::testing::Test {
   void TearDown() override {
     if (root_.empty()) return;
     store_.reset();
-    // Whatever a failed test left mounted under this store (and only there).
-    for (auto& e : fs::directory_iterator(root_ + "/image-mounts", fs::directory_options::skip_permission_denied))
-      ::umount2(e.path().c_str(), MNT_DETACH);
-    if (fs::exists(root_ + "/containers"))
-      for (auto& e : fs::directory_iterator(root_ + "/containers")) ::umount2((e.path() / "rootfs").c_str(), MNT_DETACH);
+    // Whatever a failed test left mounted under this store (and only there),
+    // and EROFS layers, which stay mounted until removed.
+    detach_mounts_beneath(root_);
     (void)remove_tree(root_);
   }
 

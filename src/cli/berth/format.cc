@@ -147,10 +147,16 @@ std::string expand(const std::string& tpl, const json& row) {
     if (close == std::string::npos) throw std::invalid_argument("unclosed action");
     std::string action = trim(tpl.substr(open + 2, close - open - 2));
     if (action.starts_with("json ")) out += field(row, trim(action.substr(5)))->dump();
-    else if (action.starts_with("upper ")) {
+    else if (action.starts_with("upper ") || action.starts_with("lower ")) {
       std::string v = plain(*field(row, trim(action.substr(6))));
-      for (auto& c : v) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      bool up = action[0] == 'u';
+      for (auto& c : v) c = static_cast<char>(up ? std::toupper(static_cast<unsigned char>(c)) : std::tolower(static_cast<unsigned char>(c)));
       out += v;
+    } else if (action.starts_with("len ")) {
+      const json* v = field(row, trim(action.substr(4)));
+      if (!v->is_array() && !v->is_object() && !v->is_string())
+        throw std::invalid_argument("len of " + trim(action.substr(4)) + ": not a list, map or string");
+      out += std::to_string(v->is_string() ? v->get<std::string>().size() : v->size());
     } else out += plain(*field(row, action));
     i = close + 2;
   }

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <stdexcept>
 
 #include <climits>
 #include <unistd.h>
@@ -144,6 +145,10 @@ int run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "berth: %s\nSee 'berth --help'.\n", e.what());
     return 125;  // docker's status for its own usage errors
+  } catch (const std::invalid_argument& e) {
+    // A --format template that does not fit the data.
+    std::fprintf(stderr, "berth: template: %s\n", e.what());
+    return 1;
   } catch (const Failure& f) {
     // An empty error is a status to pass on (the container's exit code).
     if (f.error.err || !f.error.msg.empty()) std::fprintf(stderr, "berth: %s\n", f.error.str().c_str());
