@@ -48,7 +48,7 @@ struct Decompressor::Impl {
     }
     if (!v.empty()) {
       uncompressed_ += v.size();
-      hash_.update(v.data(), v.size());
+      if (o_.hash) hash_.update(v.data(), v.size());
       if (uncompressed_ > o_.ratio_floor &&
           static_cast<unsigned __int128>(o_.max_ratio) * compressed_ < uncompressed_)
         return fail(o_.what + ": expands more than " + std::to_string(o_.max_ratio) +
@@ -195,5 +195,59 @@ Result<> Decompressor::drain() { return d_->drain(); }
 Digest Decompressor::finish() { return d_->finish(); }
 uint64_t Decompressor::compressed() const { return d_->compressed(); }
 uint64_t Decompressor::uncompressed() const { return d_->uncompressed(); }
+
+Prefetcher::Prefetcher(Decompressor& d) : d_(d), thread_([this] { run(); }) {}
+Prefetcher::~Prefetcher() { stop(); }
+
+Result<std::string_view> Prefetcher::next() {
+  std::unique_lock lk(mu_);
+  if (!current_.empty()) free_.push_back(std::move(current_));
+  current_.clear();
+  cv_.notify_all();
+  cv_.wait(lk, [&] { return !full_.empty() || done_; });
+  if (!full_.empty()) {
+    current_ = std::move(full_.front());
+    full_.pop_front();
+    cv_.notify_all();
+    return std::string_view(current_.data(), current_.size());
+  }
+  if (error_) return std::unexpected(*error_);
+  return std::string_view();
+}
+
+void Prefetcher::stop() {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Prefetcher::run() {
+  for (;;) {
+    auto v = d_.read();
+    std::unique_lock lk(mu_);
+    if (!v || v->empty()) {
+      if (!v) error_ = std::move(v).error();
+      done_ = true;
+      cv_.notify_all();
+      return;
+    }
+    cv_.wait(lk, [&] { return full_.size() < kDepth || stop_; });
+    if (stop_) {
+      done_ = true;
+      return;
+    }
+    std::string buf;
+    if (!free_.empty()) {
+      buf = std::move(free_.back());
+      free_.pop_back();
+    }
+    buf.assign(v->data(), v->size());
+    full_.push_back(std::move(buf));
+    cv_.notify_all();
+  }
+}
 
 }  // namespace berth::image

@@ -5,10 +5,16 @@
 // decompression bomb).
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 #include "image/digest.h"
 #include "util/error.h"
@@ -20,6 +26,10 @@ struct DecompressOptions {
   uint64_t max_ratio = 200;
   uint64_t ratio_floor = 1ull << 30;
   std::string what = "layer";  // names the stream in errors
+  // Off, read() does not hash and finish() means nothing: a caller that reads
+  // on another thread (Prefetcher) hashes there, so inflating and hashing
+  // overlap.
+  bool hash = true;
 };
 
 class Decompressor {
@@ -47,6 +57,36 @@ class Decompressor {
  private:
   struct Impl;
   std::unique_ptr<Impl> d_;
+};
+
+// Runs a Decompressor on a thread of its own, a few chunks ahead of the
+// caller (as `igzip -dc | tar -x` would): the caller's work on each chunk
+// (unpacking files, hashing and writing a tar) overlaps the inflating.
+class Prefetcher {
+ public:
+  explicit Prefetcher(Decompressor& d);
+  ~Prefetcher();
+  Prefetcher(const Prefetcher&) = delete;
+  Prefetcher& operator=(const Prefetcher&) = delete;
+
+  // The next chunk (valid until the next call); empty at the end of the stream.
+  Result<std::string_view> next();
+  // Waits for the producer to finish (the decompressor is then the caller's again).
+  void stop();
+
+ private:
+  static constexpr size_t kDepth = 16;  // chunks of up to 256 KiB
+  void run();
+
+  Decompressor& d_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::string> full_;
+  std::vector<std::string> free_;
+  std::string current_;
+  std::optional<Error> error_;
+  bool done_ = false, stop_ = false;
+  std::thread thread_;  // last: started once everything above exists
 };
 
 }  // namespace berth::image

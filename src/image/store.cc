@@ -162,14 +162,20 @@ Result<uint64_t> write_layer_tar(int src_fd, const std::string& tar_path, const 
                                  const std::string& what) {
   UniqueFd out(::open(tar_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!out) return sys_error("create " + tar_path);
-  Decompressor d(src_fd, {.what = what});
+  // Inflating on a thread of its own; hashing and writing here.
+  Decompressor d(src_fd, {.what = what, .hash = false});
   TRY(d.init());
-  for (;;) {
-    std::string_view chunk = TRY(d.read());
-    if (chunk.empty()) break;
-    TRY_CTX(write_fd(out.get(), chunk), what + ": write " + tar_path);
+  Sha256 hash;
+  {
+    Prefetcher ahead(d);
+    for (;;) {
+      std::string_view chunk = TRY(ahead.next());
+      if (chunk.empty()) break;
+      hash.update(chunk.data(), chunk.size());
+      TRY_CTX(write_fd(out.get(), chunk), what + ": write " + tar_path);
+    }
   }
-  Digest got = d.finish();
+  Digest got = hash.finish();
   if (!(got == diff_id))
     return fail(what + ": diff_id mismatch: expected " + diff_id.str() + ", got " + got.str());
   return d.uncompressed();
