@@ -214,7 +214,9 @@ TEST_F(LayerFormatTest, DebootstrapDebianIsTheSameOnBothPaths) {
     if (::access("/usr/sbin/debootstrap", X_OK) != 0) GTEST_SKIP() << "debootstrap is not installed";
     std::string rootfs = dir_ + "/debian";
     int st = 0;
-    shell_out("/usr/sbin/debootstrap --variant=minbase bookworm " + rootfs + " >" + dir_ + "/debootstrap.log 2>&1",
+    // Bounded: a slow or absent mirror skips the test, it never times out.
+    shell_out("timeout 200 /usr/sbin/debootstrap --variant=minbase bookworm " + rootfs + " >" + dir_ +
+                  "/debootstrap.log 2>&1",
               &st);
     detach_mounts_beneath(rootfs);
     if (st != 0) GTEST_SKIP() << "debootstrap failed (no Debian mirror reachable?): see the log in the test dir";
