@@ -915,13 +915,26 @@ Result<bool> erofs_supported(const std::string& scratch_dir) {
     if (!t || !m) return sys_error("erofs probe: open " + tar + " or " + meta);
     TRY(erofs_write(t.get(), m.get(), {.what = "erofs probe"}));
   }
-  if (!erofs_mount(meta, tar, mnt)) return false;
+  // What a kernel that lacks a piece answers (no EROFS, no file-backed
+  // mounts, no sub-page blocks, overlayfs refusing the layer, no rights): "no".
+  // Anything else (ENOMEM, ENOSPC, ...) is an error, so a passing failure is
+  // never taken, and kept, as the kernel's answer.
+  auto refused = [](int e) {
+    return e == ENODEV || e == EINVAL || e == ENOTBLK || e == EOPNOTSUPP || e == EPERM || e == ENXIO || e == EIO;
+  };
+  if (auto m = erofs_mount(meta, tar, mnt); !m) {
+    if (refused(m.error().err)) return false;
+    return std::unexpected(std::move(m).error().context("erofs probe"));
+  }
   c.mounts.push_back(mnt);
   auto got = read_file(mnt + "/d/f");
   if (!got || *got != content) return false;
   // overlayfs wants two lower layers without an upper one.
   std::string opts = "lowerdir=" + mnt + ":" + lower;
-  if (::mount("overlay", merged.c_str(), "overlay", MS_RDONLY, opts.c_str()) != 0) return false;
+  if (::mount("overlay", merged.c_str(), "overlay", MS_RDONLY, opts.c_str()) != 0) {
+    if (refused(errno)) return false;
+    return sys_error("erofs probe: mount overlay on " + merged);
+  }
   c.mounts.push_back(merged);
   got = read_file(merged + "/d/f");
   return got && *got == content;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <ctime>
 #include <mutex>
 #include <random>
@@ -107,6 +108,7 @@ Result<> mount_overlay(const std::vector<std::string>& lowers, const std::string
   bool xino = std::any_of(lowers.begin(), lowers.end(), [](const std::string& l) {
     return path_exists(l.substr(0, l.rfind('/')) + "/layer.erofs");
   });
+  bool create_einval = false;  // the new API refused at create: perhaps only lowerdir+
   int fs = static_cast<int>(::syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC));
   if (fs >= 0) {
     UniqueFd fsfd(fs);
@@ -129,6 +131,7 @@ Result<> mount_overlay(const std::vector<std::string>& lowers, const std::string
       // "lowerdir+" shows here: EINVAL goes to mount(2), which says what is wrong.
       if (::syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
         if (errno != EINVAL) return sys_error("mount overlay on " + target);
+        create_einval = true;
         ok = false;
       }
     }
@@ -152,7 +155,8 @@ Result<> mount_overlay(const std::vector<std::string>& lowers, const std::string
   if (!ro) opts += ",upperdir=" + upper + ",workdir=" + work;
   if (xino) opts += ",xino=on";
   if (::mount("overlay", target.c_str(), "overlay", ro ? MS_RDONLY : 0, opts.c_str()) != 0)
-    return sys_error("mount overlay on " + target);
+    return sys_error(std::string("mount overlay on ") + target +
+                     (create_einval ? " (the mount API also refused it: Invalid argument)" : ""));
   return {};
 }
 
@@ -229,9 +233,12 @@ ImageStore::Op::~Op() {
 
 Result<std::unique_ptr<ImageStore>> ImageStore::open(const std::string& root, const StoreOptions& o) {
   std::unique_ptr<ImageStore> s(new ImageStore);
-  s->root_ = root;
   s->opts_ = o;
   TRY_CTX(mkdir_p(root, 0700), "image store " + root);
+  // Mount points are compared with mountinfo, which has real absolute paths.
+  char real[PATH_MAX];
+  if (!::realpath(root.c_str(), real)) return sys_error("image store " + root);
+  s->root_ = real;
   for (const char* sub : {"layers", "image-mounts", "ops"})
     TRY_CTX(mkdir_p(root + "/" + sub, 0700), "image store " + root);
   s->content_ = std::make_unique<ContentStore>(TRY(ContentStore::open(root)));
@@ -300,7 +307,8 @@ Result<LayerFormat> ImageStore::probe_layer_format() {
   TRY(remove_tree(scratch));
   LayerFormat f = ok ? LayerFormat::kErofs : LayerFormat::kDir;
   if (!ok) log::debug("layer format: this kernel does not mount berth's EROFS layers; layers are unpacked (dir)");
-  TRY(atomic_write_file(cache, boot + " " + std::string(layer_format_name(f)) + "\n", 0600));
+  // Without a boot ID the answer could outlive the kernel it is about.
+  if (boot != "unknown") TRY(atomic_write_file(cache, boot + " " + std::string(layer_format_name(f)) + "\n", 0600));
   return f;
 }
 

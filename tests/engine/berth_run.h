@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -80,10 +81,14 @@ inline size_t umount_under(const std::string& dir) {
 // under `dir` but the store's EROFS layers, which stay mounted until their
 // layer goes; then everything there is unmounted.
 inline void expect_only_layer_mounts(const std::string& dir, const std::string& root) {
+  std::set<std::string> seen;
   for (auto& line : split(read_file("/proc/self/mountinfo").value_or(""), '\n')) {
     auto f = split(line, ' ');
-    if (f.size() > 4 && f[4].starts_with(dir + "/"))
-      EXPECT_TRUE(f[4].starts_with(root + "/layers/") && f[4].ends_with("/diff")) << "a mount is left: " << f[4];
+    if (f.size() <= 4 || !f[4].starts_with(dir + "/")) continue;
+    bool layer = f[4].starts_with(root + "/layers/") && f[4].ends_with("/diff") &&
+                 path_exists(f[4].substr(0, f[4].size() - 5) + "/layer.erofs");
+    EXPECT_TRUE(layer) << "a mount is left: " << f[4];
+    EXPECT_TRUE(seen.insert(f[4]).second) << "mounted twice: " << f[4];
   }
   umount_under(dir);
 }

@@ -5,7 +5,7 @@
 // output the checker refuses, or a crash, is a finding.
 //
 // Built with clang (tests/fuzz/CMakeLists.txt) and run for a fixed count by
-// ctest from a seed corpus of tars made by tests/fuzz/seeds.sh.
+// ctest from a seed corpus of tars made by tests/fuzz/seeds.py.
 #include <sys/mman.h>
 #include <unistd.h>
 

@@ -49,7 +49,7 @@ if [[ -n $itests ]]; then
   ln -sf ../bin/busybox "$root/sbin/losetup"
   # The loop driver, for the block IO throttle test.
   kver=${kernel#*/vmlinuz-}
-  loop=$(find "/lib/modules/$kver" -name 'loop.ko' 2>/dev/null | head -n 1)
+  loop=$(find "/lib/modules/$kver" -name 'loop.ko' 2>/dev/null | head -n 1 || true)
   [[ -n $loop ]] && cp "$loop" "$root/modules/loop.ko"
 fi
 if [[ -n $imgtests && -n $cli ]]; then
@@ -64,8 +64,12 @@ if [[ -n $imgtests && -n $cli ]]; then
   mkdir -p "$root/modules"
   kver=${kernel#*/vmlinuz-}
   for m in overlay crc32c_generic libcrc32c erofs; do
-    f=$(find "/lib/modules/$kver" -name "$m.ko" 2>/dev/null | head -n 1)
-    [[ -n $f ]] && cp "$f" "$root/modules/$m.ko"
+    f=$(find "/lib/modules/$kver" -name "$m.ko*" 2>/dev/null | head -n 1 || true)
+    case $f in
+      *.ko) cp "$f" "$root/modules/$m.ko" ;;
+      *.ko.xz) xz -dc "$f" >"$root/modules/$m.ko" ;;
+      *.ko.zst) zstd -qdc "$f" >"$root/modules/$m.ko" ;;
+    esac
   done
 fi
 cp "$here/vm-init.sh" "$root/init"

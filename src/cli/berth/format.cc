@@ -93,13 +93,13 @@ std::string unescape(std::string_view f) {
 const json* field(const json& row, std::string_view path) {
   const json* cur = &row;
   if (path == ".") return cur;
-  if (!path.starts_with(".")) throw std::invalid_argument("expected a field (.Name), got \"" + std::string(path) + "\"");
+  if (!path.starts_with(".")) throw TemplateError("expected a field (.Name), got \"" + std::string(path) + "\"");
   size_t i = 1;
   while (i <= path.size()) {
     size_t dot = path.find('.', i);
     std::string key(path.substr(i, dot == std::string_view::npos ? std::string_view::npos : dot - i));
     if (!cur->is_object() || !cur->contains(key))
-      throw std::invalid_argument("can't evaluate field " + key);
+      throw TemplateError("can't evaluate field " + key);
     cur = &(*cur)[key];
     if (dot == std::string_view::npos) break;
     i = dot + 1;
@@ -144,7 +144,7 @@ std::string expand(const std::string& tpl, const json& row) {
     }
     out += tpl.substr(i, open - i);
     size_t close = tpl.find("}}", open);
-    if (close == std::string::npos) throw std::invalid_argument("unclosed action");
+    if (close == std::string::npos) throw TemplateError("unclosed action");
     std::string action = trim(tpl.substr(open + 2, close - open - 2));
     if (action.starts_with("json ")) out += field(row, trim(action.substr(5)))->dump();
     else if (action.starts_with("upper ") || action.starts_with("lower ")) {
@@ -155,7 +155,7 @@ std::string expand(const std::string& tpl, const json& row) {
     } else if (action.starts_with("len ")) {
       const json* v = field(row, trim(action.substr(4)));
       if (!v->is_array() && !v->is_object() && !v->is_string())
-        throw std::invalid_argument("len of " + trim(action.substr(4)) + ": not a list, map or string");
+        throw TemplateError("len of " + trim(action.substr(4)) + ": not a list, map or string");
       out += std::to_string(v->is_string() ? v->get<std::string>().size() : v->size());
     } else out += plain(*field(row, action));
     i = close + 2;
@@ -211,7 +211,7 @@ std::string render(std::string_view format, const std::vector<json>& rows) {
       }
       header_tpl += tpl.substr(i, open - i);
       size_t close = tpl.find("}}", open);
-      if (close == std::string::npos) throw std::invalid_argument("unclosed action");
+      if (close == std::string::npos) throw TemplateError("unclosed action");
       header_tpl += header_of(trim(tpl.substr(open + 2, close - open - 2)));
       i = close + 2;
     }

@@ -6,11 +6,18 @@
 
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace berth::cli {
+
+// A --format template that does not parse or does not fit the data: main
+// prints it as one line.
+struct TemplateError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
 
 // Docker's units.HumanSizeWithPrecision(n, 3): decimal units, 3 significant digits.
 std::string human_size(double bytes);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli/berth/cli.h"
+#include "cli/berth/format.h"
 #include "engine/engine.h"
 #include "image/template.h"
 #include "util/fs.h"
@@ -145,8 +146,7 @@ int run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "berth: %s\nSee 'berth --help'.\n", e.what());
     return 125;  // docker's status for its own usage errors
-  } catch (const std::invalid_argument& e) {
-    // A --format template that does not fit the data.
+  } catch (const TemplateError& e) {
     std::fprintf(stderr, "berth: template: %s\n", e.what());
     return 1;
   } catch (const Failure& f) {

@@ -74,7 +74,9 @@ void system_df(Context& ctx, const std::string& format) {
 
 void info(Context& ctx, const std::string& format) {
   image::ImageStore* s = check(ctx.store());
-  std::string format_name(image::layer_format_name(check(s->layer_format())));
+  // A forced format this kernel cannot mount is an error for pulls, not for info.
+  auto lf = s->layer_format();
+  std::string format_name = lf ? std::string(image::layer_format_name(*lf)) : "unusable (" + lf.error().str() + ")";
   auto layout = cgroup::detect_layout();
   std::string mode = !layout ? "unknown" : layout->mode == cgroup::Mode::unified ? "2" : "1";
   auto containers = check(check(ctx.engine())->list());
