@@ -399,7 +399,9 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
     else (void)remove_tree(c.dir);
     (void)volumes.release(c.id, true);
   }};
-  std::string rootfs = TRY(store_->create_rootfs(c.id, img, c.dir));
+  // A --rm container's upper dir goes with its first exit: volatile.
+  bool transient = body.value("HostConfig", json::object()).value("AutoRemove", false);
+  std::string rootfs = TRY(store_->create_rootfs(c.id, img, c.dir, transient));
   rootfs_made = true;
   failpoint("create-after-rootfs");
   std::string hostname = body.value("Hostname", "");

@@ -102,7 +102,7 @@ bool is_mountpoint(const std::string& path) {
 // images with hundreds of layers mount); mount(2) is the fallback for kernels
 // before 6.8.
 Result<> mount_overlay(const std::vector<std::string>& lowers, const std::string& upper, const std::string& work,
-                       const std::string& target) {
+                       const std::string& target, bool volatile_upper = false) {
   bool ro = upper.empty();
   // lowers are layers/<chain>/diff: an EROFS layer has layer.erofs beside it.
   bool xino = std::any_of(lowers.begin(), lowers.end(), [](const std::string& l) {
@@ -127,6 +127,8 @@ Result<> mount_overlay(const std::vector<std::string>& lowers, const std::string
       if (!ro && (::syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "upperdir", upper.c_str(), 0) != 0 ||
                   ::syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "workdir", work.c_str(), 0) != 0))
         return sys_error("overlay upper/work dirs for " + target);
+      // Best effort: a kernel without it (before 5.10) syncs as before.
+      if (!ro && volatile_upper) ::syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "volatile", nullptr, 0);
       // Before 6.5 overlayfs parsed options only at create, so an unknown
       // "lowerdir+" shows here: EINVAL goes to mount(2), which says what is wrong.
       if (::syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
@@ -154,6 +156,9 @@ Result<> mount_overlay(const std::vector<std::string>& lowers, const std::string
   }
   if (!ro) opts += ",upperdir=" + upper + ",workdir=" + work;
   if (xino) opts += ",xino=on";
+  if (!ro && volatile_upper &&
+      ::mount("overlay", target.c_str(), "overlay", 0, (opts + ",volatile").c_str()) == 0)
+    return {};
   if (::mount("overlay", target.c_str(), "overlay", ro ? MS_RDONLY : 0, opts.c_str()) != 0)
     return sys_error(std::string("mount overlay on ") + target +
                      (create_einval ? " (the mount API also refused it: Invalid argument)" : ""));
@@ -837,7 +842,7 @@ Result<std::vector<Digest>> ImageStore::blobs(const ImageRecord& image) const {
 // ------------------------------------------------------ container rootfs --
 
 Result<std::string> ImageStore::create_rootfs(const std::string& user, const ImageRecord& image,
-                                              const std::string& dir) {
+                                              const std::string& dir, bool transient) {
   UniqueFd held = TRY(lock());
   if (TRY(db_->count("SELECT count(*) FROM image_users WHERE user = ?1", user)) > 0)
     return fail("container rootfs for " + user + ": already exists");
@@ -856,7 +861,7 @@ Result<std::string> ImageStore::create_rootfs(const std::string& user, const Ima
       if (::mount((dir + "/upper").c_str(), rootfs.c_str(), nullptr, MS_BIND, nullptr) != 0)
         return sys_error("bind mount " + dir + "/upper on " + rootfs);
     } else {
-      TRY(mount_overlay(lowers, dir + "/upper", dir + "/work", rootfs));
+      TRY(mount_overlay(lowers, dir + "/upper", dir + "/work", rootfs, transient));
     }
     mounted = true;
     return db_->exec("INSERT INTO image_users (user, image) VALUES (?1, ?2)", user, image.id.str());
@@ -873,11 +878,17 @@ Result<std::string> ImageStore::mount_rootfs(const ImageRecord& image, const std
   std::string rootfs = dir + "/rootfs";
   if (is_mountpoint(rootfs)) return rootfs;
   auto lowers = TRY(mounted_layer_dirs(image));
+  // A volatile mount leaves work/work/incompat/volatile, and overlayfs refuses
+  // that work dir until it goes: the rootfs of a transient container, which
+  // is mounted volatile again.
+  std::string incompat = dir + "/work/work/incompat";
+  bool transient = path_exists(incompat + "/volatile");
+  if (transient) TRY(remove_tree(incompat));
   if (lowers.empty()) {
     if (::mount((dir + "/upper").c_str(), rootfs.c_str(), nullptr, MS_BIND, nullptr) != 0)
       return sys_error("bind mount " + dir + "/upper on " + rootfs);
   } else {
-    TRY(mount_overlay(lowers, dir + "/upper", dir + "/work", rootfs));
+    TRY(mount_overlay(lowers, dir + "/upper", dir + "/work", rootfs, transient));
   }
   return rootfs;
 }

@@ -182,10 +182,13 @@ class ImageStore {
   // A container's root filesystem: an overlay of the image's layers with its
   // own upper and work dirs under `dir` (dir/upper, dir/work), mounted on
   // dir/rootfs, which is returned. `user` (a container ID) keeps the image in
-  // use until remove_rootfs; rmi refuses it meanwhile.
-  Result<std::string> create_rootfs(const std::string& user, const ImageRecord& image, const std::string& dir);
+  // use until remove_rootfs; rmi refuses it meanwhile. A `transient` rootfs
+  // (a --rm container: its upper dir goes with its first exit) is mounted
+  // `volatile`, so unmounting it does not sync the upper filesystem.
+  Result<std::string> create_rootfs(const std::string& user, const ImageRecord& image, const std::string& dir,
+                                    bool transient = false);
   // Mounts a container rootfs made by create_rootfs again (after a reboot)
-  // unless it is mounted; returns dir/rootfs.
+  // unless it is mounted, volatile again if it was; returns dir/rootfs.
   Result<std::string> mount_rootfs(const ImageRecord& image, const std::string& dir);
   // Unmounts and removes `dir`, and lets the image go.
   Result<> remove_rootfs(const std::string& user, const std::string& dir);

@@ -181,6 +181,44 @@ TEST_F(StoreTest, ContainerRootfsIsCopyOnWriteAndKeepsTheImageInUse) {
   expect_consistent();
 }
 
+// A --rm container's rootfs is volatile (no sync of the upper filesystem at
+// unmount); mounted again after a reboot, it is volatile again, although
+// overlayfs refuses a work dir a volatile mount used until its marker goes.
+TEST_F(StoreTest, TransientRootfsIsVolatileAndMountsAgain) {
+  auto img = make_image({{{"etc/conf", "base"}}, {{"etc/more", "top"}}}, "app:1");
+  ASSERT_TRUE(img) << img.error().str();
+  auto options = [](const std::string& mp) {
+    for (auto& line : split(read_file("/proc/self/mountinfo").value_or(""), '\n')) {
+      auto f = split(line, ' ');
+      if (f.size() > 4 && f[4] == mp) return line;
+    }
+    return std::string("<not mounted>");
+  };
+  std::string t = root_ + "/containers/t", k = root_ + "/containers/k";
+  auto rt = store_->create_rootfs("t", *img, t, true);
+  ASSERT_TRUE(rt) << rt.error().str();
+  auto rk = store_->create_rootfs("k", *img, k);
+  ASSERT_TRUE(rk) << rk.error().str();
+  EXPECT_NE(options(*rt).find("volatile"), std::string::npos) << options(*rt);
+  EXPECT_EQ(options(*rk).find("volatile"), std::string::npos) << options(*rk);
+  ASSERT_TRUE(atomic_write_file(*rt + "/etc/conf", "changed", 0644));
+  // A reboot: the mounts go, the dirs stay.
+  ASSERT_EQ(::umount2(rt->c_str(), MNT_DETACH), 0);
+  ASSERT_EQ(::umount2(rk->c_str(), MNT_DETACH), 0);
+  auto again = store_->mount_rootfs(*img, t);
+  ASSERT_TRUE(again) << again.error().str();
+  EXPECT_NE(options(*again).find("volatile"), std::string::npos) << options(*again);
+  EXPECT_EQ(read_file(*again + "/etc/conf").value_or(""), "changed");
+  EXPECT_EQ(read_file(*again + "/etc/more").value_or(""), "top");
+  auto kept = store_->mount_rootfs(*img, k);
+  ASSERT_TRUE(kept) << kept.error().str();
+  EXPECT_EQ(options(*kept).find("volatile"), std::string::npos) << options(*kept);
+  ASSERT_TRUE(store_->remove_rootfs("t", t));
+  ASSERT_TRUE(store_->remove_rootfs("k", k));
+  ASSERT_TRUE(store_->remove("app:1", false));
+  expect_consistent();
+}
+
 TEST_F(StoreTest, SharedLayersAreCountedAndRemovedWithTheLastImage) {
   auto one = make_image({{{"base", "b"}}, {{"one", "1"}}}, "one");
   auto two = make_image({{{"base", "b"}}, {{"two", "2"}}}, "two");
