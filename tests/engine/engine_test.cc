@@ -324,6 +324,35 @@ TEST_F(EngineTest, TtyIsARealPty) {
   EXPECT_NE(got.find("got:there"), std::string::npos) << got;
 }
 
+// Detaching: ctrl-p ctrl-q by default, --detach-keys otherwise; the container
+// goes on running; keys that only begin the sequence reach the container.
+TEST_F(EngineTest, DetachKeysLeaveTheContainerRunning) {
+  auto [code, got] = pty_session({"--root", root_, "--runroot", runroot_, "run", "-it", "--name", "d1", "busybox", "sh",
+                                  "-c", "echo ready; sleep 60"},
+                                 "ready", "\x10\x11", "\x01never");
+  EXPECT_EQ(code, 0) << got;
+  EXPECT_EQ(inspect("d1")["State"]["Status"], "running") << got;
+  std::tie(code, got) = pty_session({"--root", root_, "--runroot", runroot_, "run", "-it", "--rm", "--detach-keys",
+                                     "ctrl-x,y", "busybox", "sh", "-c", "echo ready; read line; echo got:$line"},
+                                    "ready", "\x18zz\r", "\x01never");
+  EXPECT_EQ(code, 0) << got;
+  EXPECT_NE(got.find("got:\x18zz"), std::string::npos) << "a broken sequence goes through: " << got;
+  std::tie(code, got) = pty_session({"--root", root_, "--runroot", runroot_, "run", "-it", "--name", "d2",
+                                     "--detach-keys", "ctrl-x,y", "busybox", "sh", "-c", "echo ready; sleep 60"},
+                                    "ready", "\x10\x11\x18y", "\x01never");
+  EXPECT_EQ(code, 0) << got;
+  EXPECT_EQ(inspect("d2")["State"]["Status"], "running") << got;
+  // attach takes them too.
+  std::tie(code, got) = pty_session({"--root", root_, "--runroot", runroot_, "attach", "--detach-keys", "ctrl-a", "d1"},
+                                    "", "\x01", "\x01never");
+  EXPECT_EQ(code, 0) << got;
+  EXPECT_EQ(inspect("d1")["State"]["Status"], "running") << got;
+  auto bad = berth({"run", "-it", "--detach-keys", "ctrl-zz", "busybox", "true"});
+  EXPECT_EQ(bad.code, 125);
+  EXPECT_EQ(bad.err, "berth: invalid detach keys (ctrl-zz) provided\n");
+  EXPECT_EQ(count_containers(), 2u) << "nothing made for bad keys";
+}
+
 TEST_F(EngineTest, StdinGoesToTheContainer) {
   std::string in = dir_ + "/in";
   ASSERT_TRUE(atomic_write_file(in, "line one\nline two\n", 0644));

@@ -406,10 +406,34 @@ bool send_all(int fd, const std::string& s) {
   return true;
 }
 
+// Docker's --detach-keys: comma-separated keys, each "ctrl-X" (X a letter or
+// one of @ [ \ ] ^ _) or a single character; "" is the default, ctrl-p,ctrl-q.
+std::string detach_keys(const std::string& spec) {
+  if (spec.empty()) return "\x10\x11";
+  std::string out;
+  for (auto& key : split(spec, ',')) {
+    std::string k = key;
+    for (auto& ch : k) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (k.size() == 1) {
+      out += key[0];
+    } else if (k.size() == 6 && k.starts_with("ctrl-")) {
+      char c = k[5];
+      if (c >= 'a' && c <= 'z') out += static_cast<char>(c - 'a' + 1);
+      else if (c == '@') out += '\0';
+      else if (c >= '[' && c <= '_') out += static_cast<char>(c - '[' + 27);
+      else die("invalid detach keys (" + spec + ") provided", 125);
+    } else {
+      die("invalid detach keys (" + spec + ") provided", 125);
+    }
+  }
+  return out;
+}
+
 // Copies the container's output to ours and our stdin to it until the
 // monitor closes the connection; returns the exit code it reported (-1: none,
-// -2: detached with ctrl-p ctrl-q). Signals go to the container (Docker's sig-proxy).
-int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bool tty, bool* cleanup_self) {
+// -2: detached with the detach keys). Signals go to the container (Docker's sig-proxy).
+int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bool tty, bool* cleanup_self,
+                const std::string& keys) {
   // Without a tty, signals go to the container (Docker's sig-proxy); with
   // one, keys reach it through the pty and a signal ends only us, as Docker's.
   sigset_t sigs, old;
@@ -425,7 +449,8 @@ int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bo
   engine::FrameReader in;
   int code = -1;
   bool stdin_open = stdin_on;
-  bool saw_ctrl_p = false;
+  // Input that may begin the detach keys waits here until it does or does not.
+  std::string held;
   for (;;) {
     struct pollfd p[3] = {{sock, POLLIN, 0}, {sfd.get(), POLLIN, 0}, {stdin_open ? 0 : -1, POLLIN, 0}};
     if (::poll(p, 3, -1) < 0) {
@@ -450,12 +475,28 @@ int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bo
         send_all(sock, engine::frame(Frame::kCloseStdin, ""));
       } else {
         std::string data(buf, static_cast<size_t>(n));
-        if (tty) {
-          // Docker's detach keys: ctrl-p ctrl-q.
-          for (size_t i = 0; i < data.size(); ++i) {
-            if (saw_ctrl_p && data[i] == 0x11) return ::sigprocmask(SIG_SETMASK, &old, nullptr), -2;
-            saw_ctrl_p = data[i] == 0x10;
+        if (tty && !keys.empty()) {
+          // Docker's detach keys: held back while they match, sent on when
+          // the sequence breaks, never sent when it completes.
+          std::string out;
+          for (char ch : data) {
+            if (ch == keys[held.size()]) {
+              held += ch;
+              if (held.size() == keys.size()) {
+                // What came before the keys in the same read still goes.
+                if (!out.empty()) send_all(sock, engine::frame(Frame::kStdin, out));
+                ::sigprocmask(SIG_SETMASK, &old, nullptr);
+                return -2;
+              }
+              continue;
+            }
+            out += held;
+            held.clear();
+            if (ch == keys[0] && keys.size() > 1) held += ch;
+            else out += ch;
           }
+          data = std::move(out);
+          if (data.empty()) continue;
         }
         send_all(sock, engine::frame(Frame::kStdin, data));
       }
@@ -501,7 +542,7 @@ bool restart_policy_none(const Container& c) {
 }
 
 // Starts `c` attached (foreground run, start -a): returns its exit code.
-int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty) {
+int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty, const std::string& keys) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) die("socketpair failed", 125);
   UniqueFd ours(sv[0]), theirs(sv[1]);
@@ -511,7 +552,8 @@ int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty) {
   // With a restart policy the monitor's exit command restarts it, as
   // Docker's daemon would; we only report the exit.
   bool cleanup_self = false;
-  int code = attach_loop(ctx, c.id, ours.get(), stdin_on, tty, restart_policy_none(c) ? &cleanup_self : nullptr);
+  int code =
+      attach_loop(ctx, c.id, ours.get(), stdin_on, tty, restart_policy_none(c) ? &cleanup_self : nullptr, keys);
   if (code == -2) return 0;
   // The monitor has closed the connection, so it is gone: the cleanup is ours.
   if (cleanup_self)
@@ -984,8 +1026,11 @@ void add_container_commands(CLI::App& app, Context& ctx) {
     auto f = std::make_shared<RunFlags>();
     add_create_flags(c, *f);
     c.add_flag("-d,--detach", f->detach, "Run container in background and print container ID");
-    c.callback([&ctx, f, &c] {
+    auto keys = std::make_shared<std::string>();
+    c.add_option("--detach-keys", *keys, "Override the key sequence for detaching a container");
+    c.callback([&ctx, f, &c, keys] {
       reject_unknown(c);
+      std::string detach = detach_keys(*keys);
       Container ct = do_create(ctx, *f);
       if (f->detach) {
         auto s = eng(ctx).start(ct.id);
@@ -998,7 +1043,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
       }
       int code;
       try {
-        code = start_attached(ctx, ct, f->interactive, f->tty);
+        code = start_attached(ctx, ct, f->interactive, f->tty, detach);
       } catch (const Failure&) {
         // A container that could not start is still there, as with Docker; --rm removes it.
         if (f->rm) (void)eng(ctx).remove(ct.id, true, false);
@@ -1014,14 +1059,17 @@ void add_container_commands(CLI::App& app, Context& ctx) {
     auto interactive = std::make_shared<bool>(false);
     c.add_flag("-a,--attach", *attach, "Attach STDOUT/STDERR and forward signals");
     c.add_flag("-i,--interactive", *interactive, "Attach container's STDIN");
+    auto keys = std::make_shared<std::string>();
+    c.add_option("--detach-keys", *keys, "Override the key sequence for detaching a container");
     c.add_option("CONTAINER", *names, "Containers")->required();
-    c.callback([&ctx, names, attach, interactive] {
+    c.callback([&ctx, names, attach, interactive, keys] {
       if (*attach || *interactive) {
         if (names->size() != 1) die("you cannot start and attach multiple containers at once", 125);
+        std::string detach = detach_keys(*keys);
         Container ct = check(eng(ctx).find(names->front()));
         json body = json::parse(ct.config, nullptr, false);
         bool tty = body.is_object() && body.value("Tty", false);
-        int code = start_attached(ctx, ct, *interactive, tty);
+        int code = start_attached(ctx, ct, *interactive, tty, detach);
         std::fflush(stdout);
         throw Failure{Error{0, ""}, code};
       }
@@ -1154,15 +1202,16 @@ void add_container_commands(CLI::App& app, Context& ctx) {
                             std::pair{"console", "Attach to a container's console (its pty), as LXC's console"}}) {
     both(verb, {verb}, help, [&ctx](CLI::App& c) {
       struct O {
-        std::string name;
+        std::string name, keys;
         bool no_stdin = false;
       };
       auto o = std::make_shared<O>();
       c.add_flag("--no-stdin", o->no_stdin, "Do not attach STDIN");
       c.add_option("--sig-proxy", "Proxy all received signals to the process (default true)");
-      c.add_option("--detach-keys", "Override the key sequence for detaching a container (ctrl-p,ctrl-q only)");
+      c.add_option("--detach-keys", o->keys, "Override the key sequence for detaching a container");
       c.add_option("CONTAINER", o->name, "Container")->required();
       c.callback([&ctx, o, &c] {
+        std::string detach = detach_keys(o->keys);
         Container ct = check(eng(ctx).find(o->name));
         if (c.get_name() == "console" && !json::parse(ct.config, nullptr, false).value("Tty", false))
           die("container " + o->name + " has no console: it was not started with -t", 1);
@@ -1170,7 +1219,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
         json body = json::parse(ct.config, nullptr, false);
         bool tty = body.is_object() && body.value("Tty", false);
         bool in = !o->no_stdin && body.is_object() && body.value("OpenStdin", false);
-        int code = attach_loop(ctx, ct.id, s.get(), in, tty, nullptr);
+        int code = attach_loop(ctx, ct.id, s.get(), in, tty, nullptr, detach);
         if (code == -2) return;  // detached
         if (code == -1) code = check(eng(ctx).wait(ct.id));
         std::fflush(stdout);
