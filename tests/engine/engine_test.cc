@@ -347,6 +347,14 @@ TEST_F(EngineTest, DetachKeysLeaveTheContainerRunning) {
                                     "", "\x01", "\x01never");
   EXPECT_EQ(code, 0) << got;
   EXPECT_EQ(inspect("d1")["State"]["Status"], "running") << got;
+  // Docker's config.json may name them.
+  std::string conf = dir_ + "/docker-config";
+  ASSERT_TRUE(mkdir_p(conf));
+  ASSERT_TRUE(atomic_write_file(conf + "/config.json", R"({"detachKeys": "ctrl-e"})", 0600));
+  std::tie(code, got) = pty_session({"--root", root_, "--runroot", runroot_, "--config", conf, "attach", "d2"}, "",
+                                    "\x05", "\x01never");
+  EXPECT_EQ(code, 0) << got;
+  EXPECT_EQ(inspect("d2")["State"]["Status"], "running") << got;
   auto bad = berth({"run", "-it", "--detach-keys", "ctrl-zz", "busybox", "true"});
   EXPECT_EQ(bad.code, 125);
   EXPECT_EQ(bad.err, "berth: invalid detach keys (ctrl-zz) provided\n");

@@ -29,6 +29,8 @@ struct Context {
   std::string root;  // --root, $BERTH_ROOT, /var/lib/berth
   bool debug = false;
   std::string config;  // --config: where config.json (credentials) lives
+  // --config, else $DOCKER_CONFIG, else ~/.docker: Docker's client config dir.
+  std::string config_dir() const;
   // The first two words of the command line that are not global options
   // ("container", "ls"): the verb being run.
   std::string verb, subverb;

@@ -407,8 +407,15 @@ bool send_all(int fd, const std::string& s) {
 }
 
 // Docker's --detach-keys: comma-separated keys, each "ctrl-X" (X a letter or
-// one of @ [ \ ] ^ _) or a single character; "" is the default, ctrl-p,ctrl-q.
-std::string detach_keys(const std::string& spec) {
+// one of @ [ \ ] ^ _) or a single character. Without the flag, "detachKeys"
+// of the client's config.json, as Docker's CLI; else ctrl-p,ctrl-q.
+std::string detach_keys(const Context& ctx, std::string spec) {
+  if (spec.empty())
+    if (auto text = read_file(ctx.config_dir() + "/config.json")) {
+      json cfg = json::parse(*text, nullptr, false);
+      if (cfg.is_object() && cfg.contains("detachKeys") && cfg["detachKeys"].is_string())
+        spec = cfg["detachKeys"].get<std::string>();
+    }
   if (spec.empty()) return "\x10\x11";
   std::string out;
   for (auto& key : split(spec, ',')) {
@@ -1030,7 +1037,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
     c.add_option("--detach-keys", *keys, "Override the key sequence for detaching a container");
     c.callback([&ctx, f, &c, keys] {
       reject_unknown(c);
-      std::string detach = detach_keys(*keys);
+      std::string detach = detach_keys(ctx, *keys);
       Container ct = do_create(ctx, *f);
       if (f->detach) {
         auto s = eng(ctx).start(ct.id);
@@ -1065,7 +1072,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
     c.callback([&ctx, names, attach, interactive, keys] {
       if (*attach || *interactive) {
         if (names->size() != 1) die("you cannot start and attach multiple containers at once", 125);
-        std::string detach = detach_keys(*keys);
+        std::string detach = detach_keys(ctx, *keys);
         Container ct = check(eng(ctx).find(names->front()));
         json body = json::parse(ct.config, nullptr, false);
         bool tty = body.is_object() && body.value("Tty", false);
@@ -1211,7 +1218,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
       c.add_option("--detach-keys", o->keys, "Override the key sequence for detaching a container");
       c.add_option("CONTAINER", o->name, "Container")->required();
       c.callback([&ctx, o, &c] {
-        std::string detach = detach_keys(o->keys);
+        std::string detach = detach_keys(ctx, o->keys);
         Container ct = check(eng(ctx).find(o->name));
         if (c.get_name() == "console" && !json::parse(ct.config, nullptr, false).value("Tty", false))
           die("container " + o->name + " has no console: it was not started with -t", 1);

@@ -34,6 +34,13 @@ Result<image::ImageRecord> Context::image(std::string_view name) {
   return rec;
 }
 
+std::string Context::config_dir() const {
+  if (!config.empty()) return config;
+  if (const char* d = std::getenv("DOCKER_CONFIG"); d && *d) return d;
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : "/root") + "/.docker";
+}
+
 Context::~Context() = default;
 Context::Context() = default;
 

@@ -28,16 +28,9 @@ struct RegistryFlags {
   std::string platform;
 };
 
-std::string config_dir(const Context& ctx) {
-  if (!ctx.config.empty()) return ctx.config;
-  if (const char* d = std::getenv("DOCKER_CONFIG"); d && *d) return d;
-  const char* home = std::getenv("HOME");
-  return std::string(home && *home ? home : "/root") + "/.docker";
-}
-
 image::PullOptions options(const Context& ctx, const RegistryFlags& f, const std::string& domain) {
   image::PullOptions o;
-  o.registry.auth_file = config_dir(ctx) + "/config.json";
+  o.registry.auth_file = ctx.config_dir() + "/config.json";
   if (f.tls_verify == "false") o.registry.insecure.push_back(domain);
   else if (f.tls_verify != "true") die("--tls-verify: expected true or false, not \"" + f.tls_verify + "\"");
   if (!f.platform.empty()) o.platform = check(image::Platform::parse(f.platform));
@@ -133,7 +126,7 @@ void login(Context& ctx, const std::string& server, std::string user, std::strin
 void logout(Context& ctx, const std::string& server) {
   std::string domain = server_domain(server);
   image::RegistryOptions o;
-  o.auth_file = config_dir(ctx) + "/config.json";
+  o.auth_file = ctx.config_dir() + "/config.json";
   check(image::logout(domain, o));
   std::printf("Removing login credentials for %s\n", domain.c_str());
 }
