@@ -458,6 +458,8 @@ Result<Container> Engine::start(const std::string& key, int attach_fd) {
   if (c.state == "running" || c.state == "paused") return c;  // Docker: starting a running container is a no-op
   image::ImageRecord img = TRY(store_->resolve(c.image_id));
   TRY(store_->mount_rootfs(img, c.dir));
+  // Volumes with a filesystem of their own (--opt) that a reboot unmounted.
+  TRY(Volumes(*db_, opt_.root).mount_held(c.id));
   // What the last run left: its runtime state, its exit record.
   runtime::Globals g;
   g.root = runtime_root();

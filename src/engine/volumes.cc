@@ -456,8 +456,22 @@ Result<Volume> Volumes::hold(std::string name, const StringMap& labels, const St
     std::string path = dir_ + "/" + name + d;
     if (::mkdir(path.c_str(), 0755) < 0 && errno != EEXIST) return sys_error("mkdir " + path);
   }
-  TRY(mount_options(v));
+  // As Docker's local driver: mounted when a container first takes it.
+  if (!user.empty()) TRY(mount_options(v));
   return v;
+}
+
+Result<> Volumes::mount_held(const std::string& id) {
+  std::vector<std::string> names;
+  TRY(db_.run("SELECT volume FROM volume_users WHERE container = ?1 ORDER BY volume", {id},
+              [&](const Row& r) { names.push_back(r.text(0)); }));
+  if (names.empty()) return {};
+  UniqueFd lock = TRY(lock_dir(dir_));
+  for (auto& n : names) {
+    Volume v = TRY(get(n));
+    TRY(mount_options(v));
+  }
+  return {};
 }
 
 Result<Volume> Volumes::create(std::string name, const StringMap& labels, const StringMap& options) {

@@ -83,6 +83,9 @@ class Volumes {
   Result<std::vector<MountPoint>> prepare(const std::string& id, const std::string& dir, std::string_view body,
                                           std::string_view image_config, int rootfs_fd,
                                           const std::function<Result<std::string>(const std::string&)>& container_dir);
+  // Mounts the --opt filesystems of the volumes container `id` holds that are
+  // not mounted (a reboot took them): before the container starts again.
+  Result<> mount_held(const std::string& id);
   // The container is gone: it holds its volumes no more; its anonymous ones
   // that nothing else holds are removed when `remove_anonymous` (rm -v, --rm).
   Result<> release(const std::string& id, bool remove_anonymous);

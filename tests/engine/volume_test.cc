@@ -138,6 +138,36 @@ TEST_F(VolumeTest, CreateListInspect) {
             std::vector<std::string>{"named"});
 }
 
+// A volume with a filesystem of its own (--opt type=,device=,o=): mounted on
+// _data when a container takes it, and again when the container starts after
+// a reboot (simulated: the mount taken away while it is stopped).
+TEST_F(VolumeTest, OptFilesystemIsMountedAgainAfterAReboot) {
+  auto mounted = [&](const std::string& path) {
+    return read_file("/proc/self/mountinfo").value_or("").find(" " + path + " ") != std::string::npos;
+  };
+  ASSERT_EQ(berth({"volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs", "-o", "o=size=1m", "tv"}).code, 0);
+  EXPECT_FALSE(mounted(data("tv"))) << "mounted when a container takes it";
+  auto r = berth({"run", "-d", "--name", "c", "-v", "tv:/v", "busybox", "sleep", "60"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(mounted(data("tv")));
+  r = berth({"exec", "c", "sh", "-c", "grep ' /v ' /proc/mounts; echo x > /v/f"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("tmpfs /v tmpfs"), std::string::npos) << r.out;
+  ASSERT_EQ(berth({"kill", "c"}).code, 0);
+  ASSERT_EQ(berth({"wait", "c"}).code, 0);
+  ASSERT_EQ(::umount2(data("tv").c_str(), MNT_DETACH), 0);
+  r = berth({"start", "c"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(mounted(data("tv"))) << "mounted again at start";
+  r = berth({"exec", "c", "sh", "-c", "grep ' /v ' /proc/mounts; ls /v"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("tmpfs /v tmpfs"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("f\n"), std::string::npos) << "a fresh tmpfs: " << r.out;
+  ASSERT_EQ(berth({"rm", "-f", "c"}).code, 0);
+  ASSERT_EQ(berth({"volume", "rm", "tv"}).code, 0);
+  EXPECT_FALSE(mounted(data("tv")));
+}
+
 TEST_F(VolumeTest, RemoveIsRefusedWhileInUse) {
   auto r = berth({"create", "--name", "user", "-v", "busy:/data", "busybox", "true"});
   ASSERT_EQ(r.code, 0) << r.err;
