@@ -810,9 +810,11 @@ Result<> write_probe_tar(const std::string& path, const std::string& content) {
     archive_entry_set_size(e.get(), type == AE_IFREG ? static_cast<la_int64_t>(content.size()) : 0);
     if (archive_write_header(a.get(), e.get()) != ARCHIVE_OK ||
         (type == AE_IFREG && archive_write_data(a.get(), content.data(), content.size()) < 0))
-      return fail("probe tar " + path + ": " + (archive_error_string(a.get()) ?: ""));
+      return sys_error(archive_errno(a.get()), "probe tar " + path + ": " + (archive_error_string(a.get()) ?: "write"));
   }
-  if (archive_write_close(a.get()) != ARCHIVE_OK) return fail("probe tar " + path + ": close");
+  // A full disk shows at close, as libarchive writes in blocks: say so.
+  if (archive_write_close(a.get()) != ARCHIVE_OK)
+    return sys_error(archive_errno(a.get()), "probe tar " + path + ": " + (archive_error_string(a.get()) ?: "close"));
   return {};
 }
 
