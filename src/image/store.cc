@@ -190,6 +190,17 @@ Result<uint64_t> write_layer_tar(int src_fd, const std::string& tar_path, const 
   return d.uncompressed();
 }
 
+// The EROFS layers of `image` that are not mounted (never used yet, or a
+// reboot took them); `root` is the store's.
+std::vector<const Digest*> unmounted_layers(const std::string& root, const ImageRecord& image) {
+  std::vector<const Digest*> out;
+  for (auto& c : image.layers) {
+    std::string dir = root + "/layers/" + c.hex;
+    if (path_exists(dir + "/layer.erofs") && !is_mountpoint(dir + "/diff")) out.push_back(&c);
+  }
+  return out;
+}
+
 std::string boot_id() {
   auto b = read_file("/proc/sys/kernel/random/boot_id");
   if (!b) return "unknown";
@@ -743,22 +754,17 @@ Result<> ImageStore::remove_layer_dir(const std::string& name) {
 // unmounting fifty layers at every start of a fifty-layer image cost a
 // quarter of `run --rm`, and a fresh mount starts with cold caches.
 Result<> ImageStore::mount_layers(const ImageRecord& image) {
-  for (auto& c : image.layers) {
-    std::string dir = root_ + "/layers/" + c.hex;
-    if (!path_exists(dir + "/layer.erofs") || is_mountpoint(dir + "/diff")) continue;
-    TRY_CTX(erofs_mount(dir + "/layer.erofs", dir + "/layer.tar", dir + "/diff"), "layer " + c.str());
+  for (auto* c : unmounted_layers(root_, image)) {
+    std::string dir = root_ + "/layers/" + c->hex;
+    TRY_CTX(erofs_mount(dir + "/layer.erofs", dir + "/layer.tar", dir + "/diff"), "layer " + c->str());
   }
   return {};
 }
 
 Result<std::vector<std::string>> ImageStore::mounted_layer_dirs(const ImageRecord& image) {
-  for (auto& c : image.layers) {
-    std::string dir = root_ + "/layers/" + c.hex;
-    if (path_exists(dir + "/layer.erofs") && !is_mountpoint(dir + "/diff")) {
-      UniqueFd held = TRY(lock());
-      TRY(mount_layers(image));
-      break;
-    }
+  if (!unmounted_layers(root_, image).empty()) {
+    UniqueFd held = TRY(lock());
+    TRY(mount_layers(image));
   }
   return layer_dirs(image);
 }
