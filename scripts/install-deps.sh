@@ -12,6 +12,7 @@ pkgs=(
   docker-registry apache2-utils openssl skopeo umoci podman debootstrap
   qemu-system-x86 linux-image-amd64 cpio
   clang-16 libclang-rt-16-dev
+  systemd dbus-daemon util-linux
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "cgroup/internal.h"
+#include "cgroup/systemd.h"
 #include "util/fs.h"
 #include "util/log.h"
 
@@ -295,6 +296,11 @@ Result<std::unique_ptr<Manager>> open(const Layout& layout, const std::string& p
   if (p.find("/..") != std::string::npos) return fail("linux.cgroupsPath: \"" + path + "\" escapes the hierarchy");
   if (layout.mode == Mode::unified) return detail::make_v2(layout.unified_root, p);
   return detail::make_v1(layout, p);
+}
+
+Result<std::unique_ptr<Manager>> open_existing(const Layout& layout, const std::string& path, bool systemd) {
+  if (systemd) return reopen_systemd(layout, path);
+  return open(layout, path);
 }
 
 uint64_t shares_to_weight(uint64_t shares) {

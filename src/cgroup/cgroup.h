@@ -58,6 +58,9 @@ class Manager {
   // file the call wrote holds its old value again.
   virtual Result<> apply(const oci::Resources& res) = 0;
   virtual Result<> add_pid(pid_t pid) = 0;
+  // The container's first process is in the cgroup (cloned there, or placed
+  // by add_pid): what create() put in it to hold it open may go (systemd).
+  virtual void joined() {}
   // v1: the `tasks` files a single-threaded process writes "0" to, to move
   // itself. Moving oneself as a thread skips the threadgroup lock (and the RCU
   // grace period it costs, about 1 ms) that any write to cgroup.procs takes.
@@ -84,6 +87,9 @@ class Manager {
 
 // A manager for `path` ("/a/b", relative paths are taken from the hierarchy root).
 Result<std::unique_ptr<Manager>> open(const Layout& layout, const std::string& path);
+// The manager of an existing container's cgroup at `path`: the systemd
+// driver's (systemd.h) when `systemd` made it, else cgroupfs's.
+Result<std::unique_ptr<Manager>> open_existing(const Layout& layout, const std::string& path, bool systemd);
 
 // Conversions shared with the v2 manager and tested directly.
 uint64_t shares_to_weight(uint64_t shares);

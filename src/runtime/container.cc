@@ -17,6 +17,7 @@
 #include <functional>
 
 #include "cgroup/cgroup.h"
+#include "cgroup/systemd.h"
 #include "runtime/foreground.h"
 #include "runtime/hooks.h"
 #include "runtime/init.h"
@@ -185,21 +186,18 @@ Result<Bundle> load_bundle(const std::string& path) {
   return b;
 }
 
-// --systemd-cgroup: cgroupsPath must be "slice:prefix:name" (runc's form), and
-// systemd must run here. The D-Bus driver itself is not built yet.
-Result<> check_systemd_driver(const oci::Spec& spec) {
+// --systemd-cgroup: a transient systemd unit named by "slice:prefix:name".
+Result<std::unique_ptr<cgroup::Manager>> systemd_cgroup(const Globals& g, const oci::Spec& spec,
+                                                        const cgroup::Layout& layout, const std::string& id) {
   std::string p = spec.linux ? spec.linux->cgroups_path : "";
-  if (!p.empty()) {
-    auto parts = split(p, ':');
-    if (parts.size() != 3 || parts[2].empty() || p.find('/') != std::string::npos)
-      return fail("config.json: linux.cgroupsPath \"" + p + "\": the systemd driver takes \"slice:prefix:name\"");
-    if (!parts[0].empty() && (parts[0].size() < 7 || parts[0].substr(parts[0].size() - 6) != ".slice"))
-      return fail("config.json: linux.cgroupsPath \"" + p + "\": \"" + parts[0] + "\" is not a .slice unit");
-  }
-  if (!path_exists("/run/systemd/system"))
+  cgroup::SystemdUnit unit = TRY(cgroup::parse_systemd_path(p, id, g.rootless));
+  if (g.rootless)
+    return fail("--systemd-cgroup: rootless containers would need the user's systemd instance, which berth does not "
+                "drive; drop --systemd-cgroup");
+  if (!cgroup::systemd_running())
     return fail("--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); "
                 "use the cgroupfs driver (drop --systemd-cgroup)");
-  return fail("--systemd-cgroup: the systemd cgroup driver is not supported yet; use the cgroupfs driver");
+  return cgroup::open_systemd(layout, unit);
 }
 
 // `inline_start`: `run`; the container execs as soon as it is set up, and this
@@ -208,7 +206,6 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
                           bool inline_start, UniqueFd console = {}) {
   std::string bundle = b.dir;
   oci::Spec spec = std::move(b.spec);
-  if (g.systemd_cgroup) TRY(check_systemd_driver(spec));
   // The caller's relative paths, resolved before we chdir to the bundle.
   std::string pid_file = o.pid_file.empty() ? "" : absolute(o.pid_file);
   std::string pidfd_socket = o.pidfd_socket.empty() ? "" : absolute(o.pidfd_socket);
@@ -251,7 +248,10 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   cgroup::Layout layout = TRY(cgroup::detect_layout());
   std::string cg_path = spec.linux && !spec.linux->cgroups_path.empty() ? spec.linux->cgroups_path
                                                                          : default_cgroup_path(o.id);
-  cg = TRY(cgroup::open(layout, cg_path));
+  if (g.systemd_cgroup)
+    cg = TRY(systemd_cgroup(g, spec, layout, o.id));
+  else
+    cg = TRY(cgroup::open(layout, cg_path));
   oci::Resources res = spec.linux && spec.linux->resources ? *spec.linux->resources : oci::Resources{};
   if (!res.devices.empty()) add_default_device_rules(res, spec);
   bool v2 = layout.mode == cgroup::Mode::unified;
@@ -297,6 +297,7 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   ic.plan.cgroup_path = cgroup_path;
   bool self_join = cg && !v2 && !ic.plan.new_userns && !ns.init.fork_for_pid;
   if (self_join) ic.cgroup_tasks = cg->self_join_files();
+  self_join = self_join && !ic.cgroup_tasks.empty();
   ic.seccomp = filter ? &*filter : nullptr;
 
   // Bind-mount sources given as relative paths are relative to the bundle.
@@ -364,11 +365,13 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   st.created = now_rfc3339();
   st.owner = ::geteuid();
   st.cgroup_path = cgroup_path;
+  st.systemd_cgroup = g.systemd_cgroup && cg;
   st.annotations = spec.annotations;
   if (spec.linux)
     for (auto& n : spec.linux->namespaces) st.namespaces.push_back(n.type);
   if (spec.linux) TRY(move_net_devices(spec.linux->net_devices, st.pid));
   if (cg && !cgfd && !self_join) TRY_CTX(cg->add_pid(st.pid), "join cgroup " + cg->path());
+  if (cg) cg->joined();
   if (cg && !late_devices.devices.empty()) TRY_CTX(cg->apply(late_devices), "cgroup " + cg_path);
   // Saved before the container can exec (`run` does not stop it in between),
   // so `state` and `kill` work from its first instruction on.
@@ -445,7 +448,7 @@ Result<oci::Spec> saved_spec(const std::string& root, const std::string& id) {
 Result<std::unique_ptr<cgroup::Manager>> open_cgroup(const State& st) {
   if (st.cgroup_path.empty()) return std::unique_ptr<cgroup::Manager>();
   cgroup::Layout layout = TRY(cgroup::detect_layout());
-  return cgroup::open(layout, st.cgroup_path);
+  return cgroup::open_existing(layout, st.cgroup_path, st.systemd_cgroup);
 }
 
 Result<> post_start(State& st, const oci::Spec& spec) {

@@ -190,7 +190,7 @@ Result<int> exec(const Globals& g, const ExecOptions& o) {
   std::unique_ptr<cgroup::Manager> cg;
   if (!st.cgroup_path.empty()) {
     cgroup::Layout layout = TRY(cgroup::detect_layout());
-    cg = TRY(cgroup::open(layout, st.cgroup_path));
+    cg = TRY(cgroup::open_existing(layout, st.cgroup_path, st.systemd_cgroup));
   }
   UniqueFd cgfd = cg ? cg->dir_fd() : UniqueFd();
 

@@ -31,7 +31,7 @@ std::string features_json() {
   json linux;
   linux["namespaces"] = {"cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"};
   linux["capabilities"] = oci::known_capabilities();
-  linux["cgroup"] = {{"v1", true}, {"v2", true}, {"systemd", false}, {"systemdUser", false}, {"rdma", true}};
+  linux["cgroup"] = {{"v1", true}, {"v2", true}, {"systemd", true}, {"systemdUser", false}, {"rdma", true}};
   auto flags = seccomp::known_flags();
   linux["seccomp"] = {{"enabled", true},
                       {"actions", seccomp::known_actions()},

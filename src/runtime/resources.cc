@@ -22,7 +22,7 @@ Result<std::unique_ptr<cgroup::Manager>> live_cgroup(const Globals& g, const std
   if (s == Status::stopped) return fail(std::string(verb) + ": container \"" + id + "\" is stopped");
   if (st.cgroup_path.empty()) return fail(std::string(verb) + ": container \"" + id + "\" has no cgroup");
   cgroup::Layout layout = TRY(cgroup::detect_layout());
-  return cgroup::open(layout, st.cgroup_path);
+  return cgroup::open_existing(layout, st.cgroup_path, st.systemd_cgroup);
 }
 
 std::string event(const char* type, const std::string& id, const std::string& data) {

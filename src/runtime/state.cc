@@ -136,7 +136,7 @@ Status current_status(const std::string& root, const State& st) {
   if (path_exists(state_dir(root, st.id) + "/start.sock")) return Status::created;
   if (!st.cgroup_path.empty()) {
     if (auto layout = cgroup::detect_layout(); layout) {
-      if (auto m = cgroup::open(*layout, st.cgroup_path); m) {
+      if (auto m = cgroup::open_existing(*layout, st.cgroup_path, st.systemd_cgroup); m) {
         if (auto f = (*m)->frozen(); f && *f) return Status::paused;
       }
     }

@@ -51,6 +51,23 @@ if [[ -n $itests ]]; then
   kver=${kernel#*/vmlinuz-}
   loop=$(find "/lib/modules/$kver" -name 'loop.ko' 2>/dev/null | head -n 1 || true)
   [[ -n $loop ]] && cp "$loop" "$root/modules/loop.ko"
+  # systemd, for the systemd cgroup driver's tests: the manager with its
+  # libraries, unshare and nsenter to give it a pid namespace, and one target.
+  if [[ -x /lib/systemd/systemd ]]; then
+    for b in /lib/systemd/systemd /usr/bin/unshare /usr/bin/nsenter; do
+      mkdir -p "$root$(dirname "$b")"
+      cp "$b" "$root$b"
+      for lib in $(ldd "$b" | grep -oE '/[^ ]+\.so[^ ]*'); do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+      done
+    done
+    ln -sf ../usr/bin/unshare "$root/bin/unshare"
+    ln -sf ../usr/bin/nsenter "$root/bin/nsenter"
+    ln -sf busybox "$root/bin/pidof"
+    mkdir -p "$root/etc/systemd/system"
+    printf '[Unit]\nDescription=berth test target\n' >"$root/etc/systemd/system/default.target"
+  fi
 fi
 if [[ -n $imgtests && -n $cli ]]; then
   cp "$imgtests" "$root/bin/berth-image-tests"
@@ -95,6 +112,7 @@ echo "$results"
 passed=$(grep -c 'BERTH-V2 PASS' <<<"$results" || true)
 want=9
 [[ -n $itests ]] && want=10
+[[ -n $itests && -x /lib/systemd/systemd ]] && want=$((want + 1))
 [[ -n $imgtests && -n $cli ]] && want=$((want + 2))
 if grep -q 'BERTH-V2 FAIL' <<<"$results" || ! grep -q 'BERTH-V2 DONE' <<<"$results" || ((passed != want)); then
   echo "--- guest console (tail) ---"
