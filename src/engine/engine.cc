@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "cgroup/systemd.h"
 #include "engine/spec.h"
 #include "engine/volumes.h"
 #include "image/db.h"
@@ -416,6 +417,9 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   in.image_config = image_config;
   in.dir = c.dir;
   in.init_path = opt_.init_exe;
+  in.systemd_cgroup = opt_.systemd_cgroup;
+  if (in.systemd_cgroup && !cgroup::systemd_running())
+    return fail("--cgroup-manager systemd: systemd is not running on this host (no /run/systemd/system)");
   // --network/--pid/--ipc/--uts container:NAME: that container's init, which must run.
   json host_cfg = body.value("HostConfig", json::object());
   for (auto [key, type] : {std::pair{"NetworkMode", "network"}, {"PidMode", "pid"}, {"IpcMode", "ipc"},

@@ -43,6 +43,9 @@ struct Options {
   std::string berth_exe;    // for the monitor's exit command
   std::string monitor_exe;  // berth-monitor
   std::string init_exe;     // berth-init (--init)
+  // --cgroup-manager systemd: containers made now get a systemd scope
+  // (system.slice:berth:<id>) instead of a cgroupfs directory.
+  bool systemd_cgroup = false;
 };
 
 struct Container {

@@ -383,7 +383,8 @@ Result<std::string> make_spec(const SpecInput& in) {
   if (!devices.empty()) linux["devices"] = devices;
   res["devices"] = devrules;
   linux["resources"] = res;
-  linux["cgroupsPath"] = "/berth-" + in.id;
+  // The systemd form tells the runtime (launch) which driver the container has.
+  linux["cgroupsPath"] = in.systemd_cgroup ? "system.slice:berth:" + in.id : "/berth-" + in.id;
 
   json sysctl = json::object();
   // A named copy: iterating over a temporary's items() would dangle.

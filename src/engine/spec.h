@@ -24,6 +24,7 @@ struct SpecInput {
   std::string init_path;     // berth's init binary, for --init
   // Binds, volumes and --mount tmpfs, resolved (Volumes::prepare).
   std::vector<MountPoint> mounts;
+  bool systemd_cgroup = false;  // cgroupsPath for the systemd driver
 };
 
 // Every capability the running kernel knows ("CAP_CHOWN", ...).

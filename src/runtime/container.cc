@@ -556,9 +556,14 @@ Result<int> run(const Globals& g, const CreateOptions& o, bool detach, bool keep
   return WEXITSTATUS(status);
 }
 
-Result<Launched> launch(const Globals& g, const CreateOptions& o) {
+Result<Launched> launch(const Globals& global, const CreateOptions& o) {
   TRY(check_id(o.id));
   Bundle b = TRY(load_bundle(o.bundle));
+  // The engine's bundle says which cgroup driver it was made for: only the
+  // systemd driver takes "slice:prefix:name".
+  Globals g = global;
+  std::string cg_path = b.spec.linux ? b.spec.linux->cgroups_path : "";
+  if (split(cg_path, ':').size() == 3 && cg_path.find('/') == std::string::npos) g.systemd_cgroup = true;
   UniqueFd ours, theirs;
   if (b.spec.process && b.spec.process->terminal) {
     int sv[2];

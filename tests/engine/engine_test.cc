@@ -611,3 +611,25 @@ TEST_F(EngineTest, RunRmCyclesLeakNothing) {
 
 }  // namespace
 }  // namespace berth
+
+namespace berth {
+namespace {
+
+// --cgroup-manager systemd is driven against a real systemd in tests/vm; here,
+// where none runs, the engine refuses it before making anything.
+TEST_F(EngineTest, CgroupManagerSystemdNeedsSystemd) {
+  if (path_exists("/run/systemd/system")) GTEST_SKIP() << "systemd runs here: tests/vm covers the other side";
+  auto r = berth({"--cgroup-manager", "systemd", "run", "--rm", "busybox", "true"});
+  EXPECT_EQ(r.code, 125) << r.err;
+  EXPECT_NE(r.err.find("--cgroup-manager systemd: systemd is not running"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(berth({"ps", "-aq"}).out, "");
+  r = berth({"--cgroup-manager", "nope", "ps"});
+  EXPECT_EQ(r.code, 125) << r.err;
+  EXPECT_NE(r.err.find("--cgroup-manager"), std::string::npos) << r.err;
+  EXPECT_NE(berth({"info"}).out.find("Cgroup Driver: cgroupfs\n"), std::string::npos);
+  EXPECT_EQ(berth({"--cgroup-manager", "systemd", "info", "--format", "{{.CgroupDriver}}"}).out, "systemd\n");
+}
+
+}  // namespace
+}  // namespace berth

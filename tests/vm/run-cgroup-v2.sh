@@ -73,6 +73,8 @@ if [[ -n $imgtests && -n $cli ]]; then
   cp "$imgtests" "$root/bin/berth-image-tests"
   # berth (BERTH_TEST_CLI tells the tests), with both binaries' libraries.
   cp "$cli" "$root/bin/berth"
+  # The monitor (static), for the engine's check under systemd.
+  [[ -x $(dirname "$cli")/berth-monitor ]] && cp "$(dirname "$cli")/berth-monitor" "$root/bin/berth-monitor"
   for lib in $(ldd "$imgtests" "$cli" | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
@@ -113,6 +115,7 @@ passed=$(grep -c 'BERTH-V2 PASS' <<<"$results" || true)
 want=9
 [[ -n $itests ]] && want=10
 [[ -n $itests && -x /lib/systemd/systemd ]] && want=$((want + 1))
+[[ -n $itests && -x /lib/systemd/systemd && -n $cli && -x $(dirname "$cli")/berth-monitor ]] && want=$((want + 1))
 [[ -n $imgtests && -n $cli ]] && want=$((want + 2))
 if grep -q 'BERTH-V2 FAIL' <<<"$results" || ! grep -q 'BERTH-V2 DONE' <<<"$results" || ((passed != want)); then
   echo "--- guest console (tail) ---"

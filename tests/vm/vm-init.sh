@@ -128,6 +128,21 @@ if [ -x /lib/systemd/systemd ] && [ -x /bin/berth-integration-tests ]; then
     sed 's/^/BERTH-V2-GT /' /tmp/gs.log
     grep -q '\[  SKIPPED \]' /tmp/gs.log && rc=1
     if [ $rc -eq 0 ]; then pass gtest-systemd-driver; else failc gtest-systemd-driver "exit $rc"; fi
+    # The engine: `berth --cgroup-manager systemd run -d` makes the same kind of
+    # scope, and `rm -f` stops it.
+    if [ -x /bin/berth ] && [ -x /bin/berth-monitor ]; then
+      out=$(DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/systemd/private nsenter -t "$SD" -p -m sh -c '
+        B="/bin/berth --root /tmp/sd-store --runroot /tmp/sd-run --cgroup-manager systemd"
+        $B image create busybox >/dev/null || { echo "image create failed"; exit 1; }
+        id=$($B run -d busybox sleep 60) || { echo "run failed: $id"; exit 1; }
+        pid=$($B inspect -f "{{.State.Pid}}" $id)
+        grep -q "/system.slice/berth-$id.scope\$" /proc/$pid/cgroup || { echo "cgroup: $(cat /proc/$pid/cgroup)"; exit 1; }
+        [ -f /run/systemd/transient/berth-$id.scope ] || { echo "no unit"; exit 1; }
+        $B rm -f $id >/dev/null || { echo "rm failed"; exit 1; }
+        [ ! -e /run/systemd/transient/berth-$id.scope ] || { echo "unit left"; exit 1; }
+        echo engine-ok' 2>&1)
+      if echo "$out" | grep -q '^engine-ok$'; then pass engine-systemd-scope; else failc engine-systemd-scope "$out"; fi
+    fi
   else
     sed 's/^/BERTH-V2-GT systemd: /' /tmp/systemd.log
     failc gtest-systemd-driver "systemd did not start"

@@ -28,6 +28,8 @@ struct Context {
   ~Context();
   std::string root;  // --root, $BERTH_ROOT, /var/lib/berth
   bool debug = false;
+  // --cgroup-manager, $BERTH_CGROUP_MANAGER: "cgroupfs" (the default) or "systemd".
+  std::string cgroup_manager = "cgroupfs";
   std::string config;  // --config: where config.json (credentials) lives
   // --config, else $DOCKER_CONFIG, else ~/.docker: Docker's client config dir.
   std::string config_dir() const;

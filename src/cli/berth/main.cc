@@ -67,6 +67,7 @@ Result<engine::Engine*> Context::engine() {
     o.init_exe = dir + "/berth-init";
     if (!path_exists(o.init_exe) && path_exists(dir + "/../libexec/berth/berth-init"))
       o.init_exe = dir + "/../libexec/berth/berth-init";
+    o.systemd_cgroup = cgroup_manager == "systemd";
     engine_ = TRY(engine::Engine::open(*s, std::move(o)));
   }
   return engine_.get();
@@ -110,7 +111,7 @@ int run(int argc, char** argv) {
   Context ctx;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
-    if (a == "--root" || a == "--runroot" || a == "--config" || a == "--storage-opt") {
+    if (a == "--root" || a == "--runroot" || a == "--config" || a == "--storage-opt" || a == "--cgroup-manager") {
       ++i;
       continue;
     }
@@ -132,6 +133,16 @@ int run(int argc, char** argv) {
     ctx.storage_opts.push_back(env_opts);
   app.add_option("--storage-opt", ctx.storage_opts, "Storage option for layers this command adds (layer-format=erofs|dir)")
       ->take_all();
+  if (const char* env_cg = std::getenv("BERTH_CGROUP_MANAGER"); env_cg && *env_cg) {
+    ctx.cgroup_manager = env_cg;
+    if (ctx.cgroup_manager != "cgroupfs" && ctx.cgroup_manager != "systemd") {
+      std::fprintf(stderr, "berth: $BERTH_CGROUP_MANAGER \"%s\": expected cgroupfs or systemd\n", env_cg);
+      return 125;
+    }
+  }
+  app.add_option("--cgroup-manager", ctx.cgroup_manager, "Cgroup driver of the containers this command makes")
+      ->check(CLI::IsMember({"cgroupfs", "systemd"}))
+      ->capture_default_str();
   app.add_flag("-D,--debug", ctx.debug, "Debug output");
   app.add_option("--config", ctx.config, "Location of client config files (default $DOCKER_CONFIG or ~/.docker)");
   int groups = groups_for(ctx.verb);

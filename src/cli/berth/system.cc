@@ -91,6 +91,7 @@ void info(Context& ctx, const std::string& format) {
       {"Driver", "overlay"},
       {"DriverStatus", {{"Layer format", format_name}, {"Backing root", s->root()}}},
       {"CgroupVersion", mode},
+      {"CgroupDriver", ctx.cgroup_manager},
       {"DockerRootDir", s->root()},
       {"ServerVersion", BERTH_VERSION},
       {"OperatingSystem", "Linux"},
@@ -101,8 +102,9 @@ void info(Context& ctx, const std::string& format) {
   }
   std::printf("Containers: %zu\n Running: %zu\n Paused: %zu\n Stopped: %zu\nImages: %zu\n", containers.size(), running,
               paused, containers.size() - running - paused, j["Images"].get<size_t>());
-  std::printf("Server Version: %s\nStorage Driver: overlay\n Layer format: %s\n Root Dir: %s\nCgroup Version: %s\n",
-              BERTH_VERSION, format_name.c_str(), s->root().c_str(), mode.c_str());
+  std::printf("Server Version: %s\nStorage Driver: overlay\n Layer format: %s\n Root Dir: %s\nCgroup Driver: %s\n"
+              "Cgroup Version: %s\n",
+              BERTH_VERSION, format_name.c_str(), s->root().c_str(), ctx.cgroup_manager.c_str(), mode.c_str());
 }
 
 }  // namespace
