@@ -567,12 +567,16 @@ TEST_F(EngineTest, KilledCliLeavesATruthfulStoreThatRmCleans) {
     auto f = split(line, ' ');
     json j = inspect(f[0]);
     int pid = j["State"]["Pid"].get<int>();
-    if (f[1] == "running") EXPECT_TRUE(pid > 0 && ::kill(pid, 0) == 0) << line;
+    if (f[1] == "running") {
+      EXPECT_TRUE(pid > 0 && ::kill(pid, 0) == 0) << line;
+    }
   }
   // rm -f removes them all; what a killed create left without a row goes at
   // the next command (TearDown checks that no directory, mount or state is left).
   for (auto& line : split(r.out, '\n'))
-    if (!line.empty()) EXPECT_EQ(berth({"rm", "-f", split(line, ' ')[0]}).code, 0);
+    if (!line.empty()) {
+      EXPECT_EQ(berth({"rm", "-f", split(line, ' ')[0]}).code, 0);
+    }
   EXPECT_EQ(berth({"ps", "-aq"}).out, "");
 }
 

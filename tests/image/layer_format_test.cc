@@ -71,8 +71,9 @@ class LayerFormatTest : public ::testing::Test {
     // their layer goes).
     for (auto& line : split(read_file("/proc/self/mountinfo").value_or(""), '\n')) {
       auto f = split(line, ' ');
-      if (f.size() > 4 && f[4].starts_with(dir_ + "/"))
+      if (f.size() > 4 && f[4].starts_with(dir_ + "/")) {
         EXPECT_TRUE(f[4].find("/layers/") != std::string::npos && f[4].ends_with("/diff")) << "left mounted: " << f[4];
+      }
     }
     detach_mounts_beneath(dir_);
     (void)remove_tree(dir_);
@@ -123,7 +124,9 @@ class LayerFormatTest : public ::testing::Test {
       auto img = store_tars(*s, tars, "same:1", gzip);
       EXPECT_TRUE(img) << s->root() << ": " << img.error().str();
       if (!img) return {};
-      if (id) EXPECT_EQ(img->id, *id) << "the same layers make the same image";
+      if (id) {
+        EXPECT_EQ(img->id, *id) << "the same layers make the same image";
+      }
       id = img->id;
       points.push_back(mount(*s, *img));
     }

@@ -67,7 +67,9 @@ TEST_F(SystemdCgroup, ContainerRunsInATransientScopeWithItsLimits) {
   bool v2 = !cgroup_v1("memory");
   EXPECT_EQ(trim(read_file(cgroup_file("memory", cg, v2 ? "memory.max" : "memory.limit_in_bytes"))), "33554432");
   EXPECT_EQ(trim(read_file(cgroup_file("pids", cg, "pids.max"))), "17");
-  if (v2) EXPECT_EQ(trim(read_file(cgroup_file("cpu", cg, "cpu.max"))), "50000 100000");
+  if (v2) {
+    EXPECT_EQ(trim(read_file(cgroup_file("cpu", cg, "cpu.max"))), "50000 100000");
+  }
   // ...and so does systemd's unit, delegated to us.
   std::string unit_file = read_file(transient("lim"));
   EXPECT_TRUE(contains(unit_file, "Delegate=yes")) << unit_file;
