@@ -685,6 +685,15 @@ Result<RemoveResult> ImageStore::remove(std::string_view name, bool force) {
     return fail("image " + rec.id.hex.substr(0, 12) + " is referenced in multiple repositories (use --force)");
   if (!force && TRY(in_use(id)))
     return fail("image " + std::string(name) + " (" + rec.id.hex.substr(0, 12) + ") is in use (mounted or by a container); use --force");
+  if (force && TRY(db_->count("SELECT count(*) FROM image_users WHERE image = ?1", id)) > 0) {
+    // Containers stand on its layers: as Docker, a forced removal takes its
+    // names and leaves it dangling until the last of them is gone.
+    for (auto& t : rec.tags) out.untagged.push_back(t.familiar());
+    for (auto& d : rec.repo_digests) out.untagged.push_back(d);
+    TRY(db_->exec("DELETE FROM tags WHERE image = ?1", id));
+    TRY(db_->exec("DELETE FROM repo_digests WHERE image = ?1", id));
+    return out;
+  }
   if (force) {
     // A forced removal of a mounted image unmounts it first.
     std::string mp = root_ + "/image-mounts/" + rec.id.hex;

@@ -154,7 +154,8 @@ class ImageStore {
   // `docker rmi`: a name removes that tag, and the image with its last name; an
   // ID removes the image (refused when several names point at it, unless
   // `force`). An image that is mounted (`image mount`) or used by a container is
-  // refused unless `force`.
+  // refused unless `force`; forced, an image containers use loses its names
+  // and stays, dangling, while they do (Docker's behaviour).
   Result<RemoveResult> remove(std::string_view name, bool force);
   // Dangling images (no tag), or with `all` every image nothing uses.
   Result<RemoveResult> prune(bool all);

@@ -637,3 +637,37 @@ TEST_F(EngineTest, CgroupManagerSystemdNeedsSystemd) {
 
 }  // namespace
 }  // namespace berth
+
+namespace berth {
+namespace {
+
+// Docker's rules for removing an image containers stand on: refused without
+// --force; with it, refused while one runs, else untagged and kept (dangling)
+// for the stopped container, which still starts.
+TEST_F(EngineTest, RmiOfAnImageContainersUse) {
+  ASSERT_EQ(berth({"tag", "busybox", "mine:1"}).code, 0);
+  ASSERT_EQ(berth({"rmi", "busybox"}).out, "Untagged: busybox:latest\n");  // mine:1 is its only name now
+  run_d({"--name", "u", "mine:1", "sleep", "60"});
+  auto r = berth({"rmi", "-f", "mine:1"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("(cannot be forced) - image is being used by running container"), std::string::npos) << r.err;
+  r = berth({"rmi", "mine:1"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(berth({"images", "--format", "{{.Repository}}:{{.Tag}}"}).out.find("mine:1\n"), std::string::npos);
+  ASSERT_EQ(berth({"stop", "-t", "1", "u"}).code, 0);
+  r = berth({"rmi", "-f", "mine:1"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("Untagged: mine:1"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("Deleted:"), std::string::npos) << r.out;
+  // Its layers are still there: the container starts again.
+  EXPECT_EQ(berth({"start", "u"}).code, 0);
+  EXPECT_EQ(berth({"inspect", "-f", "{{.State.Running}}", "u"}).out, "true\n");
+  EXPECT_EQ(berth({"rm", "-f", "u"}).code, 0);
+  // Nothing holds it now: prune takes the dangling image.
+  r = berth({"image", "prune", "-f"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("deleted: sha256:"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace berth

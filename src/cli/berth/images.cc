@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli/berth/cli.h"
+#include "engine/engine.h"
 #include "cli/berth/format.h"
 #include "image/template.h"
 
@@ -278,9 +279,25 @@ void tag(Context& ctx, const std::string& src, const std::string& dst) {
   check(check(ctx.store())->tag(img, ref));
 }
 
+// Docker: not even --force removes the image of a running container.
+std::string running_user(Context& ctx, const std::string& name) {
+  auto img = ctx.image(name);
+  if (!img) return "";
+  for (auto& c : check(check(ctx.engine())->list()))
+    if (c.image_id == img->id.str() && (c.state == "running" || c.state == "paused" || c.state == "restarting"))
+      return "unable to delete " + img->id.hex.substr(0, 12) +
+             " (cannot be forced) - image is being used by running container " + c.id.substr(0, 12);
+  return "";
+}
+
 void rmi(Context& ctx, const std::vector<std::string>& names, bool force) {
   std::string errors;
   for (auto& n : names) {
+    if (force)
+      if (std::string busy = running_user(ctx, n); !busy.empty()) {
+        errors += busy + "\n";
+        continue;
+      }
     auto r = check(ctx.store())->remove(n, force);
     if (!r) {
       errors += r.error().str() + "\n";
