@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <set>
+
 #include "cgroup/cgroup.h"
 #include "cgroup/internal.h"
 #include "util/fs.h"
@@ -57,21 +59,8 @@ class V1Manager final : public Manager {
   Result<> create(const oci::Resources* res) override {
     std::vector<std::string> made;
     auto r = [&]() -> Result<> {
-      for (auto& h : hier_) {
-        for (auto& dir : missing_levels(h.mountpoint, path_)) {
-          if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) return sys_error("mkdir " + dir);
-          made.push_back(dir);
-          // A new cpuset cgroup starts with no CPUs and no memory nodes; a task
-          // can't join it until both are copied down from the parent.
-          if (has_controller(h, "cpuset")) {
-            std::string parent = dir.substr(0, dir.find_last_of('/'));
-            for (const char* f : {"cpuset.cpus", "cpuset.mems"}) {
-              auto v = TRY(read_file(parent + "/" + f));
-              TRY(write_file(dir + "/" + f, trim(v)));
-            }
-          }
-        }
-      }
+      for (auto& h : hier_)
+        if (!optional(h) || (res && needs(h, *res))) TRY(make_levels(h, made));
       if (res && !res->hugepage_limits.empty()) TRY(make_unified(made));
       // A cgroup this call made goes away on error: nothing to put back.
       if (res) TRY(apply_limits(*res, made.empty()));
@@ -81,7 +70,79 @@ class V1Manager final : public Manager {
     return r;
   }
 
-  Result<> apply(const oci::Resources& res) override { return apply_limits(res, true); }
+  // An update may need a hierarchy the container was made without (a first
+  // --cpuset-cpus): its cgroup is made, limited, and then the container's
+  // processes move in. On error it goes again, and they never moved.
+  Result<> apply(const oci::Resources& res) override {
+    std::vector<std::string> made;
+    std::vector<const Hierarchy*> late;
+    auto r = [&]() -> Result<> {
+      for (auto& h : hier_)
+        if (optional(h) && needs(h, res) && !path_exists(h.mountpoint + path_)) {
+          TRY(make_levels(h, made));
+          late.push_back(&h);
+        }
+      TRY(apply_limits(res, true));
+      for (auto* h : late) TRY(move_in(*h));
+      return {};
+    }();
+    if (!r) remove_levels(made);
+    return r;
+  }
+
+  // Hierarchies whose controllers limit nothing unless asked: a container that
+  // asks nothing of them stays in its parent's cgroup there. Making a cpuset
+  // cgroup is the costliest step of a v1 create (its CPUs and nodes copied
+  // down, and the first one beside the root flips a static key: kernel text
+  // patched on every CPU). name=systemd is kept: a container must leave the
+  // caller's unit, or systemd counts it as the caller's.
+  static bool optional(const Hierarchy& h) {
+    if (h.controllers.empty()) return false;
+    for (auto& c : h.controllers)
+      if (c != "cpuset" && c != "net_cls" && c != "net_prio") return false;
+    return true;
+  }
+  static bool needs(const Hierarchy& h, const oci::Resources& res) {
+    if (has_controller(h, "cpuset") && res.cpu && (!res.cpu->cpus.empty() || !res.cpu->mems.empty())) return true;
+    return (has_controller(h, "net_cls") || has_controller(h, "net_prio")) && res.network;
+  }
+  // Whether the container is in `h`'s cgroup (an optional one it never needed is absent).
+  bool joined(const Hierarchy& h) const { return !optional(h) || path_exists(h.mountpoint + path_); }
+
+  Result<> make_levels(const Hierarchy& h, std::vector<std::string>& made) {
+    for (auto& dir : missing_levels(h.mountpoint, path_)) {
+      if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) return sys_error("mkdir " + dir);
+      made.push_back(dir);
+      // A new cpuset cgroup starts with no CPUs and no memory nodes; a task
+      // can't join it until both are copied down from the parent.
+      if (has_controller(h, "cpuset")) {
+        std::string parent = dir.substr(0, dir.find_last_of('/'));
+        for (const char* f : {"cpuset.cpus", "cpuset.mems"}) {
+          auto v = TRY(read_file(parent + "/" + f));
+          TRY(write_file(dir + "/" + f, trim(v)));
+        }
+      }
+    }
+    return {};
+  }
+
+  // Moves every process of the container into `h`'s new cgroup; passes repeat
+  // while a fork adds one.
+  Result<> move_in(const Hierarchy& h) {
+    std::set<pid_t> moved;
+    for (int pass = 0; pass < 10; ++pass) {
+      auto pids = TRY(pids_recursive(procs_dir()));
+      bool more = false;
+      for (pid_t p : pids) {
+        if (!moved.insert(p).second) continue;
+        more = true;
+        if (auto r = write_file(h.mountpoint + path_ + "/cgroup.procs", std::to_string(p)); !r && r.error().err != ESRCH)
+          return std::unexpected(std::move(r).error().context("move " + std::to_string(p) + " into " + h.mountpoint + path_));
+      }
+      if (!more) return {};
+    }
+    return {};
+  }
 
   // `journal`: put files back on error (an update); a create needs no undo.
   Result<> apply_limits(const oci::Resources& res, bool journal) {
@@ -120,14 +181,16 @@ class V1Manager final : public Manager {
 
   Result<> add_pid(pid_t pid) override {
     std::string p = std::to_string(pid);
-    for (auto& h : hier_) TRY(write_file(h.mountpoint + path_ + "/cgroup.procs", p));
+    for (auto& h : hier_)
+      if (joined(h)) TRY(write_file(h.mountpoint + path_ + "/cgroup.procs", p));
     if (unified_made()) TRY(write_file(unified_ + "/cgroup.procs", p));
     return {};
   }
 
   std::vector<std::string> self_join_files() const override {
     std::vector<std::string> out;
-    for (auto& h : hier_) out.push_back(h.mountpoint + path_ + "/tasks");
+    for (auto& h : hier_)
+      if (joined(h)) out.push_back(h.mountpoint + path_ + "/tasks");
     // cgroup2 has no per-thread tasks file; "0" moves the writer's process.
     if (unified_made()) out.push_back(unified_ + "/cgroup.procs");
     return out;

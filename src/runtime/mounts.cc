@@ -337,6 +337,9 @@ class RootfsBuilder {
       return sys_error("mount tmpfs on " + dest);
     UniqueFd tmp = TRY(open_in_root(root_.get(), dest, O_RDONLY | O_DIRECTORY, RESOLVE_NO_SYMLINKS));
     for (auto& h : layout.v1) {
+      // A hierarchy the container is not in (an optional one it asked nothing
+      // of: cgroup/v1.cc) is not shown: its cgroup there is its parent's.
+      if (!path_exists(h.mountpoint + plan_.cgroup_path)) continue;
       std::string name = h.mountpoint.substr(h.mountpoint.find_last_of('/') + 1);
       std::string sub = dest + "/" + name;
       if (::mkdirat(tmp.get(), name.c_str(), 0755) < 0 && errno != EEXIST) return sys_error("mkdir " + sub);

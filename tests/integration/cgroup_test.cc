@@ -7,6 +7,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <sstream>
@@ -159,6 +160,35 @@ TEST_F(Cgroup, CpuQuotaGivesHalfACpu) {
   ASSERT_GE(c0, 0);
   double share = (c1 - c0) / (t1 - t0);
   EXPECT_NEAR(share, 0.5, 0.05) << "cpu " << (c1 - c0) << " s over " << (t1 - t0) << " s";
+}
+
+// v1: a container that asks nothing of cpuset stays in its parent's cpuset
+// cgroup (making one is the costliest step of a v1 create); a later update
+// makes it and moves every process in, so the pinning holds at once.
+TEST_F(Cgroup, UpdateAddsTheCpusetACreateLeftOut) {
+  if (!cgroup_v1("cpuset")) GTEST_SKIP() << "v1 only: on v2 cpuset is a file of the one cgroup";
+  if (std::thread::hardware_concurrency() < 2) GTEST_SKIP() << "needs at least 2 CPUs to tell pinning apart";
+  auto& b = make_bundle("late", {kHelper, "spin", "2", "30"}, false);
+  b.linux_()["resources"]["memory"] = {{"limit", 64L << 20}};
+  b.save();
+  create_and_start(b);
+  ASSERT_FALSE(HasFailure());
+  ASSERT_TRUE(wait_until([&] { return procs(b).size() >= 2; }, 5));
+  std::string cpuset_dir = cgroup_file("cpuset", b.cgroup_path, "");
+  EXPECT_FALSE(exists(cpuset_dir)) << "a cpuset cgroup was made for a container that asked for none";
+  ASSERT_OK(rt({"update", "--cpuset-cpus", "0", "late"}));
+  EXPECT_EQ(trim(read_file(cpuset_dir + "/cpuset.cpus")), "0");
+  auto in_cpuset = split_lines(trim(read_file(cpuset_dir + "/cgroup.procs")));
+  for (pid_t p : procs(b)) {
+    EXPECT_NE(std::find(in_cpuset.begin(), in_cpuset.end(), std::to_string(p)), in_cpuset.end()) << "pid " << p;
+    EXPECT_EQ(status_field(read_file("/proc/" + std::to_string(p) + "/status"), "Cpus_allowed_list"), "0")
+        << "pid " << p;
+  }
+  // A second update finds it there; delete removes it with the rest.
+  ASSERT_OK(rt({"update", "--cpuset-cpus", "1", "late"}));
+  EXPECT_EQ(trim(read_file(cpuset_dir + "/cpuset.cpus")), "1");
+  ASSERT_OK(rt({"delete", "--force", "late"}));
+  EXPECT_TRUE(cgroup_dirs(b.cgroup_path).empty());
 }
 
 TEST_F(Cgroup, CpusetPinsEveryProcessToCpu0) {
