@@ -447,34 +447,87 @@ Result<> extract(int in, int dest, const ExtractOptions& o) {
 // --------------------------------------------------------- Docker's names --
 
 // One end of a copy: the host (paths as given) or a container (paths resolved in its rootfs).
+// A container's volume or directory bind, opened.
+struct OpenMount {
+  std::string destination;
+  UniqueFd root;  // O_PATH on the source
+  bool rw = true;
+};
+
+Result<std::vector<OpenMount>> open_mounts(const CopyOptions& o) {
+  std::vector<OpenMount> out;
+  for (auto& m : o.mounts) {
+    UniqueFd fd(::open(m.source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) return sys_error("open the source of " + o.container + ":" + m.destination + ", " + m.source);
+    out.push_back({clean_path(m.destination), std::move(fd), m.rw});
+  }
+  return out;
+}
+
+Result<std::string> fd_link(int f) {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink(fd_path(f).c_str(), buf, sizeof buf);
+  if (n < 0) return sys_error("readlink " + fd_path(f));
+  return std::string(buf, static_cast<size_t>(n));
+}
+
 struct Side {
   int root = -1;  // the container's rootfs; -1: the host
   std::string container;
+  const std::vector<OpenMount>* mounts = nullptr;  // the container's volumes and binds
 
   bool in_container() const { return root >= 0; }
   std::string where(std::string_view path) const {
     return in_container() ? container + ":" + std::string(path) : std::string(path);
   }
+  // The mount an absolute container path lies in (the deepest), or null: the rootfs.
+  const OpenMount* mount_of(const std::string& path) const {
+    const OpenMount* best = nullptr;
+    if (!mounts) return best;
+    for (auto& m : *mounts)
+      if ((path == m.destination || path.starts_with(m.destination + "/")) &&
+          (!best || m.destination.size() > best->destination.size()))
+        best = &m;
+    return best;
+  }
+  // The root a container path is resolved in: a mount's source, or the rootfs.
+  int root_for(const std::string& path) const {
+    const OpenMount* m = mount_of(path);
+    return m ? m->root.get() : root;
+  }
+  bool writable(const std::string& path) const {
+    const OpenMount* m = mount_of(path);
+    return !m || m->rw;
+  }
   Result<UniqueFd> open(const std::string& path, int flags) const {
-    if (in_container()) return open_in_root(root, path, flags, RESOLVE_NO_XDEV);
+    if (in_container()) {
+      if (const OpenMount* m = mount_of(path)) {
+        std::string rest = path.size() == m->destination.size() ? "/" : path.substr(m->destination.size());
+        return open_in_root(m->root.get(), rest, flags, RESOLVE_NO_XDEV);
+      }
+      return open_in_root(root, path, flags, RESOLVE_NO_XDEV);
+    }
     UniqueFd fd(::open(path.c_str(), flags | O_CLOEXEC));
     if (!fd) return sys_error("open " + path);
     return fd;
   }
   // Where `fd` is, as a path on this side.
   Result<std::string> path_of(int fd) const {
-    auto link = [](int f) -> Result<std::string> {
-      char buf[PATH_MAX];
-      ssize_t n = ::readlink(fd_path(f).c_str(), buf, sizeof buf);
-      if (n < 0) return sys_error("readlink " + fd_path(f));
-      return std::string(buf, static_cast<size_t>(n));
-    };
-    std::string p = TRY(link(fd));
+    std::string p = TRY(fd_link(fd));
     if (!in_container()) return p;
-    std::string r = TRY(link(root));
-    if (p == r) return std::string("/");
-    if (!p.starts_with(r + "/")) return fail("a path outside the container's rootfs: " + p);
-    return p.substr(r.size());
+    // The deepest root holding it: a mount's source, else the rootfs.
+    std::string best_root, best_dest;
+    auto consider = [&](int r, const std::string& dest) -> Result<> {
+      std::string l = TRY(fd_link(r));
+      if ((p == l || p.starts_with(l + "/")) && l.size() >= best_root.size()) best_root = l, best_dest = dest;
+      return {};
+    };
+    TRY(consider(root, "/"));
+    if (mounts)
+      for (auto& m : *mounts) TRY(consider(m.root.get(), m.destination));
+    if (best_root.empty()) return fail("a path outside the container's rootfs: " + p);
+    if (p == best_root) return best_dest;
+    return clean_path(best_dest + "/" + p.substr(best_root.size() + 1));
   }
 };
 
@@ -506,6 +559,7 @@ struct Source {
   UniqueFd obj;  // O_PATH
   std::string name;
   bool dir = false;
+  int fs_root = -1;  // the root it was resolved in (its tar stays on that filesystem)
 };
 
 Result<Source> open_source(const Side& s, std::string_view path, const CopyOptions& o) {
@@ -524,6 +578,7 @@ Result<Source> open_source(const Side& s, std::string_view path, const CopyOptio
     return fail("no such file in container " + s.container + ": " + std::string(path));
   if (!fd) return std::unexpected(Error{fd.error().err, "lstat " + s.where(path)});
   src.obj = std::move(*fd);
+  src.fs_root = s.in_container() ? s.root_for(pp.path) : -1;
   struct stat st;
   if (::fstat(src.obj.get(), &st) < 0) return sys_error("stat " + s.where(path));
   src.dir = S_ISDIR(st.st_mode);
@@ -612,8 +667,9 @@ Result<UniqueFd> open_rootfs(const std::string& rootfs_dir, std::string_view con
 Result<> copy_from_container(const std::string& rootfs_dir, std::string_view src_path, int out_tar_fd,
                              const CopyOptions& o) {
   UniqueFd root = TRY(open_rootfs(rootfs_dir, o.container));
-  Source src = TRY(open_source(Side{root.get(), o.container}, container_path(src_path), o));
-  TarWriter w(out_tar_fd, root.get());
+  auto mounts = TRY(open_mounts(o));
+  Source src = TRY(open_source(Side{root.get(), o.container, &mounts}, container_path(src_path), o));
+  TarWriter w(out_tar_fd, src.fs_root);
   TRY(w.add(src.obj.get(), src.name));
   return w.finish();
 }
@@ -621,8 +677,10 @@ Result<> copy_from_container(const std::string& rootfs_dir, std::string_view src
 Result<> copy_to_container(const std::string& rootfs_dir, std::string_view dst_path, int in_tar_fd,
                            const CopyOptions& o) {
   UniqueFd root = TRY(open_rootfs(rootfs_dir, o.container));
-  Side c{root.get(), o.container};
-  std::string path = container_path(dst_path);
+  auto mounts = TRY(open_mounts(o));
+  Side c{root.get(), o.container, &mounts};
+  std::string path = clean_path(container_path(dst_path));
+  if (!c.writable(path)) return fail("mounted volume is marked read-only: " + c.where(path));
   auto dir = c.open(path, O_PATH | O_DIRECTORY);
   if (!dir && dir.error().err == ENOENT) return fail("no such directory in container " + o.container + ": " + path);
   if (!dir) return fail("destination \"" + c.where(dst_path) + "\" must be a directory");
@@ -633,19 +691,24 @@ Result<> copy_to_container(const std::string& rootfs_dir, std::string_view dst_p
 Result<> copy_out(const std::string& rootfs_dir, std::string_view src_path, const std::string& host_dst,
                   const CopyOptions& o) {
   UniqueFd root = TRY(open_rootfs(rootfs_dir, o.container));
-  Source src = TRY(open_source(Side{root.get(), o.container}, container_path(src_path), o));
+  auto mounts = TRY(open_mounts(o));
+  Source src = TRY(open_source(Side{root.get(), o.container, &mounts}, container_path(src_path), o));
   Dest dst = TRY(open_dest(Side{}, host_dst, src));
   ExtractOptions xo{Owner::kCaller, dst.from, dst.to, 0, "copy to " + host_dst};
-  return pipe_copy(src, root.get(), dst, xo);
+  return pipe_copy(src, src.fs_root, dst, xo);
 }
 
 Result<> copy_in(const std::string& host_src, const std::string& rootfs_dir, std::string_view dst_path,
                  const CopyOptions& o) {
   UniqueFd root = TRY(open_rootfs(rootfs_dir, o.container));
-  Side c{root.get(), o.container};
+  auto mounts = TRY(open_mounts(o));
+  Side c{root.get(), o.container, &mounts};
   Source src = TRY(open_source(Side{}, host_src, o));
   std::string path = container_path(dst_path);
   Dest dst = TRY(open_dest(c, path, src));
+  // Where the files land decides (a new name is made in its parent's mount).
+  std::string landing = clean_path(TRY(c.path_of(dst.dir.get())));
+  if (!c.writable(landing)) return fail("mounted volume is marked read-only: " + c.where(path));
   ExtractOptions xo{o.archive ? Owner::kEntries : Owner::kRoot, dst.from, dst.to, RESOLVE_NO_XDEV,
                     "copy to " + c.where(path)};
   return pipe_copy(src, -1, dst, xo);

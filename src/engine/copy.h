@@ -1,7 +1,9 @@
 // Docker's `cp`, `diff` and `export` for containers, on the container's files
 // as the host sees them: the rootfs overlay mounted on containers/<id>/rootfs
-// (mounts made inside the container, such as binds and /etc/hosts, are not
-// seen) and its upper dir.
+// and its upper dir. `cp` also sees the container's volumes and directory
+// binds (CopyOptions::mounts: a path under a mount's destination is resolved
+// in its source) and its bound files (/etc/hosts); tmpfs mounts and mounts
+// the container made itself live in its namespace only and are not seen.
 //
 // Every path inside the container is resolved in-root (util/fs.h,
 // RESOLVE_IN_ROOT, and RESOLVE_NO_XDEV): a symlink in the container leads at
@@ -44,6 +46,14 @@ struct CopyOptions {
   // container directory's hosts): a source that is one of them is read from
   // the host file, what the container sees, not from the mount point beneath.
   std::vector<std::pair<std::string, std::string>> mounted_files;
+  // Volumes and directory binds: a container path at or under `destination`
+  // is resolved in-root in `source` (a symlink there leads at most to the
+  // mount's own root). Copying into a read-only one is refused, as Docker's.
+  struct Mount {
+    std::string destination, source;
+    bool rw = true;
+  };
+  std::vector<Mount> mounts;
 };
 
 // An O_PATH fd on a container's mounted rootfs; a clear error when the mount

@@ -355,3 +355,49 @@ TEST_F(CopyTest, ReadOnlyContainersTakeNoFiles) {
 
 }  // namespace
 }  // namespace berth
+
+namespace berth {
+namespace {
+
+// cp sees what the container sees at its volumes and binds (Docker does): files
+// out of and into a named volume and a directory bind, a bound file read as
+// mounted, a read-only bind refused, and a symlink in a volume kept inside it.
+TEST_F(CopyTest, VolumesAndBindsAreSeen) {
+  ASSERT_TRUE(mkdir_p(host_ + "/bind"));
+  write(host_ + "/bind/b.txt", "from the bind\n");
+  write(host_ + "/app.conf", "bound file\n");
+  write(host_ + "/secret", "host secret\n");
+  auto r = berth({"run", "-d", "--name", "v", "-v", "vdata:/data", "-v", host_ + "/bind:/srv/b:ro", "-v",
+                  host_ + "/app.conf:/etc/app.conf", "busybox", "sleep", "3600"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  sh("v", "echo in the volume > /data/v.txt && mkdir /data/sub && echo deep > /data/sub/f && ln -s " + host_ +
+              "/secret /data/esc");
+  ASSERT_EQ(berth({"cp", "v:/data/v.txt", host_ + "/v.txt"}).code, 0);
+  EXPECT_EQ(read(host_ + "/v.txt"), "in the volume\n");
+  ASSERT_EQ(berth({"cp", "v:/data", host_ + "/whole"}).code, 0);
+  EXPECT_EQ(read(host_ + "/whole/sub/f"), "deep\n");
+  ASSERT_EQ(berth({"cp", "v:/srv/b/b.txt", host_ + "/b.out"}).code, 0);
+  EXPECT_EQ(read(host_ + "/b.out"), "from the bind\n");
+  ASSERT_EQ(berth({"cp", "v:/etc/app.conf", host_ + "/conf.out"}).code, 0);
+  EXPECT_EQ(read(host_ + "/conf.out"), "bound file\n");
+  // The link names a host path: followed, it stays in the volume's root.
+  r = berth({"cp", "-L", "v:/data/esc", host_ + "/esc"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_FALSE(fs::exists(host_ + "/esc"));
+  sh("v", "mkdir -p /data" + host_ + " && echo volume secret > /data" + host_ + "/secret");
+  ASSERT_EQ(berth({"cp", "-L", "v:/data/esc", host_ + "/esc"}).code, 0);
+  EXPECT_EQ(read(host_ + "/esc"), "volume secret\n");
+  // In: the volume takes the file (the container reads it), the ro bind refuses.
+  write(host_ + "/new.txt", "copied in\n");
+  ASSERT_EQ(berth({"cp", host_ + "/new.txt", "v:/data/"}).code, 0);
+  EXPECT_EQ(sh("v", "cat /data/new.txt"), "copied in\n");
+  r = berth({"cp", host_ + "/new.txt", "v:/srv/b/"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("mounted volume is marked read-only"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(host_ + "/bind/new.txt"));
+  ASSERT_EQ(berth({"rm", "-f", "v"}).code, 0);
+  ASSERT_EQ(berth({"volume", "rm", "vdata"}).code, 0);
+}
+
+}  // namespace
+}  // namespace berth

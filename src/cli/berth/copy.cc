@@ -1,6 +1,7 @@
 // cp, diff and export: Docker's verbs on a container's files (engine/copy.h),
 // at the top level and under `container`.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -10,6 +11,7 @@
 #include "cli/berth/cli.h"
 #include "engine/copy.h"
 #include "engine/engine.h"
+#include "engine/volumes.h"
 #include "util/fs.h"
 
 namespace berth::cli {
@@ -38,6 +40,25 @@ std::vector<std::pair<std::string, std::string>> mounted_files(const engine::Con
   return out;
 }
 
+// Its volumes and binds (mounts.json, Docker's inspect "Mounts"): directories
+// are looked into, a bound file is read as the container sees it.
+void add_mounts(const engine::Container& c, engine::CopyOptions& o) {
+  auto text = engine::mounts_json(c.dir);
+  if (!text) return;  // no mounts
+  json mounts = json::parse(*text, nullptr, false);
+  if (!mounts.is_array()) return;
+  for (auto& m : mounts) {
+    std::string type = m.value("Type", ""), src = m.value("Source", ""), dst = m.value("Destination", "");
+    if ((type != "bind" && type != "volume") || src.empty() || dst.empty()) continue;
+    struct stat st;
+    if (::stat(src.c_str(), &st) < 0) continue;  // a bind source gone since: the mount point is what is left
+    if (S_ISDIR(st.st_mode))
+      o.mounts.push_back({dst, src, m.value("RW", true)});
+    else if (S_ISREG(st.st_mode))
+      o.mounted_files.emplace_back(dst, src);
+  }
+}
+
 void cp(Context& ctx, const std::vector<std::string>& args, engine::CopyOptions o) {
   auto [src_ctr, src] = split_cp_arg(args.at(0));
   auto [dst_ctr, dst] = split_cp_arg(args.at(1));
@@ -48,6 +69,7 @@ void cp(Context& ctx, const std::vector<std::string>& args, engine::CopyOptions 
   engine::Container c = container(ctx, o.container);
   std::string rootfs = c.dir + "/rootfs";
   o.mounted_files = mounted_files(c);
+  add_mounts(c, o);
   // Docker's rule: a --read-only container takes no files, whether it runs or not.
   if (src_ctr.empty()) {
     json body = json::parse(c.config, nullptr, false);
