@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -95,6 +96,9 @@ class TarWriter {
 
   // `obj` (an O_PATH fd, possibly on a symlink) as `name`, and all beneath it.
   Result<> add(int obj, const std::string& name);
+  // A container's volume or bind at the entry `name`: the root to write there
+  // instead of the mount point beneath it (-1: none).
+  std::function<int(const std::string& name)> mount_root;
   // Everything beneath the directory `dir`, each name prefixed with `prefix`.
   Result<> add_children(int dir, const std::string& prefix);
   Result<> finish() { return check(opened_ ? archive_write_close(a_) : ARCHIVE_FATAL, "end of archive"); }
@@ -108,6 +112,7 @@ class TarWriter {
     return fail("tar " + shown_name(name) + ": " + (m ? m : "write failed"));
   }
   Result<> data(archive_entry* e, int fd, const std::string& name);
+  Result<> add_one(int obj, const std::string& name);
 
   int out_;
   bool sock_ = false, opened_ = false;
@@ -162,6 +167,17 @@ Result<> TarWriter::data(archive_entry* e, int fd, const std::string& name) {
 }
 
 Result<> TarWriter::add(int obj, const std::string& name) {
+  int mounted = mount_root ? mount_root(name) : -1;
+  if (mounted < 0) return add_one(obj, name);
+  // The mount's own tree, kept on its own filesystem.
+  uint64_t saved = root_mnt_;
+  if (root_mnt_) root_mnt_ = mount_id(mounted);
+  auto r = add_one(mounted, name);
+  root_mnt_ = saved;
+  return r;
+}
+
+Result<> TarWriter::add_one(int obj, const std::string& name) {
   if (!opened_) return check(ARCHIVE_FATAL, name);
   struct stat st;
   if (::fstat(obj, &st) < 0) return sys_error("stat " + shown_name(name));
@@ -558,6 +574,7 @@ std::string container_path(std::string_view p) { return p.starts_with('/') ? std
 struct Source {
   UniqueFd obj;  // O_PATH
   std::string name;
+  std::string path;  // cleaned, as given (a container path: absolute)
   bool dir = false;
   int fs_root = -1;  // the root it was resolved in (its tar stays on that filesystem)
 };
@@ -572,6 +589,7 @@ Result<Source> open_source(const Side& s, std::string_view path, const CopyOptio
   }
   Source src;
   src.name = pp.base;
+  src.path = pp.path;
   int flags = O_PATH | (pp.base == "." ? O_DIRECTORY : 0) | (follow || pp.asserts_dir ? 0 : O_NOFOLLOW);
   auto fd = s.open(pp.path, flags);
   if (!fd && fd.error().err == ENOENT && s.in_container())
@@ -627,14 +645,31 @@ Result<Dest> open_dest(const Side& s, std::string_view path, const Source& src) 
   return Dest{std::move(*d), src.name, pp.base};
 }
 
+// For a TarWriter of `src` (a container's): the mount whose destination an
+// entry is, so a volume beneath a copied directory is written with its files.
+std::function<int(const std::string&)> mounts_under(const Side& side, const Source& src) {
+  if (!side.mounts || side.mounts->empty()) return {};
+  return [&side, &src](const std::string& name) -> int {
+    std::string p;
+    if (name == src.name) p = src.path;
+    else if (name.starts_with(src.name + "/")) p = clean_path(src.path + name.substr(src.name.size()));
+    else return -1;
+    for (auto& m : *side.mounts)
+      if (m.destination == p) return m.root.get();
+    return -1;
+  };
+}
+
 // The source written as tar on one thread, extracted on this one.
-Result<> pipe_copy(const Source& src, int one_fs_root, const Dest& dst, const ExtractOptions& xo) {
+Result<> pipe_copy(const Source& src, int one_fs_root, const Dest& dst, const ExtractOptions& xo,
+                   std::function<int(const std::string&)> mount_root = {}) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");
   UniqueFd rd(sv[0]), wr(sv[1]);
   Result<> written;
   std::thread writer([&] {
     TarWriter w(wr.get(), one_fs_root);
+    w.mount_root = mount_root;
     written = w.add(src.obj.get(), src.name);
     if (written) written = w.finish();
     ::shutdown(wr.get(), SHUT_WR);  // the reader's end of stream
@@ -668,8 +703,10 @@ Result<> copy_from_container(const std::string& rootfs_dir, std::string_view src
                              const CopyOptions& o) {
   UniqueFd root = TRY(open_rootfs(rootfs_dir, o.container));
   auto mounts = TRY(open_mounts(o));
-  Source src = TRY(open_source(Side{root.get(), o.container, &mounts}, container_path(src_path), o));
+  Side side{root.get(), o.container, &mounts};
+  Source src = TRY(open_source(side, container_path(src_path), o));
   TarWriter w(out_tar_fd, src.fs_root);
+  w.mount_root = mounts_under(side, src);
   TRY(w.add(src.obj.get(), src.name));
   return w.finish();
 }
@@ -692,10 +729,11 @@ Result<> copy_out(const std::string& rootfs_dir, std::string_view src_path, cons
                   const CopyOptions& o) {
   UniqueFd root = TRY(open_rootfs(rootfs_dir, o.container));
   auto mounts = TRY(open_mounts(o));
-  Source src = TRY(open_source(Side{root.get(), o.container, &mounts}, container_path(src_path), o));
+  Side side{root.get(), o.container, &mounts};
+  Source src = TRY(open_source(side, container_path(src_path), o));
   Dest dst = TRY(open_dest(Side{}, host_dst, src));
   ExtractOptions xo{Owner::kCaller, dst.from, dst.to, 0, "copy to " + host_dst};
-  return pipe_copy(src, src.fs_root, dst, xo);
+  return pipe_copy(src, src.fs_root, dst, xo, mounts_under(side, src));
 }
 
 Result<> copy_in(const std::string& host_src, const std::string& rootfs_dir, std::string_view dst_path,

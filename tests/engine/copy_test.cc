@@ -378,6 +378,9 @@ TEST_F(CopyTest, VolumesAndBindsAreSeen) {
   EXPECT_EQ(read(host_ + "/whole/sub/f"), "deep\n");
   ASSERT_EQ(berth({"cp", "v:/srv/b/b.txt", host_ + "/b.out"}).code, 0);
   EXPECT_EQ(read(host_ + "/b.out"), "from the bind\n");
+  // A bind beneath a copied directory comes with its files, not as its empty mount point.
+  ASSERT_EQ(berth({"cp", "v:/srv", host_ + "/srv"}).code, 0);
+  EXPECT_EQ(read(host_ + "/srv/b/b.txt"), "from the bind\n");
   ASSERT_EQ(berth({"cp", "v:/etc/app.conf", host_ + "/conf.out"}).code, 0);
   EXPECT_EQ(read(host_ + "/conf.out"), "bound file\n");
   // The link names a host path: followed, it stays in the volume's root.
