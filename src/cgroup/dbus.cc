@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <bit>
 #include <cerrno>
 #include <cstdlib>
 #include <cstddef>
@@ -156,23 +157,18 @@ Result<uint8_t> Reader::byte() {
   return static_cast<uint8_t>(d_[pos_++]);
 }
 
-Result<uint32_t> Reader::u32() {
-  TRY(align(4));
-  TRY(need(4));
-  uint32_t v;
-  std::memcpy(&v, d_.data() + pos_, 4);
-  pos_ += 4;
-  return be_ ? __builtin_bswap32(v) : v;
+template <class T>
+Result<T> Reader::fixed() {
+  TRY(align(sizeof(T)));
+  TRY(need(sizeof(T)));
+  T v;
+  std::memcpy(&v, d_.data() + pos_, sizeof(T));
+  pos_ += sizeof(T);
+  return be_ ? std::byteswap(v) : v;
 }
 
-Result<uint64_t> Reader::u64() {
-  TRY(align(8));
-  TRY(need(8));
-  uint64_t v;
-  std::memcpy(&v, d_.data() + pos_, 8);
-  pos_ += 8;
-  return be_ ? __builtin_bswap64(v) : v;
-}
+Result<uint32_t> Reader::u32() { return fixed<uint32_t>(); }
+Result<uint64_t> Reader::u64() { return fixed<uint64_t>(); }
 
 Result<std::string> Reader::str() {
   uint32_t n = TRY(u32());

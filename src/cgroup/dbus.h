@@ -59,6 +59,8 @@ class Reader {
 
  private:
   Result<> need(size_t n);
+  template <class T>
+  Result<T> fixed();  // an aligned integer in the message's byte order
   Result<> skip_one(std::string_view& sig, int depth);
   std::string_view d_;
   bool be_;
@@ -108,7 +110,6 @@ class Connection {
   Result<Message> next_signal(int timeout_ms);
   // Adds a match rule on the bus (a no-op on a direct connection).
   Result<> add_match(const std::string& rule);
-  bool is_bus() const { return bus_; }
 
  private:
   Result<> send(const Message& m);

@@ -40,19 +40,12 @@ Result<> check_unit_name(const std::string& unit, const std::string& what) {
 // A connection to systemd's manager, subscribed to its job results.
 class Systemd {
  public:
-  static Result<Systemd> connect() {
-    Systemd s{TRY_CTX(dbus::Connection::system(), "systemd")};
-    TRY_CTX(s.bus_.add_match("type='signal',sender='org.freedesktop.systemd1',"
-                             "interface='org.freedesktop.systemd1.Manager',member='JobRemoved',"
-                             "path='/org/freedesktop/systemd1'"),
-            "systemd: subscribe to job results");
-    // systemd sends job signals only while somebody subscribed.
-    TRY_CTX(s.call("Subscribe", "", {}), "systemd");
-    return s;
-  }
+  static Result<Systemd> connect() { return Systemd{TRY_CTX(dbus::Connection::system(), "systemd")}; }
 
-  // StartTransientUnit, then waits for its job to finish.
-  Result<> start(const std::string& unit, const dbus::Properties& props) {
+  // StartTransientUnit; `accepted` is set once systemd took the unit (from
+  // then on it is ours to stop), then waits for its job to finish.
+  Result<> start(const std::string& unit, const dbus::Properties& props, bool& accepted) {
+    TRY(subscribe());
     dbus::Writer w;
     w.str(unit);
     w.str("fail");
@@ -67,10 +60,12 @@ class Systemd {
       reply = call("StartTransientUnit", "ssa(sv)a(sa(sv))", w.data());
     }
     if (!reply) return std::unexpected(std::move(reply).error());
+    accepted = true;
     return wait_job(*reply, unit);
   }
 
   Result<> stop(const std::string& unit) {
+    TRY(subscribe());
     dbus::Writer w;
     w.str(unit);
     w.str("replace");
@@ -130,6 +125,20 @@ class Systemd {
     return bus_.call(std::move(m));
   }
 
+  // Job results come as signals: asked for before the first job only (an
+  // update sets properties and needs none).
+  Result<> subscribe() {
+    if (subscribed_) return {};
+    TRY_CTX(bus_.add_match("type='signal',sender='org.freedesktop.systemd1',"
+                           "interface='org.freedesktop.systemd1.Manager',member='JobRemoved',"
+                           "path='/org/freedesktop/systemd1'"),
+            "systemd: subscribe to job results");
+    // systemd sends job signals only while somebody subscribed.
+    TRY_CTX(call("Subscribe", "", {}), "systemd");
+    subscribed_ = true;
+    return {};
+  }
+
   // Waits for JobRemoved of the job in `reply` (an object path).
   Result<> wait_job(const dbus::Message& reply, const std::string& unit) {
     dbus::Reader r = reply.reader();
@@ -149,6 +158,7 @@ class Systemd {
   }
 
   dbus::Connection bus_;
+  bool subscribed_ = false;
 };
 
 // A process that keeps a new scope populated until the container's own is in
@@ -209,8 +219,8 @@ class SystemdManager final : public Manager {
   SystemdManager(const Layout& layout, SystemdUnit unit, std::string path, std::unique_ptr<Manager> fs)
       : layout_(layout), unit_(std::move(unit)), path_(std::move(path)), fs_(std::move(fs)) {}
 
+  // (Where systemd does not run, the caller said so already: runtime's systemd_cgroup.)
   Result<> create(const oci::Resources* res) override {
-    if (!systemd_running()) return fail("systemd is not running on this host (no /run/systemd/system)");
     Systemd sd = TRY(Systemd::connect());
     bool scope = !ends_with(unit_.name, ".slice");
     dbus::Properties props = {{"Description", std::string("berth container ") + unit_.name}};
@@ -225,19 +235,23 @@ class SystemdManager final : public Manager {
       props.push_back({a, true});
     if (res)
       for (auto& p : unit_properties(*res, layout_.mode)) props.push_back(std::move(p));
-    if (auto r = sd.start(unit_.name, props); !r) {
-      holder_.release();
-      return std::unexpected(std::move(r).error().context("systemd unit " + unit_.name));
-    }
+    bool accepted = false, have_cgroup = false;
     auto made = [&]() -> Result<> {
+      TRY_CTX(sd.start(unit_.name, props, accepted), "systemd unit " + unit_.name);
       path_ = TRY_CTX(sd.control_group(unit_.name), "systemd unit " + unit_.name);
       fs_ = TRY(open(layout_, path_));
+      have_cgroup = true;
       return fs_->create(res);
     }();
     if (!made) {
-      (void)fs_->destroy();
-      (void)sd.stop(unit_.name);
-      (void)sd.reset_failed(unit_.name);
+      // A unit systemd took whose job then failed or timed out may still be
+      // loaded: it goes too. One it refused (a live unit of that name is
+      // another container's) is not touched.
+      if (have_cgroup) (void)fs_->destroy();
+      if (accepted) {
+        (void)sd.stop(unit_.name);
+        (void)sd.reset_failed(unit_.name);
+      }
       holder_.release();
     }
     return made;

@@ -125,6 +125,26 @@ TEST_F(SystemdCgroup, BadLimitLeavesNoUnit) {
   EXPECT_TRUE(wait_until([&] { return !exists(transient("bad")); }, 5)) << "unit left: " << read_file(transient("bad"));
 }
 
+// A unit name a running container holds: the second create is refused and
+// the first container, and its unit, are untouched.
+TEST_F(SystemdCgroup, ALiveUnitNameIsNotTaken) {
+  auto& a = systemd_bundle("same", {kHelper, "pause"});
+  a.save();
+  ASSERT_OK(sd({"create", "--bundle", a.dir, "same"}));
+  auto& b = make_bundle("other", {kHelper, "true"}, false);
+  b.linux_()["cgroupsPath"] = a.linux_()["cgroupsPath"];
+  b.save();
+  auto r = sd({"run", "--bundle", b.dir, "other"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(contains(r.err, "UnitExists")) << r.desc();
+  EXPECT_EQ(split_lines(trim(r.err)).size(), 1u) << r.err;
+  EXPECT_TRUE(exists(transient("same")));
+  EXPECT_EQ(status("same"), "created");
+  EXPECT_TRUE(pid_alive(init_pid("same")));
+  ASSERT_OK(rt({"delete", "--force", "same"}));
+  EXPECT_FALSE(exists(transient("same")));
+}
+
 TEST_F(SystemdCgroup, DefaultPathIsSystemSliceBerthId) {
   auto& b = make_bundle("dflt", {kHelper, "pause"}, false);
   b.linux_().erase("cgroupsPath");
