@@ -45,7 +45,8 @@ namespace {
 Result<> join_and_unshare(InitContext& c) {
   for (auto& [flag, fd] : c.joins) {
     if (::setns(fd.get(), flag) < 0) return sys_error("join namespace (setns)");
-    fd.reset();
+    // Closed, not reset: a direct start shares the parent's copy of `joins`.
+    ::close(fd.get());
   }
   if (c.unshare_flags & ~CLONE_NEWCGROUP)
     if (::unshare(c.unshare_flags & ~CLONE_NEWCGROUP) < 0) return sys_error("unshare namespaces");
@@ -126,8 +127,10 @@ Result<> setup(InitContext& c, std::string* exe) {
   auto enter_cgroup = [&]() -> Result<> {
     if (joined_cgroup) return {};
     joined_cgroup = true;
-    Message go = TRY(expect_msg(c.sync_fd, Msg::kGo));
-    c.state = std::move(go.text);
+    if (!c.direct) {
+      Message go = TRY(expect_msg(c.sync_fd, Msg::kGo));
+      c.state = std::move(go.text);
+    }
     if (c.unshare_flags & CLONE_NEWCGROUP)
       if (::unshare(CLONE_NEWCGROUP) < 0) return sys_error("unshare cgroup namespace");
     return {};

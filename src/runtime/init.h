@@ -31,6 +31,9 @@ struct InitContext {
   // and, when a user namespace was joined, all of them.
   int unshare_flags = 0;
   bool fork_for_pid = false;  // unshare(CLONE_NEWPID) needs one more fork
+  // Started vfork-style: we share the parent's memory while it sleeps until
+  // we exec, so no kGo comes, and nothing the parent still owns is changed.
+  bool direct = false;
   std::string state;          // state JSON from kGo, for the hooks run in here
   // cgroup v1 `tasks` files to join by ourselves, first thing (see
   // cgroup::Manager::self_join_files); empty when the parent places us.

@@ -22,6 +22,10 @@ namespace berth::sys {
 inline long clone3(struct clone_args* args) {
   return ::syscall(SYS_clone3, args, sizeof(*args));
 }
+// clone3 whose child runs fn(arg) on args->stack and exits with its return
+// value: for CLONE_VM | CLONE_VFORK starts. -1 with ENOSYS where unsupported
+// (only x86-64 has the trampoline), so callers keep a fork-style fallback.
+long clone3_fn(struct clone_args* args, int (*fn)(void*), void* arg);
 inline int openat2(int dirfd, const char* path, struct open_how* how) {
   return static_cast<int>(::syscall(SYS_openat2, dirfd, path, how, sizeof(*how)));
 }

@@ -351,6 +351,15 @@ TEST_F(Config, JoinNetworkNamespaceByPath) {
   EXPECT_NE(kv(r.out, "uts"), uts_a) << r.out;
   EXPECT_NE(kv(r.out, "uts"), readlink_str("/proc/self/ns/uts")) << r.out;
 
+  // The joined namespace's fd is closed after setns, never inherited by the
+  // container (`run` starts it vfork-style, sharing the runtime's memory).
+  auto& f = make_bundle("nsfds", {kHelper, "fds"}, false);
+  f.add_namespace({{"type", "network"}, {"path", "/proc/" + std::to_string(pa) + "/ns/net"}});
+  f.save();
+  auto rf = run_fg(f);
+  ASSERT_OK(rf);
+  EXPECT_EQ(rf.out, "0 1 2\n") << rf.desc();
+
   // A path that is not that kind of namespace is refused.
   auto& c = make_bundle("nsc", {kHelper, "ns"}, false);
   c.add_namespace({{"type", "network"}, {"path", "/proc/" + std::to_string(pa) + "/ns/uts"}});
