@@ -37,6 +37,8 @@ class FrameReader {
   void feed(const char* p, size_t n) { buf_.append(p, n); }
   // A frame over kMaxFrame arrived: the peer is to be dropped.
   bool bad() const { return bad_; }
+  // Part of a frame is held (the rest has not arrived).
+  bool partial() const { return buf_.size() > off_; }
   // The next whole frame, if one has arrived.
   bool next(Frame* type, std::string* payload) {
     if (buf_.size() - off_ < 8) return compact(), false;

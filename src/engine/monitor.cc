@@ -107,6 +107,10 @@ void set_nonblock(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLO
 // rather than unbounded memory).
 constexpr size_t kHighWater = 256 << 10;
 
+// How long the monitor serves a new container from the image that started
+// it before it re-execs itself into the small one (see relaunch()).
+constexpr int64_t kRelaunchAfterMs = 250;
+
 struct Client {
   UniqueFd fd;
   FrameReader in;
@@ -127,7 +131,9 @@ class Monitor {
   void setup_process();
   [[noreturn]] void serve();
   [[noreturn]] void relaunch();
-  void loop();
+  void begin_serving();
+  void loop(int64_t until_ms = -1);
+  bool handover_ready() const;
   void on_output(int fd, Frame stream);
   void on_client(Client& c, short revents);
   void flush_client(Client& c);
@@ -392,8 +398,20 @@ void Monitor::reap() {
   }
 }
 
-void Monitor::loop() {
+// Nothing is half-way that a re-exec would lose: no output or input held
+// for a client or the container, no partial frame, no health probe running.
+bool Monitor::handover_ready() const {
+  if (!to_container_.empty() || probe_.pid) return false;
+  for (auto& c : clients_)
+    if (!c.out.empty() || c.in.partial()) return false;
+  return true;
+}
+
+// Serves until the container exits or, with `until_ms`, until that time has
+// passed at a moment handover_ready().
+void Monitor::loop(int64_t until_ms) {
   while (!exited_) {
+    if (until_ms >= 0 && now_ms() >= until_ms && handover_ready()) return;
     std::vector<struct pollfd> pfds;
     size_t pending_out = 0;
     for (auto& c : clients_) pending_out = std::max(pending_out, c.out.size());
@@ -413,7 +431,12 @@ void Monitor::loop() {
       pfds.push_back({c.fd.get(), static_cast<short>((to_container_.size() < kHighWater ? POLLIN : 0) |
                                                      (c.out.empty() ? 0 : POLLOUT)),
                       0});
-    if (::poll(pfds.data(), pfds.size(), poll_timeout_ms()) < 0) {
+    int timeout = poll_timeout_ms();
+    if (until_ms >= 0) {
+      int left = static_cast<int>(std::clamp<int64_t>(until_ms - now_ms(), 0, 60000));
+      timeout = timeout < 0 ? left : std::min(timeout, left);
+    }
+    if (::poll(pfds.data(), pfds.size(), timeout) < 0) {
       if (errno == EINTR) continue;
       break;
     }
@@ -611,13 +634,18 @@ void Monitor::setup_process() {
 }
 
 // The container runs: its health timers start, then the loop until it exits.
-void Monitor::serve() {
+void Monitor::begin_serving() {
   started_ms_ = now_ms();
   // Docker runs the first probe one interval after the start.
   next_probe_ms_ = started_ms_ + a_.health_interval_ms;
-  if (!a_.health_test.empty() && a_.health_test.front() != "NONE")
+  // (--loop: the first image wrote it, and may have recorded a probe since.)
+  if (!a_.loop && !a_.health_test.empty() && a_.health_test.front() != "NONE")
     (void)atomic_write_file(a_.dir + "/health.json", "{\"Status\":\"starting\",\"FailingStreak\":0,\"Log\":[]}\n", 0600);
   reap();
+}
+
+void Monitor::serve() {
+  begin_serving();
   loop();
   drain();
   finish();
@@ -655,6 +683,15 @@ int Monitor::run() {
     return 1;
   }
   report("ok " + std::to_string(pid_));
+  // A container that is done within moments (`run --rm IMAGE true`) is
+  // served to its end by this image: the re-exec below would be on the path
+  // of its exit. One that lives on gets the small image.
+  begin_serving();
+  loop(now_ms() + kRelaunchAfterMs);
+  if (exited_) {
+    drain();
+    finish();
+  }
   relaunch();
 }
 
