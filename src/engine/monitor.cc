@@ -38,7 +38,8 @@ struct Args {
   int log_max_files = 1;
   bool open_stdin = false;
   int sync_fd = -1;
-  std::vector<int> attach_fds;
+  std::vector<int> attach_fds;  // the starting client (foreground `run`, `start -a`)
+  std::vector<int> client_fds;  // --loop: clients that attached since
   std::vector<std::string> exit_command;
   // --loop: the second image (see Monitor::relaunch): the container runs,
   // these are its fds and pid.
@@ -49,6 +50,12 @@ struct Args {
   int64_t health_interval_ms = 30000, health_timeout_ms = 30000, health_start_ms = 0;
   int health_retries = 3;
   int out_fd = -1, err_fd = -1, in_fd = -1, master_fd = -1, listen_fd = -1;
+  // --loop: what the first image knew of the health checks and its timers
+  // (CLOCK_MONOTONIC, which an exec keeps).
+  std::string health_status;
+  int health_streak = 0;
+  std::vector<std::string> health_log;
+  int64_t started_ms = -1, next_probe_ms = -1;
 };
 
 Result<Args> parse_args(int argc, char** argv) {
@@ -80,6 +87,12 @@ Result<Args> parse_args(int argc, char** argv) {
     else if (f == "--stdin") a.open_stdin = true;
     else if (f == "--sync-fd") a.sync_fd = static_cast<int>(TRY(number("--sync-fd")));
     else if (f == "--attach-fd") a.attach_fds.push_back(static_cast<int>(TRY(number("--attach-fd"))));
+    else if (f == "--client-fd") a.client_fds.push_back(static_cast<int>(TRY(number("--client-fd"))));
+    else if (f == "--health-status") a.health_status = TRY(value("--health-status"));
+    else if (f == "--health-streak") a.health_streak = static_cast<int>(TRY(number("--health-streak")));
+    else if (f == "--health-log") a.health_log.push_back(TRY(value("--health-log")));
+    else if (f == "--started-ms") a.started_ms = TRY(number("--started-ms"));
+    else if (f == "--next-probe-ms") a.next_probe_ms = TRY(number("--next-probe-ms"));
     else if (f == "--loop") a.loop = true;
     else if (f == "--health-test") a.health_test.push_back(TRY(value("--health-test")));
     else if (f == "--health-interval-ms") a.health_interval_ms = TRY(number("--health-interval-ms"));
@@ -411,7 +424,8 @@ bool Monitor::handover_ready() const {
 // passed at a moment handover_ready().
 void Monitor::loop(int64_t until_ms) {
   while (!exited_) {
-    if (until_ms >= 0 && now_ms() >= until_ms && handover_ready()) return;
+    bool past = until_ms >= 0 && now_ms() >= until_ms;
+    if (past && handover_ready()) return;
     std::vector<struct pollfd> pfds;
     size_t pending_out = 0;
     for (auto& c : clients_) pending_out = std::max(pending_out, c.out.size());
@@ -433,7 +447,9 @@ void Monitor::loop(int64_t until_ms) {
                       0});
     int timeout = poll_timeout_ms();
     if (until_ms >= 0) {
-      int left = static_cast<int>(std::clamp<int64_t>(until_ms - now_ms(), 0, 60000));
+      // Before the time, wake at it; after it (something half-way), look
+      // again now and then rather than spin.
+      int left = past ? 100 : static_cast<int>(std::clamp<int64_t>(until_ms - now_ms(), 0, 60000));
       timeout = timeout < 0 ? left : std::min(timeout, left);
     }
     if (::poll(pfds.data(), pfds.size(), timeout) < 0) {
@@ -588,7 +604,13 @@ void Monitor::relaunch() {
   };
   pass("--out-fd", out_), pass("--err-fd", err_), pass("--in-fd", in_), pass("--master-fd", master_);
   pass("--listen-fd", listener_);
-  for (auto& c : clients_) pass("--attach-fd", c.fd);
+  for (auto& c : clients_) pass(c.initial ? "--attach-fd" : "--client-fd", c.fd);
+  args.insert(args.end(), {"--started-ms", std::to_string(started_ms_), "--next-probe-ms",
+                           std::to_string(next_probe_ms_), "--health-status", health_, "--health-streak",
+                           std::to_string(failing_streak_)});
+  for (auto& e : health_log_) args.insert(args.end(), {"--health-log", e});
+  // A line without its newline yet is held in memory: it goes to the log now.
+  if (log_) (void)log_->flush();
   ::fcntl(a_.sync_fd, F_SETFD, 0);
   for (auto& t : a_.health_test) args.insert(args.end(), {"--health-test", t});
   if (!a_.health_test.empty())
@@ -624,6 +646,11 @@ void Monitor::setup_process() {
   sigaddset(&chld, SIGCHLD);
   ::sigprocmask(SIG_BLOCK, &chld, nullptr);
   sigfd_.reset(::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK));
+  for (int fd : a_.client_fds) {
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    set_nonblock(fd);
+    clients_.push_back(Client{UniqueFd(fd)});
+  }
   for (int fd : a_.attach_fds) {
     ::fcntl(fd, F_SETFD, FD_CLOEXEC);
     set_nonblock(fd);
@@ -635,9 +662,12 @@ void Monitor::setup_process() {
 
 // The container runs: its health timers start, then the loop until it exits.
 void Monitor::begin_serving() {
-  started_ms_ = now_ms();
+  started_ms_ = a_.started_ms >= 0 ? a_.started_ms : now_ms();
   // Docker runs the first probe one interval after the start.
-  next_probe_ms_ = started_ms_ + a_.health_interval_ms;
+  next_probe_ms_ = a_.next_probe_ms >= 0 ? a_.next_probe_ms : started_ms_ + a_.health_interval_ms;
+  if (!a_.health_status.empty()) health_ = a_.health_status;
+  failing_streak_ = a_.health_streak;
+  health_log_ = a_.health_log;
   // (--loop: the first image wrote it, and may have recorded a probe since.)
   if (!a_.loop && !a_.health_test.empty() && a_.health_test.front() != "NONE")
     (void)atomic_write_file(a_.dir + "/health.json", "{\"Status\":\"starting\",\"FailingStreak\":0,\"Log\":[]}\n", 0600);

@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/single_threaded.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -240,7 +241,8 @@ class DirectStart {
   // then) or died. PR_SET_DUMPABLE belongs to the memory, which the child
   // cleared for itself (CVE-2019-5736): ours again.
   void restore() const {
-    if (dumpable_ > 0) ::prctl(PR_SET_DUMPABLE, dumpable_, 0, 0, 0);
+    // (2, suid_dumpable's "root only", cannot be set through prctl.)
+    if (dumpable_ == 1) ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
   }
 
  private:
@@ -382,10 +384,15 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   // the parent in between (user namespace maps, hooks, the extra fork of a
   // joined pid namespace, a parent-placed cgroup, network devices, a seccomp
   // listener the container could block on) takes the fork-style path.
+  // A time namespace other than ours for the children is refused with
+  // CLONE_VM by kernels before 6.x's timens-on-exec; a second thread would
+  // run beside a child that shares its memory (and glibc's set*id broadcast
+  // would walk our threads from the child).
   DirectStart direct;
-  bool vfork_ok = inline_start && !ic.plan.new_userns && !ic.hook_handshake && !ic.fork_for_pid &&
-                  spec.hooks.start_container.empty() && !(spec.linux && !spec.linux->net_devices.empty()) &&
-                  !(filter && filter->notify) && (!cg || cgfd || self_join);
+  bool vfork_ok = sys::kHaveClone3Fn && inline_start && !ic.plan.new_userns && !ic.hook_handshake &&
+                  !ic.fork_for_pid && !ns.new_time && !ns.join_time && spec.hooks.start_container.empty() &&
+                  !(spec.linux && !spec.linux->net_devices.empty()) && !(filter && filter->notify) &&
+                  (!cg || cgfd || self_join) && __libc_single_threaded;
   long pid = -1;
   int clone_errno = 0;
   if (vfork_ok) {
@@ -395,12 +402,15 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
       late_devices.devices.clear();
     }
     TRY(direct.prepare(&ic, parent_sock.get()));
+    // The child may log (gmtime_r): glibc's time zone is read once, into
+    // memory we share, and must be the host's, not the container's.
+    ::tzset();
     ca.flags |= CLONE_VM | CLONE_VFORK;
     ca.stack = direct.stack();
     ca.stack_size = direct.stack_size();
     pid = sys::clone3_fn(&ca, DirectStart::child, &direct);
     clone_errno = errno;
-    if (pid < 0 && clone_errno == ENOSYS) vfork_ok = false;
+    if (pid < 0 && clone_errno == ENOSYS) vfork_ok = false, ic.direct = false;
     else direct.restore();
     // The child set this to a function of its own stack frame.
     ic.plan.before_cgroup_mount = nullptr;
@@ -471,7 +481,11 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
     auto msg = recv_msg(parent_sock.get());
     // In `run`, the socket closing (CLOEXEC at exec) is how the child says it
     // is running.
-    if (!msg && inline_start && msg.error().err == 0) break;
+    if (!msg && inline_start && msg.error().err == 0) {
+      // A direct start's child that died without a word also closes it.
+      if (vfork_ok && !ic.exec_reached) return fail("container process exited before it could exec");
+      break;
+    }
     Message m = TRY(std::move(msg));
     if (m.type == Msg::kError) return std::unexpected(Error{static_cast<int>(m.value), m.text});
     if (m.type == Msg::kGrandchild) {

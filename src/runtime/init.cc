@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -106,6 +108,9 @@ Result<> setup(InitContext& c, std::string* exe) {
   // maps (as an unprivileged user, when rootless), and the host's root that
   // owns the binary is unmapped anyway.
   if (!c.plan.new_userns && ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) return sys_error("prctl(PR_SET_DUMPABLE)");
+  // A direct start's parent sleeps until we exec: if it is killed meanwhile,
+  // nobody would record or clean up a container we went on to start.
+  if (c.direct) ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   std::vector<int> keep = {c.sync_fd, c.listen_fd, c.console_fd};
   for (auto& [flag, fd] : c.joins) keep.push_back(fd.get());
   close_fds_except(c.preserve_fds, keep);
@@ -250,6 +255,15 @@ void init_container(InitContext& c) {
     if (auto r = apply_cpu_affinity(spec.process->exec_cpu_affinity->final, "process.execCPUAffinity.final"); !r)
       report(r.error());
   prepare_fds_for_exec(c.preserve_fds, {chan});
+  if (c.direct) {
+    // The container must outlive a `run -d`: no death signal past here. A
+    // parent that died before this (its end of the socket closed) gets no
+    // orphan container either.
+    ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+    struct pollfd p = {chan, POLLIN, 0};
+    if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR))) _exit(1);
+    c.exec_reached = true;
+  }
   report(exec_process(exe, *spec.process));
   _exit(127);
 }

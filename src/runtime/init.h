@@ -34,6 +34,9 @@ struct InitContext {
   // Started vfork-style: we share the parent's memory while it sleeps until
   // we exec, so no kGo comes, and nothing the parent still owns is changed.
   bool direct = false;
+  // Set by a direct start's child just before execve: the parent tells an
+  // exec (the sync socket closing) from a death without a word.
+  bool exec_reached = false;
   std::string state;          // state JSON from kGo, for the hooks run in here
   // cgroup v1 `tasks` files to join by ourselves, first thing (see
   // cgroup::Manager::self_join_files); empty when the parent places us.

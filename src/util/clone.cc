@@ -14,7 +14,7 @@
 // registers, which the child inherits. The kernel starts the child on
 // args->stack + args->stack_size, 16-byte aligned by the caller.
 asm(R"(
-  .text
+  .pushsection .text
   .globl berth_clone3_fn
   .hidden berth_clone3_fn
   .type berth_clone3_fn, @function
@@ -22,14 +22,17 @@ berth_clone3_fn:
   .cfi_startproc
   push %r12
   .cfi_adjust_cfa_offset 8
+  .cfi_rel_offset %r12, 0
   push %r13
   .cfi_adjust_cfa_offset 8
+  .cfi_rel_offset %r13, 0
   mov %rdx, %r12
   mov %rcx, %r13
   mov $435, %eax
   syscall
   test %rax, %rax
   jnz 1f
+  .cfi_remember_state
   .cfi_undefined rip
   xor %ebp, %ebp
   mov %r13, %rdi
@@ -39,14 +42,18 @@ berth_clone3_fn:
   syscall
   hlt
 1:
+  .cfi_restore_state
   pop %r13
   .cfi_adjust_cfa_offset -8
+  .cfi_restore %r13
   pop %r12
   .cfi_adjust_cfa_offset -8
+  .cfi_restore %r12
   ret
   .cfi_endproc
   .size berth_clone3_fn, .-berth_clone3_fn
-)");
+  .popsection
+)");;
 extern "C" long berth_clone3_fn(struct clone_args* args, size_t size, int (*fn)(void*), void* arg);
 #endif
 

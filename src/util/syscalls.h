@@ -26,6 +26,11 @@ inline long clone3(struct clone_args* args) {
 // value: for CLONE_VM | CLONE_VFORK starts. -1 with ENOSYS where unsupported
 // (only x86-64 has the trampoline), so callers keep a fork-style fallback.
 long clone3_fn(struct clone_args* args, int (*fn)(void*), void* arg);
+#if defined(__x86_64__)
+inline constexpr bool kHaveClone3Fn = true;
+#else
+inline constexpr bool kHaveClone3Fn = false;
+#endif
 inline int openat2(int dirfd, const char* path, struct open_how* how) {
   return static_cast<int>(::syscall(SYS_openat2, dirfd, path, how, sizeof(*how)));
 }

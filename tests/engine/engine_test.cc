@@ -435,6 +435,64 @@ TEST_F(EngineTest, AttachCarriesStdinOutputAndTheExitCode) {
   EXPECT_NE(r.err.find("start it first"), std::string::npos) << r.err;
 }
 
+// The monitor serves a new container from its first image for a moment,
+// then re-execs into its small one, but only when nothing is half-way: here
+// an attached client that stopped reading holds output. Waiting for that must
+// not spin (it once polled with a zero timeout), and a client that attached
+// during that moment is no foreground client after the re-exec.
+TEST_F(EngineTest, MonitorWaitsForAStalledClientWithoutSpinning) {
+  run_d({"--name", "chatty", "busybox", "sh", "-c", "while :; do echo lots of output here; done"});
+  std::string id = inspect("chatty")["Id"];
+  pid_t monitor = 0;
+  for (auto& e : std::filesystem::directory_iterator("/proc")) {
+    std::string cmd = read_file(e.path().string() + "/cmdline").value_or("");
+    if (cmd.find("berth-monitor") != std::string::npos && cmd.find(id) != std::string::npos)
+      monitor = std::atoi(e.path().filename().c_str());
+  }
+  ASSERT_GT(monitor, 0);
+  // An attach client whose stdout is a pipe nobody reads: it blocks, and the
+  // monitor's output for it piles up.
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  pid_t client = ::fork();
+  if (client == 0) {
+    int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, 0), ::dup2(p[1], 1), ::dup2(null, 2);
+    std::vector<std::string> argv = {BERTH_CLI, "--root", root_, "--runroot", runroot_, "attach", "chatty"};
+    std::vector<char*> a;
+    for (auto& x : argv) a.push_back(x.data());
+    a.push_back(nullptr);
+    ::execv(a[0], a.data());
+    _exit(127);
+  }
+  ::close(p[1]);
+  auto cpu_ticks = [&] {
+    auto f = split(read_file("/proc/" + std::to_string(monitor) + "/stat").value_or(""), ' ');
+    return f.size() > 15 ? std::atoll(f[13].c_str()) + std::atoll(f[14].c_str()) : -1LL;
+  };
+  auto relaunched = [&] {
+    return read_file("/proc/" + std::to_string(monitor) + "/cmdline").value_or("").find("--loop") != std::string::npos;
+  };
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  if (relaunched()) {
+    ::kill(client, SIGKILL), ::waitpid(client, nullptr, 0), ::close(p[0]);
+    GTEST_SKIP() << "the client attached after the monitor's hand-over (a slow machine): nothing to wait for";
+  }
+  long long before = cpu_ticks();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  long long used = cpu_ticks() - before;
+  ::kill(client, SIGKILL);
+  ::waitpid(client, nullptr, 0);
+  ::close(p[0]);
+  // A spinning loop takes the whole second (100 ticks); waiting takes almost none.
+  EXPECT_GE(before, 0);
+  EXPECT_LT(used, 30) << "monitor CPU ticks in 1 s";
+  // With the client gone the hand-over happens, and the container is served on.
+  ASSERT_TRUE(eventually(relaunched));
+  EXPECT_EQ(inspect("chatty")["State"]["Status"], "running");
+  EXPECT_EQ(berth({"rm", "-f", "chatty"}).code, 0);
+}
+
 TEST_F(EngineTest, EventsRecordTheLifecycle) {
   auto r = berth({"run", "--rm", "--name", "ev", "busybox", "true"});
   ASSERT_EQ(r.code, 0) << r.err;

@@ -330,6 +330,26 @@ TEST_F(Config, SeccompErrno) {
   EXPECT_TRUE(contains(refused.err, "reserved")) << refused.desc();
 }
 
+// `run` starts the container vfork-style: the runtime sleeps until the child
+// execs, and learns of success from the sync socket closing. A child killed
+// before its exec (here by its own seccomp filter, on the poll(2) it makes
+// after the filter is on and before execve) closes it too, without a word:
+// that is an error, not a started container.
+TEST_F(Config, RunReportsAProcessThatDiesBeforeItsExec) {
+  auto& b = make_bundle("diesearly", {"/bin/true"}, false);
+  b.process()["noNewPrivileges"] = true;
+  b.linux_()["seccomp"] = {
+      {"defaultAction", "SCMP_ACT_ALLOW"},
+      {"architectures", {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"}},
+      {"syscalls", json::array({{{"names", {"poll", "ppoll"}}, {"action", "SCMP_ACT_KILL_PROCESS"}}})}};
+  b.save();
+  auto r = run_fg(b);
+  EXPECT_NE(r.code, 0) << r.desc();
+  EXPECT_TRUE(contains(r.err, "exited before it could exec")) << r.desc();
+  auto list = rt({"list", "-q"});
+  EXPECT_EQ(list.out, "") << list.desc();
+}
+
 // ------------------------------------------------------------- namespaces --
 
 TEST_F(Config, JoinNetworkNamespaceByPath) {
