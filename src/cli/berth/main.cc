@@ -1,6 +1,8 @@
 // berth: Docker's verbs and habits, daemonless. This file holds the global
 // options and the one place errors are printed; the verbs live in one file per
 // group (images.cc, system.cc).
+#include <sys/mman.h>
+#include <malloc.h>
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
@@ -178,4 +180,28 @@ int run(int argc, char** argv) {
 }  // namespace
 }  // namespace berth::cli
 
-int main(int argc, char** argv) { return berth::cli::run(argc, argv); }
+namespace {
+
+// A command touches a few hundred KB of heap (CLI11's options, SQLite's page
+// cache, JSON documents), and on a VM a page fault costs ~15 us: some 100
+// faults, 1.5 ms of a `berth run`. The heap is grown once, by more than that,
+// and faulted in with one madvise (a few tens of us for 256 pages). Kernels
+// without MADV_POPULATE_WRITE (before 5.14) just fault as before.
+void prefault_heap() {
+  constexpr size_t kPad = 512 << 10;
+  ::mallopt(M_TOP_PAD, kPad);
+  ::mallopt(M_TRIM_THRESHOLD, 2 * kPad);
+  void* p = std::malloc(64 << 10);
+  if (!p) return;
+  auto lo = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{4095};
+  auto hi = reinterpret_cast<uintptr_t>(::sbrk(0));
+  if (hi > lo && hi - lo <= 4 * kPad) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_WRITE);
+  std::free(p);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  prefault_heap();
+  return berth::cli::run(argc, argv);
+}
