@@ -571,8 +571,13 @@ Result<> destroy(const std::string& root, const State& st, const oci::Spec* spec
   if (auto cg = open_cgroup(st); cg && *cg)
     if (auto r = (*cg)->destroy(); !r) log::warn("delete " + st.id + ": cgroup: " + r.error().str());
   std::optional<oci::Spec> saved;
-  if (!spec)
-    if (auto s = saved_spec(root, st.id); s) spec = &saved.emplace(std::move(*s));
+  if (!spec) {
+    // Parsed only for its poststop hooks: a config that cannot have any (no
+    // "poststop" key, and no \u escape that could spell one) is not parsed.
+    auto text = read_file(state_dir(root, st.id) + "/config.json");
+    if (text && (text->find("\"poststop\"") != std::string::npos || text->find("\\u") != std::string::npos))
+      if (auto s = oci::parse_spec(*text); s) spec = &saved.emplace(std::move(*s));
+  }
   if (spec && !spec->hooks.poststop.empty())
     if (auto r = run_hooks(spec->hooks.poststop, state_json(st, Status::stopped, false), "poststop"); !r)
       log::warn(r.error().str());

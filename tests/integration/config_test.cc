@@ -533,6 +533,28 @@ TEST_F(Hooks, AllHooksGetTheStateAndRunWhereTheyShould) {
             "prestart\ncreateRuntime\ncreateContainer\nstartContainer\npoststart\npoststop\n");
 }
 
+// `delete` reads the saved config only for poststop hooks, and skips the
+// parse when the text cannot hold any: a key spelt with a JSON escape still
+// counts.
+TEST_F(Hooks, PoststopSpeltWithAnEscapeStillRuns) {
+  mkdirs(out_dir());
+  auto& b = make_bundle("escaped", {kHelper, "pause"}, false);
+  b.config["hooks"] = {{"poststop", {host_hook("poststop")}}};
+  b.save();
+  std::string text = read_file(b.dir + "/config.json");
+  auto at = text.find("\"poststop\"");
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, 10, "\"\\u0070oststop\"");
+  write_file(b.dir + "/config.json", text);
+  ASSERT_OK(create(b));
+  ASSERT_OK(rt({"kill", "escaped", "KILL"}));
+  ASSERT_TRUE(wait_status("escaped", "stopped"));
+  ASSERT_OK(rt({"delete", "escaped"}));
+  auto pst = hook_state("poststop");
+  ASSERT_TRUE(pst.is_object()) << read_file(out_dir() + "/poststop.json");
+  EXPECT_EQ(pst["id"], "escaped");
+}
+
 TEST_F(Hooks, FailingPoststartFailsRunAndStart) {
   mkdirs(out_dir());
   json bad = {{"path", "/bin/sh"}, {"args", {"sh", "-c", "exit 3"}}};
