@@ -34,11 +34,14 @@ command -v hyperfine >/dev/null || die "hyperfine is not installed"
 mkdir -p "$out"
 
 base=$(mktemp -d /var/tmp/berth-engine-bench.XXXXXX)
+# State that a reboot clears lives on tmpfs, as in the engines' defaults
+# (/run/berth, /run/containers/storage).
+run=$(mktemp -d /run/berth-engine-bench.XXXXXX)
 # podman (cgroupfs manager) makes libpod_parent/conmon cgroups and leaves them:
 # removed at the end when this run made them.
 podman_cgroups=$(ls -d /sys/fs/cgroup/*/libpod_parent 2>/dev/null || true)
-B=("$berth" --root "$base/berth" --runroot "$base/berth-run")
-P=(podman --root "$base/podman" --runroot "$base/podman-run" --cgroup-manager cgroupfs --events-backend file)
+B=("$berth" --root "$base/berth" --runroot "$run/berth")
+P=(podman --root "$base/podman" --runroot "$run/podman" --cgroup-manager cgroupfs --events-backend file)
 # podman raises RLIMIT_NOFILE by default, which this VM forbids (no CAP_SYS_RESOURCE): keep the host's.
 PR=(--ulimit host)
 cleanup() {
@@ -48,16 +51,18 @@ cleanup() {
         "${P[@]}" rm -af >/dev/null 2>&1
         "${P[@]}" system reset -f >/dev/null 2>&1
     fi
-    [[ -n ${bundle_id:-} ]] && "$runtime" --root "$base/rt" delete -f "$bundle_id" >/dev/null 2>&1
+    [[ -n ${bundle_id:-} ]] && "$runtime" --root "$run/rt" delete -f "$bundle_id" >/dev/null 2>&1
     if [[ -z $podman_cgroups ]]; then
         for d in /sys/fs/cgroup/*/libpod_parent; do
             [[ -d $d ]] || continue
             rmdir "$d/conmon" "$d" 2>/dev/null
         done
     fi
-    awk -v p="$base/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r |
-        while read -r m; do umount -l "$m"; done
-    rm -rf --one-file-system "$base"
+    for d in "$base" "$run"; do
+        awk -v p="$d/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+            while read -r m; do umount -l "$m"; done
+    done
+    rm -rf --one-file-system "$base" "$run"
 }
 trap cleanup EXIT
 
@@ -68,7 +73,7 @@ names=(berth)
 # berth-runtime on the very bundle berth makes (config.json + mounted rootfs).
 cid=$("${B[@]}" create --name bench-bundle busybox /bin/true)
 bundle_id=bench-rt
-cmds+=("$runtime --root $base/rt run --bundle $base/berth/containers/$cid $bundle_id")
+cmds+=("$runtime --root $run/rt run --bundle $base/berth/containers/$cid $bundle_id")
 names+=(berth-runtime)
 
 if command -v podman >/dev/null; then
