@@ -59,6 +59,9 @@ crun=$(resolve "$crun")
 [[ -n $floor ]] || die "floor program not found (build target berth-floor, or set BERTH_FLOOR)"
 
 tmp=$(mktemp -d /tmp/berth-bench.XXXXXX)
+# The runtimes' state roots on tmpfs, as their defaults (/run/runc,
+# /run/berth-runtime): on a disk every run would also write and remove them.
+state=$(mktemp -d /run/berth-bench.XXXXXX)
 bundle=$tmp/bundle
 declare -A bins=()    # name -> runtime binary
 [[ -n $berth ]] && bins[berth-runtime]=$berth
@@ -69,7 +72,7 @@ cleanup() {
     local rc=$? name rt root id
     set +e
     for name in "${!bins[@]}"; do
-        rt=${bins[$name]} root=$tmp/root-$name
+        rt=${bins[$name]} root=$state/root-$name
         [[ -d $root ]] || continue
         {
             "$rt" --root "$root" list -q 2>/dev/null
@@ -79,7 +82,7 @@ cleanup() {
             [[ -n $id ]] && "$rt" --root "$root" delete -f "$id" >/dev/null 2>&1
         done
     done
-    rm -rf "$tmp"
+    rm -rf "$tmp" "$state"
     exit "$rc"
 }
 child=
@@ -121,7 +124,7 @@ q() { printf '%q' "$1"; }
 names=() seq_cmds=() par_cmds=()
 for name in berth-runtime runc crun; do
     [[ -n ${bins[$name]:-} ]] || continue
-    rt=${bins[$name]} root=$tmp/root-$name
+    rt=${bins[$name]} root=$state/root-$name
     mkdir -p "$root"
     if ! err=$(timeout 30 "$rt" --root "$root" run -b "$bundle" "probe-$name-$$" </dev/null 2>&1 >/dev/null); then
         "$rt" --root "$root" delete -f "probe-$name-$$" >/dev/null 2>&1 || true
@@ -150,6 +153,11 @@ hf_args() { # name/command pairs for hyperfine
         printf '%s\0%s\0%s\0' -n "${names[$i]}" "${cmds[$i]}"
     done
 }
+
+# The bundle and the probes above just wrote files: let their writeback finish
+# before the first timed command (which would otherwise always be berth-runtime's).
+sync
+sleep 2
 
 # --- sequential --------------------------------------------------------------------
 note "sequential: ${names[*]} ($runs runs, $warmup warmup)"
