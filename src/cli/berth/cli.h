@@ -36,6 +36,10 @@ struct Context {
   // The first two words of the command line that are not global options
   // ("container", "ls"): the verb being run.
   std::string verb, subverb;
+  // The container verbs other than the one being run are left out of CLI11
+  // (each empty subcommand still cost some 20 us): true when a known verb
+  // names the command, false for help, a bare `container` and typos.
+  bool one_verb = false;
   std::string runroot; // --runroot, $BERTH_RUNROOT, /run/berth: state that a reboot clears
   // --storage-opt (repeatable) and $BERTH_STORAGE_OPT: "layer-format=erofs|dir".
   std::vector<std::string> storage_opts;

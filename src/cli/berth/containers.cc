@@ -1013,6 +1013,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
   auto both = [&](const std::string& name, const std::vector<std::string>& alts, const std::string& help,
                   const std::function<void(CLI::App&)>& setup) {
     auto add = [&](CLI::App& parent, const std::string& verb, bool wanted) {
+      if (!wanted && ctx.one_verb) return;
       CLI::App* c = parent.add_subcommand(verb, help);
       if (wanted) setup(*c);
       else c->allow_extras();

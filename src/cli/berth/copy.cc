@@ -125,6 +125,7 @@ void add_copy_commands(CLI::App& app, Context& ctx) {
   auto both = [&](const std::string& verb, const std::string& help, const std::function<void(CLI::App&)>& setup) {
     for (auto [parent, wanted] :
          {std::pair{&app, ctx.verb == verb}, std::pair{group, ctx.verb == "container" && ctx.subverb == verb}}) {
+      if (!wanted && ctx.one_verb) continue;
       CLI::App* c = parent->add_subcommand(verb, help);
       if (wanted)
         setup(*c);

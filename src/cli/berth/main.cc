@@ -148,6 +148,7 @@ int run(int argc, char** argv) {
   app.add_flag("-D,--debug", ctx.debug, "Debug output");
   app.add_option("--config", ctx.config, "Location of client config files (default $DOCKER_CONFIG or ~/.docker)");
   int groups = groups_for(ctx.verb);
+  ctx.one_verb = groups != kAll && !(ctx.verb == "container" && ctx.subverb.empty());
   if (groups & kImages) add_image_commands(app, ctx);
   if (groups & kTransfer) add_transfer_commands(app, ctx);
   if (groups & kRegistry) add_registry_commands(app, ctx);
