@@ -690,8 +690,10 @@ Result<RemoveResult> ImageStore::remove(std::string_view name, bool force) {
     // names and leaves it dangling until the last of them is gone.
     for (auto& t : rec.tags) out.untagged.push_back(t.familiar());
     for (auto& d : rec.repo_digests) out.untagged.push_back(d);
-    TRY(db_->exec("DELETE FROM tags WHERE image = ?1", id));
-    TRY(db_->exec("DELETE FROM repo_digests WHERE image = ?1", id));
+    TRY(db_->transaction([&]() -> Result<> {
+      TRY(db_->exec("DELETE FROM tags WHERE image = ?1", id));
+      return db_->exec("DELETE FROM repo_digests WHERE image = ?1", id);
+    }));
     return out;
   }
   if (force) {

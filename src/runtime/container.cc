@@ -410,14 +410,10 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
     ca.stack_size = direct.stack_size();
     pid = sys::clone3_fn(&ca, DirectStart::child, &direct);
     clone_errno = errno;
-    if (pid < 0 && clone_errno == ENOSYS) vfork_ok = false, ic.direct = false;
-    else direct.restore();
+    direct.restore();
     // The child set this to a function of its own stack frame.
     ic.plan.before_cgroup_mount = nullptr;
-  }
-  if (!vfork_ok) {
-    ca.flags &= ~static_cast<uint64_t>(CLONE_VM | CLONE_VFORK);
-    ca.stack = ca.stack_size = 0;
+  } else {
     pid = sys::clone3(&ca);
     clone_errno = errno;
     if (pid == 0) {

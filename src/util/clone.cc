@@ -2,8 +2,8 @@
 // vfork-style starts (CLONE_VM | CLONE_VFORK) need, since the child must not
 // return through the caller's frames, which the parent still owns. glibc has
 // no public clone3 wrapper, so this is a few lines of assembly per
-// architecture; elsewhere the call fails with ENOSYS and callers fall back to
-// a plain fork-style clone.
+// architecture; elsewhere the call fails with ENOSYS (callers check
+// sys::kHaveClone3Fn and clone fork-style).
 #include "util/syscalls.h"
 
 #include <cerrno>
@@ -53,7 +53,7 @@ berth_clone3_fn:
   .cfi_endproc
   .size berth_clone3_fn, .-berth_clone3_fn
   .popsection
-)");;
+)");
 extern "C" long berth_clone3_fn(struct clone_args* args, size_t size, int (*fn)(void*), void* arg);
 #endif
 

@@ -23,8 +23,9 @@ inline long clone3(struct clone_args* args) {
   return ::syscall(SYS_clone3, args, sizeof(*args));
 }
 // clone3 whose child runs fn(arg) on args->stack and exits with its return
-// value: for CLONE_VM | CLONE_VFORK starts. -1 with ENOSYS where unsupported
-// (only x86-64 has the trampoline), so callers keep a fork-style fallback.
+// value: for CLONE_VM | CLONE_VFORK starts. Only x86-64 has the trampoline
+// (kHaveClone3Fn); elsewhere it fails with ENOSYS, and callers take a
+// fork-style clone instead.
 long clone3_fn(struct clone_args* args, int (*fn)(void*), void* arg);
 #if defined(__x86_64__)
 inline constexpr bool kHaveClone3Fn = true;
