@@ -1,6 +1,7 @@
 #include "image/decompress.h"
 
 #include <isa-l/igzip_lib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -43,9 +44,31 @@ struct Decompressor::Impl {
     std::string_view v;
     switch (kind_) {
       case Kind::kPlain: v = TRY(read_plain()); break;
-      case Kind::kGzip: v = TRY(read_gzip()); break;
-      case Kind::kZstd: v = TRY(read_zstd()); break;
+      case Kind::kGzip: v = TRY(read_gzip(out_.data(), out_.size())); break;
+      case Kind::kZstd: v = TRY(read_zstd(out_.data(), out_.size())); break;
     }
+    return account(v);
+  }
+
+  // The same, into `buf` (at most `cap` bytes): the bytes are inflated there,
+  // not copied (a plain stream is copied from the input buffer).
+  Result<std::string_view> read_into(unsigned char* buf, size_t cap) {
+    std::string_view v;
+    switch (kind_) {
+      case Kind::kPlain: {
+        v = TRY(read_plain());
+        // read_plain hands out the whole input buffer: never more than kInBuf.
+        std::memcpy(buf, v.data(), v.size());
+        v = std::string_view(reinterpret_cast<const char*>(buf), v.size());
+        break;
+      }
+      case Kind::kGzip: v = TRY(read_gzip(buf, cap)); break;
+      case Kind::kZstd: v = TRY(read_zstd(buf, cap)); break;
+    }
+    return account(v);
+  }
+
+  Result<std::string_view> account(std::string_view v) {
     if (!v.empty()) {
       uncompressed_ += v.size();
       if (o_.hash) hash_.update(v.data(), v.size());
@@ -102,7 +125,7 @@ struct Decompressor::Impl {
     return v;
   }
 
-  Result<std::string_view> read_gzip() {
+  Result<std::string_view> read_gzip(unsigned char* out, size_t cap) {
     bool stalled = false;
     for (;;) {
       if (gz_member_done_) {
@@ -129,15 +152,15 @@ struct Decompressor::Impl {
       if ((in_len_ == 0 || stalled) && !eof_) TRY(fill());
       gz_->next_in = in_.data() + in_off_;
       gz_->avail_in = static_cast<uint32_t>(in_len_);
-      gz_->next_out = out_.data();
-      gz_->avail_out = static_cast<uint32_t>(out_.size());
+      gz_->next_out = out;
+      gz_->avail_out = static_cast<uint32_t>(cap);
       int r = isal_inflate(gz_.get());
       size_t used = in_len_ - gz_->avail_in;
-      size_t produced = out_.size() - gz_->avail_out;
+      size_t produced = cap - gz_->avail_out;
       consume(used);
       if (r < 0) return fail(o_.what + ": corrupt gzip stream (isa-l error " + std::to_string(r) + ")");
       if (gz_->block_state == ISAL_BLOCK_FINISH) gz_member_done_ = true;
-      if (produced > 0) return std::string_view(reinterpret_cast<const char*>(out_.data()), produced);
+      if (produced > 0) return std::string_view(reinterpret_cast<const char*>(out), produced);
       if (gz_member_done_) continue;
       if (used == 0) {
         if (eof_) return fail(o_.what + ": truncated gzip stream");
@@ -148,11 +171,11 @@ struct Decompressor::Impl {
     }
   }
 
-  Result<std::string_view> read_zstd() {
+  Result<std::string_view> read_zstd(unsigned char* dst, size_t cap) {
     for (;;) {
       if (in_len_ == 0 && !eof_) TRY(fill());
       ZSTD_inBuffer in{in_.data() + in_off_, in_len_, 0};
-      ZSTD_outBuffer out{out_.data(), out_.size(), 0};
+      ZSTD_outBuffer out{dst, cap, 0};
       size_t r = ZSTD_decompressStream(zstd_, &out, &in);
       if (ZSTD_isError(r)) return fail(o_.what + ": corrupt zstd stream: " + ZSTD_getErrorName(r));
       consume(in.pos);
@@ -167,7 +190,7 @@ struct Decompressor::Impl {
         continue;
       }
       zstd_last_ = r;
-      if (out.pos > 0) return std::string_view(reinterpret_cast<const char*>(out_.data()), out.pos);
+      if (out.pos > 0) return std::string_view(reinterpret_cast<const char*>(dst), out.pos);
     }
   }
 
@@ -191,25 +214,45 @@ Decompressor::~Decompressor() = default;
 Result<> Decompressor::init() { return d_->init(); }
 Decompressor::Kind Decompressor::kind() const { return d_->kind_; }
 Result<std::string_view> Decompressor::read() { return d_->read(); }
+Result<std::string_view> Decompressor::read_into(unsigned char* buf, size_t cap) { return d_->read_into(buf, cap); }
 Result<> Decompressor::drain() { return d_->drain(); }
 Digest Decompressor::finish() { return d_->finish(); }
 uint64_t Decompressor::compressed() const { return d_->compressed(); }
 uint64_t Decompressor::uncompressed() const { return d_->uncompressed(); }
 
-Prefetcher::Prefetcher(Decompressor& d) : d_(d), thread_([this] { run(); }) {}
-Prefetcher::~Prefetcher() { stop(); }
+Prefetcher::Prefetcher(Decompressor& d) : d_(d) {
+  // One mapping for the whole ring, populated up front: a page fault costs
+  // 15 us or more in some VMs, and 4096 of them per 16 MiB add up.
+  void* p = ::mmap(nullptr, kDepth * kChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (p == MAP_FAILED) {
+    error_ = Error{errno, "inflate buffers"};
+    done_ = true;
+    return;
+  }
+  ring_ = static_cast<unsigned char*>(p);
+  thread_ = std::thread([this] { run(); });
+}
+
+Prefetcher::~Prefetcher() {
+  stop();
+  if (ring_) ::munmap(ring_, kDepth * kChunk);
+}
 
 Result<std::string_view> Prefetcher::next() {
   std::unique_lock lk(mu_);
-  if (!current_.empty()) free_.push_back(std::move(current_));
-  current_.clear();
-  cv_.notify_all();
-  cv_.wait(lk, [&] { return !full_.empty() || done_; });
-  if (!full_.empty()) {
-    current_ = std::move(full_.front());
-    full_.pop_front();
-    cv_.notify_all();
-    return std::string_view(current_.data(), current_.size());
+  if (holding_) {
+    holding_ = false;
+    ++tail_;
+    if (producer_waits_) cv_.notify_all();
+  }
+  while (tail_ == head_ && !done_) {
+    consumer_waits_ = true;
+    cv_.wait(lk);
+    consumer_waits_ = false;
+  }
+  if (tail_ != head_) {
+    holding_ = true;
+    return std::string_view(reinterpret_cast<const char*>(ring_ + (tail_ % kDepth) * kChunk), len_[tail_ % kDepth]);
   }
   if (error_) return std::unexpected(*error_);
   return std::string_view();
@@ -225,28 +268,33 @@ void Prefetcher::stop() {
 }
 
 void Prefetcher::run() {
-  for (;;) {
-    auto v = d_.read();
-    std::unique_lock lk(mu_);
+  // Slot head_ % kDepth is the producer's until head_ moves past it; slots
+  // from tail_ to head_ are the consumer's (the one at tail_ while holding_).
+  for (uint64_t at = 0;; ++at) {
+    {
+      std::unique_lock lk(mu_);
+      while (at - tail_ >= kDepth && !stop_) {
+        producer_waits_ = true;
+        cv_.wait(lk);
+        producer_waits_ = false;
+      }
+      if (stop_) {
+        done_ = true;
+        return;
+      }
+    }
+    unsigned char* slot = ring_ + (at % kDepth) * kChunk;
+    auto v = d_.read_into(slot, kChunk);
+    std::lock_guard lk(mu_);
     if (!v || v->empty()) {
       if (!v) error_ = std::move(v).error();
       done_ = true;
       cv_.notify_all();
       return;
     }
-    cv_.wait(lk, [&] { return full_.size() < kDepth || stop_; });
-    if (stop_) {
-      done_ = true;
-      return;
-    }
-    std::string buf;
-    if (!free_.empty()) {
-      buf = std::move(free_.back());
-      free_.pop_back();
-    }
-    buf.assign(v->data(), v->size());
-    full_.push_back(std::move(buf));
-    cv_.notify_all();
+    len_[at % kDepth] = v->size();
+    head_ = at + 1;
+    if (consumer_waits_) cv_.notify_all();
   }
 }
 

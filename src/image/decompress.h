@@ -7,14 +7,12 @@
 
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
-#include <vector>
 
 #include "image/digest.h"
 #include "util/error.h"
@@ -47,6 +45,9 @@ class Decompressor {
   Kind kind() const;
   // The next chunk of uncompressed bytes (valid until the next call); empty at the end.
   Result<std::string_view> read();
+  // The same, written into `buf` (up to `cap` bytes; a plain stream gives at
+  // most 128 KiB per call, so `cap` must be at least that).
+  Result<std::string_view> read_into(unsigned char* buf, size_t cap);
   // Reads to the end (so the hash covers trailing tar padding).
   Result<> drain();
   // The sha256 of everything read; call once, at the end.
@@ -75,15 +76,18 @@ class Prefetcher {
   void stop();
 
  private:
-  static constexpr size_t kDepth = 16;  // chunks of up to 256 KiB
+  // 8 chunks of 1 MiB: small hand-offs cost more than they overlap here.
+  static constexpr size_t kDepth = 8, kChunk = 1 << 20;
   void run();
 
   Decompressor& d_;
+  unsigned char* ring_ = nullptr;  // kDepth slots of kChunk bytes
+  size_t len_[kDepth] = {};
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::string> full_;
-  std::vector<std::string> free_;
-  std::string current_;
+  uint64_t head_ = 0, tail_ = 0;  // chunks made, chunks given back
+  bool holding_ = false;          // the consumer holds slot tail_
+  bool producer_waits_ = false, consumer_waits_ = false;
   std::optional<Error> error_;
   bool done_ = false, stop_ = false;
   std::thread thread_;  // last: started once everything above exists

@@ -131,6 +131,8 @@ class TreeBuilder {
 
   Result<> add(struct archive_entry* e, uint64_t data_off);
   std::shared_ptr<Node> root() const { return root_; }
+  // Where the last block of file data ends: within the tar, once its size is known.
+  uint64_t data_end() const { return data_end_; }
 
  private:
   std::unexpected<Error> err(const std::string& shown, const std::string& what) {
@@ -143,6 +145,7 @@ class TreeBuilder {
   const ErofsOptions& o_;
   ErofsStats& st_;
   uint64_t tar_size_;
+  uint64_t data_end_ = 0;
   std::shared_ptr<Node> root_;
 };
 
@@ -277,6 +280,7 @@ Result<> TreeBuilder::add(struct archive_entry* e, uint64_t data_off) {
       // The kernel reads whole blocks: the last one's tar padding included.
       if (data_off % kBlk || data_off > tar_size_ || round_up(meta->size, kBlk) > tar_size_ - data_off)
         return err(shown, "data outside the tar");
+      data_end_ = std::max(data_end_, data_off + round_up(meta->size, kBlk));
       break;
     }
     case AE_IFLNK: {
@@ -308,7 +312,8 @@ Result<> TreeBuilder::add(struct archive_entry* e, uint64_t data_off) {
 }
 
 // ---------------------------------------------------------------------------
-// The tar source: pread from the caller's fd; data is skipped, never read.
+// The tar sources: pread from a file (data skipped, never read), or chunks
+// pulled from a stream as they pass (data read through, never copied).
 
 struct TarSource {
   int fd;
@@ -339,6 +344,28 @@ la_int64_t tar_skip(struct archive*, void* data, la_int64_t request) {
   uint64_t n = std::min<uint64_t>(static_cast<uint64_t>(request), s->size - std::min(s->pos, s->size));
   s->pos += n;
   return static_cast<la_int64_t>(n);
+}
+
+struct StreamSource {
+  const TarChunkFn* next;
+  uint64_t size = 0;
+  bool ended = false;
+  std::optional<Error> error;
+};
+
+la_ssize_t stream_read(struct archive* a, void* data, const void** out) {
+  auto* s = static_cast<StreamSource*>(data);
+  if (s->ended) return 0;
+  auto chunk = (*s->next)();
+  if (!chunk) {
+    s->error = std::move(chunk).error();
+    archive_set_error(a, EIO, "read tar");
+    return ARCHIVE_FATAL;
+  }
+  s->ended = chunk->empty();
+  s->size += chunk->size();
+  *out = chunk->data();
+  return static_cast<la_ssize_t>(chunk->size());
 }
 
 struct ArchiveFree {
@@ -820,41 +847,38 @@ Result<> write_probe_tar(const std::string& path, const std::string& content) {
 
 }  // namespace
 
-Result<ErofsStats> erofs_write(int tar_fd, int meta_fd, const ErofsOptions& o) {
-  ErofsStats st;
-  struct stat sst;
-  if (::fstat(tar_fd, &sst) < 0) return sys_error(o.what + ": stat tar");
-  if (!S_ISREG(sst.st_mode)) return fail(o.what + ": the tar is not a regular file");
-  const uint64_t tar_size = static_cast<uint64_t>(sst.st_size);
-  if (round_up(tar_size, kBlk) / kBlk >= kNullAddr) return fail(o.what + ": tar larger than 2 TiB");
+namespace {
 
-  TarSource src{tar_fd, tar_size};
-  std::unique_ptr<struct archive, ArchiveFree> a(archive_read_new());
-  if (!a) return fail(o.what + ": cannot allocate a tar reader");
-  archive_read_support_format_tar(a.get());
-  archive_read_set_callback_data(a.get(), &src);
-  archive_read_set_read_callback(a.get(), tar_read);
-  archive_read_set_skip_callback(a.get(), tar_skip);
+// Reads the tar `a` was opened on (its callbacks fill `source_error`) and
+// writes the image. `tar_size` bounds the file data where known; a stream's
+// size is known only at its end (`final_size`, called then).
+template <typename SizeFn>
+Result<ErofsStats> write_image(struct archive* a, const std::optional<Error>& source_error, uint64_t tar_size,
+                               const SizeFn& final_size, int meta_fd, const ErofsOptions& o) {
+  ErofsStats st;
   auto archive_fail = [&](const char* doing) -> std::unexpected<Error> {
-    if (src.error) return std::unexpected(Error(*src.error).context(o.what));
-    const char* m = archive_error_string(a.get());
+    if (source_error) return std::unexpected(Error(*source_error).context(o.what));
+    const char* m = archive_error_string(a);
     return fail(o.what + ": " + doing + ": " + printable(m ? m : "unknown error"));
   };
-  if (archive_read_open1(a.get()) != ARCHIVE_OK) return archive_fail("read tar");
+  if (archive_read_open1(a) != ARCHIVE_OK) return archive_fail("read tar");
 
   TreeBuilder tree(o, st, tar_size);
   for (;;) {
     struct archive_entry* e = nullptr;
-    int r = archive_read_next_header(a.get(), &e);
+    int r = archive_read_next_header(a, &e);
     if (r == ARCHIVE_EOF) break;
     if (r < ARCHIVE_WARN) return archive_fail("read tar");
     ++st.entries;
     // The tar reader has consumed this entry's headers (extension headers
     // included) and nothing of its data: the bytes consumed so far are where
     // the data starts.
-    TRY(tree.add(e, static_cast<uint64_t>(archive_filter_bytes(a.get(), 0))));
-    if (archive_read_data_skip(a.get()) < ARCHIVE_WARN) return archive_fail("read tar");
+    TRY(tree.add(e, static_cast<uint64_t>(archive_filter_bytes(a, 0))));
+    if (archive_read_data_skip(a) < ARCHIVE_WARN) return archive_fail("read tar");
   }
+  tar_size = TRY(final_size());
+  if (round_up(tar_size, kBlk) / kBlk >= kNullAddr) return fail(o.what + ": tar larger than 2 TiB");
+  if (tree.data_end() > tar_size) return fail(o.what + ": file data past the end of the tar");
 
   Writer w(o, st, tar_size);
   std::string img = TRY(w.build(*tree.root()));
@@ -865,6 +889,51 @@ Result<ErofsStats> erofs_write(int tar_fd, int meta_fd, const ErofsOptions& o) {
     off += static_cast<uint64_t>(n);
   }
   return st;
+}
+
+using ArchivePtr = std::unique_ptr<struct archive, ArchiveFree>;
+
+Result<ArchivePtr> tar_reader(const ErofsOptions& o) {
+  ArchivePtr a(archive_read_new());
+  if (!a) return fail(o.what + ": cannot allocate a tar reader");
+  archive_read_support_format_tar(a.get());
+  return a;
+}
+
+}  // namespace
+
+Result<ErofsStats> erofs_write(int tar_fd, int meta_fd, const ErofsOptions& o) {
+  struct stat sst;
+  if (::fstat(tar_fd, &sst) < 0) return sys_error(o.what + ": stat tar");
+  if (!S_ISREG(sst.st_mode)) return fail(o.what + ": the tar is not a regular file");
+  const uint64_t tar_size = static_cast<uint64_t>(sst.st_size);
+  if (round_up(tar_size, kBlk) / kBlk >= kNullAddr) return fail(o.what + ": tar larger than 2 TiB");
+
+  TarSource src{tar_fd, tar_size};
+  ArchivePtr a = TRY(tar_reader(o));
+  archive_read_set_callback_data(a.get(), &src);
+  archive_read_set_read_callback(a.get(), tar_read);
+  archive_read_set_skip_callback(a.get(), tar_skip);
+  return write_image(a.get(), src.error, tar_size, [&]() -> Result<uint64_t> { return tar_size; }, meta_fd, o);
+}
+
+Result<ErofsStats> erofs_write_stream(const TarChunkFn& next, int meta_fd, const ErofsOptions& o) {
+  StreamSource src{&next};
+  ArchivePtr a = TRY(tar_reader(o));
+  archive_read_set_callback_data(a.get(), &src);
+  archive_read_set_read_callback(a.get(), stream_read);
+  // The end-of-archive blocks end the entries, not the stream: what follows
+  // (padding) is read too, so the caller sees every byte and the size is whole.
+  auto final_size = [&]() -> Result<uint64_t> {
+    while (!src.ended) {
+      auto chunk = next();
+      if (!chunk) return std::unexpected(std::move(chunk).error());
+      src.ended = chunk->empty();
+      src.size += chunk->size();
+    }
+    return src.size;
+  };
+  return write_image(a.get(), src.error, UINT64_MAX, final_size, meta_fd, o);
 }
 
 Result<> erofs_check(const std::string& meta_path, uint64_t tar_size) {

@@ -27,7 +27,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 
 #include "util/error.h"
 
@@ -57,6 +59,15 @@ struct ErofsStats {
 // file, written from offset 0). On error `meta_fd` may hold part of an image:
 // the caller writes to a temporary file and removes it.
 Result<ErofsStats> erofs_write(int tar_fd, int meta_fd, const ErofsOptions& o = {});
+
+// The next chunk of a tar stream (valid until the next call); empty at its end.
+using TarChunkFn = std::function<Result<std::string_view>()>;
+
+// The same for a tar that is being written as it streams past (a layer as it
+// inflates): `next` is pulled to the end of the stream, padding after the
+// end-of-archive blocks included, so the caller sees every byte; the chunks
+// are read, never kept. The image is written once the stream has ended.
+Result<ErofsStats> erofs_write_stream(const TarChunkFn& next, int meta_fd, const ErofsOptions& o = {});
 
 // Walks a metadata image as the kernel would and checks it: superblock and
 // features, every inode, directory and xattr inside the image, directory

@@ -165,24 +165,28 @@ Result<> mount_overlay(const std::vector<std::string>& lowers, const std::string
   return {};
 }
 
-// Decompresses a layer blob into `tar_path` (created), checking its diff_id as
-// the bytes go through; returns the tar's size.
-Result<uint64_t> write_layer_tar(int src_fd, const std::string& tar_path, const Digest& diff_id,
-                                 const std::string& what) {
+// Decompresses a layer blob into `tar_path` (created) and writes its EROFS
+// metadata to `meta_path` (created) as the tar streams past, checking the
+// diff_id on the way; returns the tar's size. Inflating runs on a thread of its
+// own; hashing, writing and reading the headers on the caller's.
+Result<uint64_t> write_layer_tar(int src_fd, const std::string& tar_path, const std::string& meta_path,
+                                 const Digest& diff_id, const std::string& what) {
   UniqueFd out(::open(tar_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!out) return sys_error("create " + tar_path);
-  // Inflating on a thread of its own; hashing and writing here.
+  UniqueFd meta(::open(meta_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!meta) return sys_error("create " + meta_path);
   Decompressor d(src_fd, {.what = what, .hash = false});
   TRY(d.init());
   Sha256 hash;
   {
     Prefetcher ahead(d);
-    for (;;) {
+    TarChunkFn next = [&]() -> Result<std::string_view> {
       std::string_view chunk = TRY(ahead.next());
-      if (chunk.empty()) break;
       hash.update(chunk.data(), chunk.size());
       TRY_CTX(write_fd(out.get(), chunk), what + ": write " + tar_path);
-    }
+      return chunk;
+    };
+    TRY(erofs_write_stream(next, meta.get(), {.what = what}));
   }
   Digest got = hash.finish();
   if (!(got == diff_id))
@@ -467,12 +471,7 @@ Result<bool> ImageStore::prepare_layer(const Digest& chain, const Descriptor& bl
     uint64_t size = 0;
     if (format == LayerFormat::kErofs) {
       // The tar once, sequentially; the kernel reads the files out of it.
-      std::string tar = tmp + "/layer.tar", meta = tmp + "/layer.erofs";
-      size = TRY(write_layer_tar(src.get(), tar, diff_id, what));
-      UniqueFd t(::open(tar.c_str(), O_RDONLY | O_CLOEXEC));
-      UniqueFd m(::open(meta.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-      if (!t || !m) return sys_error(what + ": open " + tar + " or create " + meta);
-      TRY(erofs_write(t.get(), m.get(), {.what = what}));
+      size = TRY(write_layer_tar(src.get(), tmp + "/layer.tar", tmp + "/layer.erofs", diff_id, what));
     } else {
       UniqueFd dest(::open((tmp + "/diff").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
       if (!dest) return sys_error("open " + tmp + "/diff");

@@ -124,6 +124,46 @@ TEST_F(ErofsTest, CheckWithoutMounting) {
   EXPECT_TRUE(ok) << ok.error().str();
 }
 
+// A tar indexed as it streams past, in chunks of every awkward size, gives the
+// same image as the file read with pread; every byte is pulled, the padding
+// after the end-of-archive blocks included; a stream cut inside a file's data
+// is refused.
+TEST_F(ErofsTest, StreamedTarGivesTheSameImage) {
+  std::string tar = dir_ + "/all.tar", meta = dir_ + "/all.erofs", streamed = dir_ + "/streamed.erofs";
+  write_tar(tar, everything());
+  std::string bytes = *read_file(tar) + std::string(4096, '\0');  // trailing padding, as gzip'd layers have
+  ASSERT_TRUE(atomic_write_file(tar, bytes));
+  ASSERT_TRUE(index_tar(tar, meta));
+  std::string want = *read_file(meta);
+  auto stream = [&](std::string_view data, size_t chunk, const std::string& out) {
+    size_t at = 0, pulled = 0;
+    TarChunkFn next = [&]() -> Result<std::string_view> {
+      std::string_view c = data.substr(at, std::min(chunk, data.size() - at));
+      at += c.size();
+      pulled += c.size();
+      return c;
+    };
+    UniqueFd m(::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    auto st = erofs_write_stream(next, m.get());
+    EXPECT_TRUE(!st || pulled == data.size()) << "stopped at " << pulled << " of " << data.size();
+    return st;
+  };
+  for (size_t chunk : {size_t{1}, size_t{7}, size_t{511}, size_t{512}, size_t{100003}, size_t{1} << 20}) {
+    auto st = stream(bytes, chunk, streamed);
+    ASSERT_TRUE(st) << "chunks of " << chunk << ": " << st.error().str();
+    EXPECT_EQ(*read_file(streamed), want) << "chunks of " << chunk;
+  }
+  // Cut inside the data of the largest file.
+  auto cut = stream(std::string_view(bytes).substr(0, bytes.size() / 2), 4096, streamed);
+  EXPECT_FALSE(cut);
+  // An error from the source ends the stream with it.
+  TarChunkFn broken = []() -> Result<std::string_view> { return fail("the source broke"); };
+  UniqueFd m(::open(streamed.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
+  auto st = erofs_write_stream(broken, m.get(), {.what = "layer x"});
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().str().find("the source broke"), std::string::npos) << st.error().str();
+}
+
 // The checker reads hostile images: random byte flips never crash it, and
 // the ones it accepts keep every chunk inside the tar.
 TEST_F(ErofsTest, CheckerSurvivesCorruption) {
