@@ -2,14 +2,17 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "image/decompress.h"
 #include "image/layer_writer.h"
+#include "image/tar_source.h"
 #include "util/fs.h"
 
 namespace berth::image {
@@ -179,6 +182,26 @@ std::string clean_name(std::string n) {
   return n;
 }
 
+// An OCI layout's blobs are named by their digest: the bytes must match it.
+Result<std::optional<Digest>> entry_digest(const std::string& name) {
+  if (!name.starts_with("blobs/sha256/")) return std::nullopt;
+  auto d = Digest::parse("sha256:" + name.substr(13));
+  if (!d) return fail("archive: entry " + name + ": not a sha256 digest");
+  return *d;
+}
+
+// The next regular file's header (nullptr at the end); other entries are skipped.
+template <typename FailFn>
+Result<archive_entry*> next_file(archive* a, const FailFn& archive_fail) {
+  for (;;) {
+    archive_entry* e = nullptr;
+    int r = archive_read_next_header(a, &e);
+    if (r == ARCHIVE_EOF) return nullptr;
+    if (r < ARCHIVE_WARN) return archive_fail("read");
+    if (archive_entry_filetype(e) == AE_IFREG) return e;
+  }
+}
+
 la_ssize_t read_decompressed(archive*, void* self, const void** buf) {
   auto* d = static_cast<std::pair<Decompressor*, std::optional<Error>>*>(self);
   auto r = d->first->read();
@@ -190,9 +213,15 @@ la_ssize_t read_decompressed(archive*, void* self, const void** buf) {
   return static_cast<la_ssize_t>(r->size());
 }
 
-// Reads every regular file of the archive into the content store.
-// `ingested` collects every blob put, also when reading fails half way.
-Result<ArchiveFiles> read_archive(ContentStore& cs, int fd, std::vector<Digest>& ingested) {
+// Blobs this large may be layers: they are made into early layers as they are
+// read (ImageStore::EarlyLayer), so inflating overlaps reading and storing.
+constexpr uint64_t kEarlyLayerMin = 1 << 20;
+
+// An archive as a stream (a pipe, or compressed): every regular file read
+// through libarchive into the content store; a large one is also fed to an
+// early layer as it passes.
+Result<ArchiveFiles> read_archive_stream(ImageStore& store, int fd, std::vector<Digest>& ingested) {
+  ContentStore& cs = store.content();
   ArchiveFiles files;
   // Nothing checks the archive's own digest: its blobs are hashed as they are stored.
   Decompressor dec(fd, {.max_ratio = 1000, .ratio_floor = 1ull << 40, .what = "archive", .hash = false});
@@ -208,35 +237,100 @@ Result<ArchiveFiles> read_archive(ContentStore& cs, int fd, std::vector<Digest>&
     return archive_fail("not a tar archive");
   std::vector<char> buf(1 << 17);
   for (;;) {
-    archive_entry* e = nullptr;
-    int r = archive_read_next_header(a.get(), &e);
-    if (r == ARCHIVE_EOF) break;
-    if (r < ARCHIVE_WARN) return archive_fail("read");
-    if (archive_entry_filetype(e) != AE_IFREG) continue;
+    archive_entry* e = TRY(next_file(a.get(), archive_fail));
+    if (!e) break;
     std::string name = clean_name(archive_entry_pathname(e) ? archive_entry_pathname(e) : "");
     la_int64_t size = archive_entry_size(e);
-    std::optional<Digest> expect;
-    if (name.starts_with("blobs/sha256/")) {
-      auto d = Digest::parse("sha256:" + name.substr(13));
-      if (!d) return fail("archive: entry " + name + ": not a sha256 digest");
-      expect = *d;
-    }
+    std::optional<Digest> expect = TRY(entry_digest(name));
     auto w = TRY(cs.writer(expect, static_cast<uint64_t>(size), "archive entry " + name));
     std::string kept;
     bool keep = static_cast<uint64_t>(size) <= kSmallFile;
+    std::unique_ptr<ImageStore::EarlyLayer> early;
+    if (static_cast<uint64_t>(size) >= kEarlyLayerMin) early = TRY(store.start_early_layer("archive entry " + name));
     for (;;) {
       la_ssize_t n = archive_read_data(a.get(), buf.data(), buf.size());
       if (n < 0) return archive_fail("entry " + name);
       if (n == 0) break;
-      TRY(w.write({buf.data(), static_cast<size_t>(n)}));
-      if (keep) kept.append(buf.data(), static_cast<size_t>(n));
+      std::string_view chunk(buf.data(), static_cast<size_t>(n));
+      TRY(w.write(chunk));
+      if (early) early->feed(chunk);
+      if (keep) kept.append(chunk);
     }
+    // The layer finishes while the blob is made durable.
+    if (early) early->end();
     Digest d = TRY(w.commit());
+    store.keep_early_layer(d, std::move(early));
     ingested.push_back(d);
     files.blobs[name] = d;
     if (keep) files.small[name] = std::move(kept);
   }
   return files;
+}
+
+
+// An uncompressed archive in a regular file: entries' data is read where it
+// lies (pread), never through libarchive, and a large blob's early layer
+// reads it on threads of its own while this one stores it.
+Result<ArchiveFiles> read_archive_file(ImageStore& store, int fd, uint64_t start, uint64_t file_size,
+                                       std::vector<Digest>& ingested) {
+  ContentStore& cs = store.content();
+  ArchiveFiles files;
+  PreadSource src{.fd = fd, .start = start, .size = file_size};
+  std::unique_ptr<archive, ReadFree> a(archive_read_new());
+  archive_read_support_format_tar(a.get());
+  set_pread_source(a.get(), src);
+  auto archive_fail = [&](const std::string& doing) -> std::unexpected<Error> {
+    if (src.error) return std::unexpected(Error(*src.error).context("archive"));
+    return fail("archive: " + doing + ": " + archive_error_string(a.get()));
+  };
+  if (archive_read_open1(a.get()) != ARCHIVE_OK) return archive_fail("not a tar archive");
+  for (;;) {
+    archive_entry* e = TRY(next_file(a.get(), archive_fail));
+    if (!e) break;
+    std::string name = clean_name(archive_entry_pathname(e) ? archive_entry_pathname(e) : "");
+    std::string what = "archive entry " + name;
+    uint64_t size = static_cast<uint64_t>(std::max<la_int64_t>(archive_entry_size(e), 0));
+    uint64_t off = entry_data_offset(a.get(), src);
+    if (off > file_size || size > file_size - off) return fail("archive: entry " + name + ": truncated");
+    std::optional<Digest> expect = TRY(entry_digest(name));
+    Digest d;
+    if (size <= kSmallFile) {
+      std::string kept(size, '\0');
+      for (uint64_t got = 0; got < size;) {
+        ssize_t n = ::pread(fd, kept.data() + got, size - got, static_cast<off_t>(off + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return n < 0 ? sys_error("archive: entry " + name) : fail("archive: entry " + name + ": truncated");
+        got += static_cast<uint64_t>(n);
+      }
+      d = TRY(cs.put(kept, expect, what));
+      files.small[name] = std::move(kept);
+    }
+    if (size > kSmallFile || size >= kEarlyLayerMin) {
+      std::unique_ptr<ImageStore::EarlyLayer> early;
+      if (size >= kEarlyLayerMin) early = TRY(store.start_early_layer(what, fd, off, size));
+      if (size > kSmallFile) d = TRY(cs.ingest_range(fd, off, size, expect, what));
+      store.keep_early_layer(d, std::move(early));
+    }
+    ingested.push_back(d);
+    files.blobs[name] = d;
+    if (archive_read_data_skip(a.get()) < ARCHIVE_WARN) return archive_fail("entry " + name);
+  }
+  return files;
+}
+
+// Reads every regular file of the archive into the content store.
+// `ingested` collects every blob put, also when reading fails half way.
+Result<ArchiveFiles> read_archive(ImageStore& store, int fd, std::vector<Digest>& ingested) {
+  struct stat st;
+  off_t start = ::lseek(fd, 0, SEEK_CUR);
+  if (start >= 0 && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && start <= st.st_size) {
+    unsigned char m[4] = {};
+    ssize_t n = ::pread(fd, m, sizeof m, start);
+    bool compressed = (n >= 2 && m[0] == 0x1f && m[1] == 0x8b) ||
+                      (n == 4 && m[0] == 0x28 && m[1] == 0xb5 && m[2] == 0x2f && m[3] == 0xfd);
+    if (!compressed) return read_archive_file(store, fd, static_cast<uint64_t>(start), static_cast<uint64_t>(st.st_size), ingested);
+  }
+  return read_archive_stream(store, fd, ingested);
 }
 
 std::string sniff_layer_type(ContentStore& cs, const Digest& d) {
@@ -337,7 +431,7 @@ Result<std::vector<LoadedImage>> load_images(ImageStore& store, int in_fd, const
   ContentStore& cs = store.content();
   std::vector<Digest> made;
   auto body = [&]() -> Result<std::vector<LoadedImage>> {
-    ArchiveFiles f = TRY(read_archive(cs, in_fd, made));
+    ArchiveFiles f = TRY(read_archive(store, in_fd, made));
     std::vector<std::pair<Digest, std::vector<Reference>>> images;
     if (f.small.count("manifest.json")) images = TRY(docker_images(cs, f, made));
     else if (f.small.count("index.json")) images = TRY(oci_images(cs, f, platform));
@@ -350,6 +444,7 @@ Result<std::vector<LoadedImage>> load_images(ImageStore& store, int in_fd, const
     return out;
   };
   auto r = body();
+  store.discard_early_layers();
   // Whatever this load put that no image kept (legacy files, or everything on failure).
   auto discarded = store.discard_blobs(made);
   if (r && !discarded) return std::unexpected(std::move(discarded).error());

@@ -44,6 +44,10 @@ class ContentStore {
   // `what` names the blob in errors ("layer 2 of busybox:latest").
   Result<Digest> ingest(int fd, const std::optional<Digest>& expect, std::optional<uint64_t> size,
                         const std::string& what);
+  // The same for the `size` bytes at `offset` in the file `fd` (a blob inside
+  // an archive), read with pread; a file shorter than that is an error.
+  Result<Digest> ingest_range(int fd, uint64_t offset, uint64_t size, const std::optional<Digest>& expect,
+                              const std::string& what);
   Result<Digest> put(std::string_view data, const std::optional<Digest>& expect = std::nullopt,
                      const std::string& what = "blob");
 
@@ -74,6 +78,7 @@ class ContentStore {
     std::string what_;
     std::unique_ptr<Sha256> hash_;
     uint64_t written_ = 0;
+    uint64_t flushed_ = 0;  // bytes whose writeback has been started
   };
   Result<Writer> writer(const std::optional<Digest>& expect, std::optional<uint64_t> size, const std::string& what);
   // Removing a blob that is not there is not an error.

@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -103,7 +104,14 @@ struct Decompressor::Impl {
     }
     if (in_len_ == in_.size()) return {};
     for (;;) {
-      ssize_t n = ::read(fd_, in_.data() + in_len_, in_.size() - in_len_);
+      size_t want = in_.size() - in_len_;
+      ssize_t n;
+      if (o_.offset) {
+        want = static_cast<size_t>(std::min<uint64_t>(want, o_.length - compressed_));
+        n = want ? ::pread(fd_, in_.data() + in_len_, want, static_cast<off_t>(*o_.offset + compressed_)) : 0;
+      } else {
+        n = ::read(fd_, in_.data() + in_len_, want);
+      }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return sys_error(o_.what + ": read");
       if (n == 0) eof_ = true;

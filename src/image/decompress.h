@@ -28,6 +28,10 @@ struct DecompressOptions {
   // on another thread (Prefetcher) hashes there, so inflating and hashing
   // overlap.
   bool hash = true;
+  // Set: the stream is the `length` bytes at `offset` in the file (a blob
+  // inside an archive), read with pread; the fd's offset is left alone.
+  std::optional<uint64_t> offset;
+  uint64_t length = UINT64_MAX;
 };
 
 class Decompressor {

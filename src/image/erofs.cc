@@ -27,6 +27,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "image/tar_source.h"
 #include "util/fd.h"
 #include "util/fs.h"
 #include "util/text.h"
@@ -312,39 +313,9 @@ Result<> TreeBuilder::add(struct archive_entry* e, uint64_t data_off) {
 }
 
 // ---------------------------------------------------------------------------
-// The tar sources: pread from a file (data skipped, never read), or chunks
-// pulled from a stream as they pass (data read through, never copied).
-
-struct TarSource {
-  int fd;
-  uint64_t size, pos = 0;
-  std::string buf;
-  std::optional<Error> error;
-};
-
-la_ssize_t tar_read(struct archive* a, void* data, const void** out) {
-  auto* s = static_cast<TarSource*>(data);
-  s->buf.resize(64 * 1024);
-  for (;;) {
-    ssize_t n = ::pread(s->fd, s->buf.data(), s->buf.size(), static_cast<off_t>(s->pos));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      s->error = Error{errno, "read tar"};
-      archive_set_error(a, errno, "read tar");
-      return ARCHIVE_FATAL;
-    }
-    s->pos += static_cast<uint64_t>(n);
-    *out = s->buf.data();
-    return n;
-  }
-}
-
-la_int64_t tar_skip(struct archive*, void* data, la_int64_t request) {
-  auto* s = static_cast<TarSource*>(data);
-  uint64_t n = std::min<uint64_t>(static_cast<uint64_t>(request), s->size - std::min(s->pos, s->size));
-  s->pos += n;
-  return static_cast<la_int64_t>(n);
-}
+// The tar sources: a file read with pread (data skipped, never read:
+// tar_source.h), or chunks pulled from a stream as they pass (data read
+// through, never copied).
 
 struct StreamSource {
   const TarChunkFn* next;
@@ -909,11 +880,9 @@ Result<ErofsStats> erofs_write(int tar_fd, int meta_fd, const ErofsOptions& o) {
   const uint64_t tar_size = static_cast<uint64_t>(sst.st_size);
   if (round_up(tar_size, kBlk) / kBlk >= kNullAddr) return fail(o.what + ": tar larger than 2 TiB");
 
-  TarSource src{tar_fd, tar_size};
+  PreadSource src{.fd = tar_fd, .size = tar_size};
   ArchivePtr a = TRY(tar_reader(o));
-  archive_read_set_callback_data(a.get(), &src);
-  archive_read_set_read_callback(a.get(), tar_read);
-  archive_read_set_skip_callback(a.get(), tar_skip);
+  set_pread_source(a.get(), src);
   return write_image(a.get(), src.error, tar_size, [&]() -> Result<uint64_t> { return tar_size; }, meta_fd, o);
 }
 

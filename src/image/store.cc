@@ -165,17 +165,23 @@ Result<> mount_overlay(const std::vector<std::string>& lowers, const std::string
   return {};
 }
 
-// Decompresses a layer blob into `tar_path` (created) and writes its EROFS
-// metadata to `meta_path` (created) as the tar streams past, checking the
-// diff_id on the way; returns the tar's size. Inflating runs on a thread of its
-// own; hashing, writing and reading the headers on the caller's.
-Result<uint64_t> write_layer_tar(int src_fd, const std::string& tar_path, const std::string& meta_path,
-                                 const Digest& diff_id, const std::string& what) {
+struct InflatedLayer {
+  uint64_t size = 0;  // the tar's bytes
+  Digest diff_id;     // their sha256
+};
+
+// Decompresses a layer blob into dir/layer.tar and writes its EROFS metadata
+// to dir/layer.erofs (both created) as the tar streams past. Inflating runs on
+// a thread of its own; hashing, writing and reading the headers on the
+// caller's.
+Result<InflatedLayer> inflate_layer(int src_fd, const std::string& dir, const std::string& what,
+                                    std::optional<uint64_t> offset = std::nullopt, uint64_t length = UINT64_MAX) {
+  std::string tar_path = dir + "/layer.tar", meta_path = dir + "/layer.erofs";
   UniqueFd out(::open(tar_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!out) return sys_error("create " + tar_path);
   UniqueFd meta(::open(meta_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!meta) return sys_error("create " + meta_path);
-  Decompressor d(src_fd, {.what = what, .hash = false});
+  Decompressor d(src_fd, {.what = what, .hash = false, .offset = offset, .length = length});
   TRY(d.init());
   Sha256 hash;
   {
@@ -188,10 +194,18 @@ Result<uint64_t> write_layer_tar(int src_fd, const std::string& tar_path, const 
     };
     TRY(erofs_write_stream(next, meta.get(), {.what = what}));
   }
-  Digest got = hash.finish();
-  if (!(got == diff_id))
-    return fail(what + ": diff_id mismatch: expected " + diff_id.str() + ", got " + got.str());
-  return d.uncompressed();
+  return InflatedLayer{d.uncompressed(), hash.finish()};
+}
+
+// Records the size of the layer made in `tmp` and renames it to `final_dir`;
+// where another berth process made the same layer first, its copy is used.
+Result<> place_layer(const std::string& tmp, const std::string& final_dir, uint64_t size) {
+  TRY(atomic_write_file(tmp + "/size", std::to_string(size), 0600));
+  if (::rename(tmp.c_str(), final_dir.c_str()) != 0) {
+    if (errno != EEXIST && errno != ENOTEMPTY) return sys_error("rename " + tmp + " to " + final_dir);
+    TRY(remove_tree(tmp));
+  }
+  return {};
 }
 
 // The EROFS layers of `image` that are not mounted (never used yet, or a
@@ -458,11 +472,30 @@ Result<ImageRecord> ImageStore::resolve(std::string_view name) const {
 
 // ---------------------------------------------------------------- commit --
 
+struct ImageStore::EarlyLayer::Impl {
+  std::string tmp;  // layers/.tmp-early-*: removed unless adopted (then empty)
+  UniqueFd wr;      // the pipe the blob's bytes go through; closed at its end
+  std::thread worker;
+  std::optional<Result<InflatedLayer>> result;  // the worker's, once joined
+};
+
 Result<bool> ImageStore::prepare_layer(const Digest& chain, const Descriptor& blob, const Digest& diff_id,
                                        const std::string& what) {
   // A layer directory exists only once whole: it is renamed into place last.
   std::string final_dir = root_ + "/layers/" + chain.hex;
   if (path_exists(final_dir)) return false;
+  if (auto early = take_early_layer(blob.digest)) {
+    auto& e = *early->d_;
+    e.wr.reset();
+    if (e.worker.joinable()) e.worker.join();
+    if (e.result && *e.result && (*e.result)->diff_id == diff_id) {
+      auto placed = place_layer(e.tmp, final_dir, (*e.result)->size);
+      if (!placed) return std::unexpected(Error(std::move(placed).error()).context(what));
+      e.tmp.clear();
+      return true;
+    }
+    // Not this layer after all: made again below, which reports what is wrong.
+  }
   LayerFormat format = TRY_CTX(layer_format(), what);
   std::string tmp = root_ + "/layers/.tmp-" + chain.hex.substr(0, 12) + "-" + random_hex(8);
   auto r = [&]() -> Result<> {
@@ -471,7 +504,10 @@ Result<bool> ImageStore::prepare_layer(const Digest& chain, const Descriptor& bl
     uint64_t size = 0;
     if (format == LayerFormat::kErofs) {
       // The tar once, sequentially; the kernel reads the files out of it.
-      size = TRY(write_layer_tar(src.get(), tmp + "/layer.tar", tmp + "/layer.erofs", diff_id, what));
+      InflatedLayer l = TRY(inflate_layer(src.get(), tmp, what));
+      if (!(l.diff_id == diff_id))
+        return fail(what + ": diff_id mismatch: expected " + diff_id.str() + ", got " + l.diff_id.str());
+      size = l.size;
     } else {
       UniqueFd dest(::open((tmp + "/diff").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
       if (!dest) return sys_error("open " + tmp + "/diff");
@@ -481,19 +517,98 @@ Result<bool> ImageStore::prepare_layer(const Digest& chain, const Descriptor& bl
       o.set_owners = ::geteuid() == 0;
       size = TRY(unpack_layer(src.get(), dest.get(), o)).uncompressed;
     }
-    TRY(atomic_write_file(tmp + "/size", std::to_string(size), 0600));
-    if (::rename(tmp.c_str(), final_dir.c_str()) != 0) {
-      // Another berth process made the same layer first: use its copy.
-      if (errno != EEXIST && errno != ENOTEMPTY) return sys_error("rename " + tmp + " to " + final_dir);
-      TRY(remove_tree(tmp));
-    }
-    return {};
+    return place_layer(tmp, final_dir, size);
   }();
   if (!r) {
     (void)remove_tree(tmp);
     return std::unexpected(std::move(r).error());
   }
   return true;
+}
+
+// ----------------------------------------------------------- early layers --
+
+ImageStore::EarlyLayer::EarlyLayer() : d_(std::make_unique<Impl>()) {}
+
+ImageStore::EarlyLayer::~EarlyLayer() {
+  d_->wr.reset();
+  if (d_->worker.joinable()) d_->worker.join();
+  if (!d_->tmp.empty()) (void)remove_tree(d_->tmp);
+}
+
+void ImageStore::EarlyLayer::feed(std::string_view data) {
+  if (d_->wr && !write_fd(d_->wr.get(), data)) d_->wr.reset();
+}
+
+void ImageStore::EarlyLayer::end() { d_->wr.reset(); }
+
+Result<std::unique_ptr<ImageStore::EarlyLayer>> ImageStore::start_early_layer(const std::string& what) {
+  if (TRY(layer_format()) != LayerFormat::kErofs) return nullptr;
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return sys_error(what + ": pipe");
+  UniqueFd rd(p[0]);
+  std::unique_ptr<EarlyLayer> l(new EarlyLayer);
+  l->d_->wr.reset(p[1]);
+  // Large hand-offs: with the default 64 KiB the two sides take turns.
+  (void)::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+  l->d_->tmp = root_ + "/layers/.tmp-early-" + random_hex(12);
+  TRY_CTX(mkdir_p(l->d_->tmp + "/diff", 0755), what);
+  l->d_->worker = std::thread([impl = l->d_.get(), rd = std::move(rd), what]() {
+    impl->result = inflate_layer(rd.get(), impl->tmp, what);
+    // To the end of the stream, whatever happened: the feeder never blocks
+    // on a pipe nobody reads, and never meets a closed one.
+    char buf[64 * 1024];
+    for (;;) {
+      ssize_t n = ::read(rd.get(), buf, sizeof buf);
+      if (n > 0 || (n < 0 && errno == EINTR)) continue;
+      break;
+    }
+  });
+  return l;
+}
+
+Result<std::unique_ptr<ImageStore::EarlyLayer>> ImageStore::start_early_layer(const std::string& what, int fd,
+                                                                               uint64_t offset, uint64_t length) {
+  if (TRY(layer_format()) != LayerFormat::kErofs) return nullptr;
+  // Each takes about one and a half CPUs (inflating; hashing and writing).
+  if (early_busy_->load() >= static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) return nullptr;
+  UniqueFd src(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  if (!src) return sys_error(what + ": dup");
+  std::unique_ptr<EarlyLayer> l(new EarlyLayer);
+  l->d_->tmp = root_ + "/layers/.tmp-early-" + random_hex(12);
+  TRY_CTX(mkdir_p(l->d_->tmp + "/diff", 0755), what);
+  ++*early_busy_;
+  l->d_->worker = std::thread([impl = l->d_.get(), src = std::move(src), what, offset, length, busy = early_busy_]() {
+    impl->result = inflate_layer(src.get(), impl->tmp, what, offset, length);
+    --*busy;
+  });
+  return l;
+}
+
+void ImageStore::keep_early_layer(const Digest& blob, std::unique_ptr<EarlyLayer> layer) {
+  if (!layer) return;
+  layer->d_->wr.reset();
+  std::lock_guard g(early_mu_);
+  early_.emplace_back(blob, std::move(layer));
+}
+
+std::unique_ptr<ImageStore::EarlyLayer> ImageStore::take_early_layer(const Digest& blob) {
+  std::lock_guard g(early_mu_);
+  for (auto it = early_.begin(); it != early_.end(); ++it)
+    if (it->first == blob) {
+      auto l = std::move(it->second);
+      early_.erase(it);
+      return l;
+    }
+  return nullptr;
+}
+
+void ImageStore::discard_early_layers() {
+  std::vector<std::pair<Digest, std::unique_ptr<EarlyLayer>>> gone;
+  {
+    std::lock_guard g(early_mu_);
+    gone.swap(early_);
+  }
 }
 
 Result<> ImageStore::unpack_missing(const Manifest& m, const ImageConfig& config,

@@ -39,6 +39,7 @@
 // too.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -143,6 +144,44 @@ class ImageStore {
   Result<bool> prepare_layer(const Digest& chain, const Descriptor& blob, const Digest& diff_id,
                              const std::string& what);
 
+  // A layer made from a blob while the blob is still arriving. A load meets an
+  // archive's blobs before the manifests that say which are layers, so each
+  // large blob's bytes also go through feed() into a layer of their own,
+  // inflated, hashed and indexed on other threads as they come. Handed to the
+  // store with keep_early_layer, it is adopted by prepare_layer when that blob
+  // is a layer whose diff_id is what came out; anything else (not a layer, a
+  // failure, another diff_id) is removed, and prepare_layer works as if there
+  // had been none.
+  class EarlyLayer {
+   public:
+    ~EarlyLayer();
+    EarlyLayer(const EarlyLayer&) = delete;
+    EarlyLayer& operator=(const EarlyLayer&) = delete;
+    // The next bytes of the blob. Never fails: a layer that cannot take them
+    // is simply not adopted.
+    void feed(std::string_view data);
+    // The blob's bytes are all in: the layer finishes on its own.
+    void end();
+
+   private:
+    friend class ImageStore;
+    struct Impl;
+    EarlyLayer();
+    std::unique_ptr<Impl> d_;
+  };
+  // An early layer for one blob, fed by the caller (nullptr where new layers
+  // are not EROFS: the dir format is unpacked once the diff_id is known).
+  Result<std::unique_ptr<EarlyLayer>> start_early_layer(const std::string& what);
+  // The same for a blob that is the `length` bytes at `offset` in the file
+  // `fd` (an archive on disk): read from there on threads of its own, nothing
+  // to feed. nullptr also when as many early layers as CPUs are still busy.
+  Result<std::unique_ptr<EarlyLayer>> start_early_layer(const std::string& what, int fd, uint64_t offset,
+                                                        uint64_t length);
+  // The blob has arrived whole as `blob`: its layer finishes on its own.
+  void keep_early_layer(const Digest& blob, std::unique_ptr<EarlyLayer> layer);
+  // Waits for and removes every early layer prepare_layer did not adopt.
+  void discard_early_layers();
+
   // Finds an image by name ("busybox", "app:1", "localhost:5000/x@sha256:..."),
   // by ID or by a unique ID prefix of 4 or more hex digits (with or without "sha256:").
   Result<ImageRecord> resolve(std::string_view name) const;
@@ -222,6 +261,7 @@ class ImageStore {
   Result<> mount_layers(const ImageRecord& image);
   Result<> remove_layer_dir(const std::string& hex);
   Result<LayerFormat> probe_layer_format();
+  std::unique_ptr<EarlyLayer> take_early_layer(const Digest& blob);
 
   std::string root_;
   std::unique_ptr<ContentStore> content_;
@@ -229,6 +269,9 @@ class ImageStore {
   StoreOptions opts_;
   LayerFormat format_ = LayerFormat::kAuto;  // resolved on first use
   std::mutex format_mu_;
+  std::mutex early_mu_;
+  std::shared_ptr<std::atomic<int>> early_busy_ = std::make_shared<std::atomic<int>>(0);
+  std::vector<std::pair<Digest, std::unique_ptr<EarlyLayer>>> early_;  // by blob
 };
 
 }  // namespace berth::image

@@ -16,6 +16,7 @@
 #include <set>
 
 #include "image/layer_writer.h"
+#include "image/manifest.h"
 #include "image/template.h"
 #include "util/fs.h"
 
@@ -198,6 +199,104 @@ TEST_F(ArchiveTest, HostileAndBrokenArchivesLeaveNothing) {
   ASSERT_FALSE(r);
   EXPECT_TRUE(store_->list()->empty());
   expect_clean(*store_, dir_ + "/store");
+}
+
+// A load reads an archive in a regular file where its entries lie, and a
+// pipe or a compressed archive as a stream; either way a large blob becomes
+// an early layer as it is read, adopted once its diff_id is known: the image
+// loads whole and no temporary layer is left.
+TEST_F(ArchiveTest, LoadsFromFilesPipesAndCompressedArchives) {
+  ImageRecord img = busybox();
+  ASSERT_TRUE(save_to(dir_ + "/d.tar", img, ArchiveFormat::kDockerArchive));
+  ASSERT_GE(fs::file_size(dir_ + "/d.tar"), 1u << 20) << "the layer must be large enough for an early layer";
+  ASSERT_EQ(sh("gzip -1 -c " + dir_ + "/d.tar > " + dir_ + "/d.tar.gz"), 0);
+  for (std::string how : {"file", "pipe", "gzip"}) {
+    std::string root = dir_ + "/" + how;
+    auto s = open_store(root);
+    Result<std::vector<LoadedImage>> loaded;
+    if (how == "pipe") {
+      int p[2];
+      ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+      pid_t cat = ::fork();
+      if (cat == 0) {
+        ::dup2(p[1], 1);
+        ::execlp("cat", "cat", (dir_ + "/d.tar").c_str(), nullptr);
+        ::_exit(127);
+      }
+      ::close(p[1]);
+      loaded = load_images(*s, p[0], Platform::host());
+      ::close(p[0]);
+      int st = 0;
+      ::waitpid(cat, &st, 0);
+    } else {
+      loaded = load_from(*s, dir_ + (how == "gzip" ? "/d.tar.gz" : "/d.tar"));
+    }
+    ASSERT_TRUE(loaded) << how << ": " << loaded.error().str();
+    ASSERT_EQ(loaded->size(), 1u) << how;
+    EXPECT_EQ((*loaded)[0].image.id, img.id) << how;
+    auto mp = s->mount((*loaded)[0].image);
+    ASSERT_TRUE(mp) << how << ": " << mp.error().str();
+    EXPECT_TRUE(fs::exists(*mp + "/bin/busybox")) << how;
+    ASSERT_TRUE(s->umount((*loaded)[0].image));
+    for (auto& e : fs::directory_iterator(root + "/layers"))
+      EXPECT_FALSE(e.path().filename().string().starts_with(".tmp")) << how << ": left " << e.path();
+    expect_clean(*s, root);
+  }
+}
+
+// Large blobs that are not what they claim: a big file that is no layer at all
+// (its early layer fails and is dropped, the image beside it loads), and a
+// layer whose config names another diff_id (refused, naming the layer, with
+// nothing left: no blob, no layer, no temporary).
+TEST_F(ArchiveTest, EarlyLayersOfLyingBlobsLeaveNothing) {
+  ImageRecord img = busybox();
+  ASSERT_TRUE(save_to(dir_ + "/d.tar", img, ArchiveFormat::kDockerArchive));
+  std::string junk(3 << 20, '\0');
+  for (size_t i = 0; i < junk.size(); ++i) junk[i] = static_cast<char>((i * 2654435761u) >> 13);
+  ASSERT_EQ(sh("cd " + dir_ + " && mkdir x && tar -C x -xf d.tar && head -c 3145728 /dev/urandom > x/junk.bin && "
+               "tar -C x -cf junk.tar ."), 0);
+  auto other = open_store(dir_ + "/other");
+  auto loaded = load_from(*other, dir_ + "/junk.tar");
+  ASSERT_TRUE(loaded) << loaded.error().str();
+  EXPECT_EQ((*loaded)[0].image.id, img.id);
+  for (auto& e : fs::directory_iterator(dir_ + "/other/layers"))
+    EXPECT_FALSE(e.path().filename().string().starts_with(".tmp")) << "left " << e.path();
+  expect_clean(*other, dir_ + "/other");
+
+  // An OCI archive whose only layer (an uncompressed tar of 2 MiB) does not
+  // have the diff_id its config says.
+  std::string layer = make_tar(dir_ + "/layer.tar", {{"big", junk.substr(0, 2 << 20)}});
+  std::string lbytes = *read_file(layer);
+  Digest ld = sha256_of(lbytes);
+  std::string cfg = json({{"os", "linux"}, {"architecture", "amd64"},
+                          {"rootfs", {{"type", "layers"}, {"diff_ids", {sha256_of("other").str()}}}}})
+                        .dump();
+  Digest cd = sha256_of(cfg);
+  std::string man = json({{"schemaVersion", 2}, {"mediaType", std::string(media::kOciManifest)},
+                          {"config", {{"mediaType", std::string(media::kOciConfig)}, {"digest", cd.str()}, {"size", cfg.size()}}},
+                          {"layers", {{{"mediaType", std::string(media::kOciLayer)}, {"digest", ld.str()}, {"size", lbytes.size()}}}}})
+                        .dump();
+  Digest md = sha256_of(man);
+  std::string index = json({{"schemaVersion", 2},
+                            {"manifests", {{{"mediaType", std::string(media::kOciManifest)}, {"digest", md.str()}, {"size", man.size()},
+                                            {"annotations", {{"io.containerd.image.name", "localhost/liar:1"}}}}}}})
+                          .dump();
+  std::string path = make_tar(dir_ + "/liar.tar", {{"oci-layout", R"({"imageLayoutVersion":"1.0.0"})"},
+                                                   {"blobs/sha256/" + ld.hex, lbytes},
+                                                   {"blobs/sha256/" + cd.hex, cfg},
+                                                   {"blobs/sha256/" + md.hex, man},
+                                                   {"index.json", index}});
+  auto before = other->list();
+  auto r = load_from(*other, path);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().str().find("diff_id mismatch"), std::string::npos) << r.error().str();
+  EXPECT_EQ(other->list()->size(), before->size());
+  EXPECT_FALSE(other->content().has(ld)) << "the layer blob was left behind";
+  for (auto& e : fs::directory_iterator(dir_ + "/other/layers"))
+    EXPECT_FALSE(e.path().filename().string().starts_with(".tmp")) << "left " << e.path();
+  expect_clean(*other, dir_ + "/other");
+  other.reset();
+  detach_mounts_beneath(dir_ + "/other");
 }
 
 TEST_F(ArchiveTest, ImportMakesAOneLayerImageWithChanges) {
