@@ -284,15 +284,37 @@ Result<ArchiveFiles> read_archive_file(ImageStore& store, int fd, uint64_t start
     return fail("archive: " + doing + ": " + archive_error_string(a.get()));
   };
   if (archive_read_open1(a.get()) != ARCHIVE_OK) return archive_fail("not a tar archive");
+  // The headers first (the data is skipped by seeking), so every large blob's
+  // early layer can start before any blob is stored: small blobs' fsyncs and
+  // large blobs' copies then overlap the inflating.
+  struct Entry {
+    std::string name;
+    uint64_t off = 0, size = 0;
+    std::unique_ptr<ImageStore::EarlyLayer> early;
+  };
+  std::vector<Entry> entries;
   for (;;) {
     archive_entry* e = TRY(next_file(a.get(), archive_fail));
     if (!e) break;
-    std::string name = clean_name(archive_entry_pathname(e) ? archive_entry_pathname(e) : "");
+    Entry en{clean_name(archive_entry_pathname(e) ? archive_entry_pathname(e) : ""), entry_data_offset(a.get(), src),
+             static_cast<uint64_t>(std::max<la_int64_t>(archive_entry_size(e), 0))};
+    if (en.off > file_size || en.size > file_size - en.off) return fail("archive: entry " + en.name + ": truncated");
+    if (archive_read_data_skip(a.get()) < ARCHIVE_WARN) return archive_fail("entry " + en.name);
+    entries.push_back(std::move(en));
+  }
+  // As many as the store runs at once now; the others as earlier ones finish.
+  auto start_early = [&](Entry& en) -> Result<> {
+    if (en.size >= kEarlyLayerMin && !en.early)
+      en.early = TRY(store.start_early_layer("archive entry " + en.name, fd, en.off, en.size));
+    return {};
+  };
+  for (auto& en : entries) TRY(start_early(en));
+  for (auto& en : entries) {
+    const std::string& name = en.name;
     std::string what = "archive entry " + name;
-    uint64_t size = static_cast<uint64_t>(std::max<la_int64_t>(archive_entry_size(e), 0));
-    uint64_t off = entry_data_offset(a.get(), src);
-    if (off > file_size || size > file_size - off) return fail("archive: entry " + name + ": truncated");
+    uint64_t size = en.size, off = en.off;
     std::optional<Digest> expect = TRY(entry_digest(name));
+    TRY(start_early(en));
     Digest d;
     if (size <= kSmallFile) {
       std::string kept(size, '\0');
@@ -304,16 +326,12 @@ Result<ArchiveFiles> read_archive_file(ImageStore& store, int fd, uint64_t start
       }
       d = TRY(cs.put(kept, expect, what));
       files.small[name] = std::move(kept);
+    } else {
+      d = TRY(cs.ingest_range(fd, off, size, expect, what));
     }
-    if (size > kSmallFile || size >= kEarlyLayerMin) {
-      std::unique_ptr<ImageStore::EarlyLayer> early;
-      if (size >= kEarlyLayerMin) early = TRY(store.start_early_layer(what, fd, off, size));
-      if (size > kSmallFile) d = TRY(cs.ingest_range(fd, off, size, expect, what));
-      store.keep_early_layer(d, std::move(early));
-    }
+    store.keep_early_layer(d, std::move(en.early));
     ingested.push_back(d);
     files.blobs[name] = d;
-    if (archive_read_data_skip(a.get()) < ARCHIVE_WARN) return archive_fail("entry " + name);
   }
   return files;
 }

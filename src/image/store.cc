@@ -174,19 +174,26 @@ struct InflatedLayer {
 // to dir/layer.erofs (both created) as the tar streams past. Inflating runs on
 // a thread of its own; hashing, writing and reading the headers on the
 // caller's.
+struct InflateSource {
+  std::optional<uint64_t> offset;  // set: the blob is the `length` bytes there (pread)
+  uint64_t length = UINT64_MAX;
+  const std::atomic<bool>* cancel = nullptr;  // set: stops at the next chunk
+};
+
 Result<InflatedLayer> inflate_layer(int src_fd, const std::string& dir, const std::string& what,
-                                    std::optional<uint64_t> offset = std::nullopt, uint64_t length = UINT64_MAX) {
+                                    const InflateSource& from = {}) {
   std::string tar_path = dir + "/layer.tar", meta_path = dir + "/layer.erofs";
   UniqueFd out(::open(tar_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!out) return sys_error("create " + tar_path);
   UniqueFd meta(::open(meta_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!meta) return sys_error("create " + meta_path);
-  Decompressor d(src_fd, {.what = what, .hash = false, .offset = offset, .length = length});
+  Decompressor d(src_fd, {.what = what, .hash = false, .offset = from.offset, .length = from.length});
   TRY(d.init());
   Sha256 hash;
   {
     Prefetcher ahead(d);
     TarChunkFn next = [&]() -> Result<std::string_view> {
+      if (from.cancel && from.cancel->load(std::memory_order_relaxed)) return fail(what + ": cancelled");
       std::string_view chunk = TRY(ahead.next());
       hash.update(chunk.data(), chunk.size());
       TRY_CTX(write_fd(out.get(), chunk), what + ": write " + tar_path);
@@ -476,6 +483,7 @@ struct ImageStore::EarlyLayer::Impl {
   std::string tmp;  // layers/.tmp-early-*: removed unless adopted (then empty)
   UniqueFd wr;      // the pipe the blob's bytes go through; closed at its end
   std::thread worker;
+  std::atomic<bool> cancel{false};              // nobody wants the layer any more
   std::optional<Result<InflatedLayer>> result;  // the worker's, once joined
 };
 
@@ -531,6 +539,7 @@ Result<bool> ImageStore::prepare_layer(const Digest& chain, const Descriptor& bl
 ImageStore::EarlyLayer::EarlyLayer() : d_(std::make_unique<Impl>()) {}
 
 ImageStore::EarlyLayer::~EarlyLayer() {
+  d_->cancel = true;
   d_->wr.reset();
   if (d_->worker.joinable()) d_->worker.join();
   if (!d_->tmp.empty()) (void)remove_tree(d_->tmp);
@@ -554,7 +563,7 @@ Result<std::unique_ptr<ImageStore::EarlyLayer>> ImageStore::start_early_layer(co
   l->d_->tmp = root_ + "/layers/.tmp-early-" + random_hex(12);
   TRY_CTX(mkdir_p(l->d_->tmp + "/diff", 0755), what);
   l->d_->worker = std::thread([impl = l->d_.get(), rd = std::move(rd), what]() {
-    impl->result = inflate_layer(rd.get(), impl->tmp, what);
+    impl->result = inflate_layer(rd.get(), impl->tmp, what, {.cancel = &impl->cancel});
     // To the end of the stream, whatever happened: the feeder never blocks
     // on a pipe nobody reads, and never meets a closed one.
     char buf[64 * 1024];
@@ -579,7 +588,7 @@ Result<std::unique_ptr<ImageStore::EarlyLayer>> ImageStore::start_early_layer(co
   TRY_CTX(mkdir_p(l->d_->tmp + "/diff", 0755), what);
   ++*early_busy_;
   l->d_->worker = std::thread([impl = l->d_.get(), src = std::move(src), what, offset, length, busy = early_busy_]() {
-    impl->result = inflate_layer(src.get(), impl->tmp, what, offset, length);
+    impl->result = inflate_layer(src.get(), impl->tmp, what, {.offset = offset, .length = length, .cancel = &impl->cancel});
     --*busy;
   });
   return l;
