@@ -23,8 +23,6 @@ Result<> fsync_dir(const std::string& dir) {
   return {};
 }
 
-constexpr uint64_t kFlushEvery = 8 << 20;
-
 std::string blob_path(const std::string& root, const Digest& d) { return root + "/" + d.algorithm + "/" + d.hex; }
 
 std::string random_name() {
@@ -83,7 +81,7 @@ ContentStore::Writer::Writer(std::string root, std::string tmp, UniqueFd fd, std
 
 ContentStore::Writer::Writer(Writer&& o) noexcept
     : root_(std::move(o.root_)), tmp_(std::exchange(o.tmp_, {})), fd_(std::move(o.fd_)), expect_(std::move(o.expect_)),
-      size_(o.size_), what_(std::move(o.what_)), hash_(std::move(o.hash_)), written_(o.written_), flushed_(o.flushed_) {}
+      size_(o.size_), what_(std::move(o.what_)), hash_(std::move(o.hash_)), written_(o.written_) {}
 
 ContentStore::Writer::~Writer() {
   if (!tmp_.empty()) ::unlink(tmp_.c_str());
@@ -96,13 +94,6 @@ Result<> ContentStore::Writer::write(std::string_view data) {
   hash_->update(data);
   written_ += data.size();
   TRY_CTX(write_fd(fd_.get(), data), what_);
-  // Writeback started as the blob grows, so the fsync at commit finds little
-  // left to write (a large layer's fsync was most of a load's tail).
-  if (written_ - flushed_ >= kFlushEvery) {
-    (void)::sync_file_range(fd_.get(), static_cast<off_t>(flushed_), static_cast<off_t>(written_ - flushed_),
-                            SYNC_FILE_RANGE_WRITE);
-    flushed_ = written_;
-  }
   return {};
 }
 
@@ -110,7 +101,6 @@ Result<> ContentStore::Writer::restart() {
   if (::ftruncate(fd_.get(), 0) < 0 || ::lseek(fd_.get(), 0, SEEK_SET) < 0) return sys_error(what_ + ": truncate " + tmp_);
   hash_ = std::make_unique<Sha256>();
   written_ = 0;
-  flushed_ = 0;
   return {};
 }
 

@@ -78,7 +78,6 @@ class ContentStore {
     std::string what_;
     std::unique_ptr<Sha256> hash_;
     uint64_t written_ = 0;
-    uint64_t flushed_ = 0;  // bytes whose writeback has been started
   };
   Result<Writer> writer(const std::optional<Digest>& expect, std::optional<uint64_t> size, const std::string& what);
   // Removing a blob that is not there is not an error.
