@@ -60,6 +60,10 @@ class ContentStore {
     ~Writer();
     // Refuses data beyond the announced size.
     Result<> write(std::string_view data);
+    // All of a fresh writer's bytes: the `size` bytes at `offset` in `src`
+    // (pread), written around the page cache (O_DIRECT) where the filesystem
+    // allows.
+    Result<> copy_range(int src, uint64_t offset, uint64_t size);
     uint64_t written() const { return written_; }
     // Back to zero bytes (a server that answered a Range request with the whole blob).
     Result<> restart();

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/mount.h>
+#include <sched.h>
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -500,6 +501,7 @@ Result<bool> ImageStore::prepare_layer(const Digest& chain, const Descriptor& bl
       auto placed = place_layer(e.tmp, final_dir, (*e.result)->size);
       if (!placed) return std::unexpected(Error(std::move(placed).error()).context(what));
       e.tmp.clear();
+      ++early_adopted_;
       return true;
     }
     // Not this layer after all: made again below, which reports what is wrong.
@@ -551,7 +553,29 @@ void ImageStore::EarlyLayer::feed(std::string_view data) {
 
 void ImageStore::EarlyLayer::end() { d_->wr.reset(); }
 
+namespace {
+
+// CPUs this process may run on (its affinity: a container's cpuset, not the host's count).
+unsigned usable_cpus() {
+  cpu_set_t set;
+  if (::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return static_cast<unsigned>(CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// An early layer is only a head start: failing to make one fails nothing.
+std::unique_ptr<ImageStore::EarlyLayer> or_none(Result<std::unique_ptr<ImageStore::EarlyLayer>> r, const std::string& what) {
+  if (r) return std::move(*r);
+  log::debug(what + ": no early layer: " + r.error().str());
+  return nullptr;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<ImageStore::EarlyLayer>> ImageStore::start_early_layer(const std::string& what) {
+  return or_none(early_from_pipe(what), what);
+}
+
+Result<std::unique_ptr<ImageStore::EarlyLayer>> ImageStore::early_from_pipe(const std::string& what) {
   if (TRY(layer_format()) != LayerFormat::kErofs) return nullptr;
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return sys_error(what + ": pipe");
@@ -578,9 +602,15 @@ Result<std::unique_ptr<ImageStore::EarlyLayer>> ImageStore::start_early_layer(co
 
 Result<std::unique_ptr<ImageStore::EarlyLayer>> ImageStore::start_early_layer(const std::string& what, int fd,
                                                                                uint64_t offset, uint64_t length) {
+  return or_none(early_from_range(what, fd, offset, length), what);
+}
+
+Result<std::unique_ptr<ImageStore::EarlyLayer>> ImageStore::early_from_range(const std::string& what, int fd,
+                                                                              uint64_t offset, uint64_t length) {
   if (TRY(layer_format()) != LayerFormat::kErofs) return nullptr;
-  // Each takes about one and a half CPUs (inflating; hashing and writing).
-  if (early_busy_->load() >= static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) return nullptr;
+  // Each takes about one and a half CPUs (inflating; hashing and writing) and
+  // 8 MiB of buffers: one per usable CPU, at most 4.
+  if (early_busy_->load() >= static_cast<int>(std::min(4u, usable_cpus()))) return nullptr;
   UniqueFd src(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
   if (!src) return sys_error(what + ": dup");
   std::unique_ptr<EarlyLayer> l(new EarlyLayer);

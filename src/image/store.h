@@ -170,7 +170,8 @@ class ImageStore {
     std::unique_ptr<Impl> d_;
   };
   // An early layer for one blob, fed by the caller (nullptr where new layers
-  // are not EROFS: the dir format is unpacked once the diff_id is known).
+  // are not EROFS: the dir format is unpacked once the diff_id is known; and
+  // where one cannot be made: it is only a head start).
   Result<std::unique_ptr<EarlyLayer>> start_early_layer(const std::string& what);
   // The same for a blob that is the `length` bytes at `offset` in the file
   // `fd` (an archive on disk): read from there on threads of its own, nothing
@@ -181,6 +182,8 @@ class ImageStore {
   void keep_early_layer(const Digest& blob, std::unique_ptr<EarlyLayer> layer);
   // Waits for and removes every early layer prepare_layer did not adopt.
   void discard_early_layers();
+  // How many early layers prepare_layer adopted (for tests).
+  uint64_t early_layers_adopted() const { return early_adopted_; }
 
   // Finds an image by name ("busybox", "app:1", "localhost:5000/x@sha256:..."),
   // by ID or by a unique ID prefix of 4 or more hex digits (with or without "sha256:").
@@ -262,6 +265,9 @@ class ImageStore {
   Result<> remove_layer_dir(const std::string& hex);
   Result<LayerFormat> probe_layer_format();
   std::unique_ptr<EarlyLayer> take_early_layer(const Digest& blob);
+  Result<std::unique_ptr<EarlyLayer>> early_from_pipe(const std::string& what);
+  Result<std::unique_ptr<EarlyLayer>> early_from_range(const std::string& what, int fd, uint64_t offset,
+                                                       uint64_t length);
 
   std::string root_;
   std::unique_ptr<ContentStore> content_;
@@ -271,6 +277,7 @@ class ImageStore {
   std::mutex format_mu_;
   std::mutex early_mu_;
   std::shared_ptr<std::atomic<int>> early_busy_ = std::make_shared<std::atomic<int>>(0);
+  std::atomic<uint64_t> early_adopted_{0};
   std::vector<std::pair<Digest, std::unique_ptr<EarlyLayer>>> early_;  // by blob
 };
 

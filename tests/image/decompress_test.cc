@@ -87,6 +87,33 @@ TEST_F(DecompressTest, EveryKindComesOutWhole) {
   }
 }
 
+// A stream that is a byte range of a file (a blob inside an archive): read
+// with pread from its offset, never past its end, the fd's offset untouched.
+TEST_F(DecompressTest, AByteRangeOfAFile) {
+  std::string gz = *read_file(compress("gzip -1 -c", "range.gz"));
+  std::string head(1000, 'H'), tail(5000, 'T');
+  for (const auto& [name, body] : {std::pair<std::string, std::string>{"gzip", gz}, {"plain", data_}}) {
+    std::string path = dir_ + "/range-" + name;
+    ASSERT_TRUE(atomic_write_file(path, head + body + tail));
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    Decompressor d(fd.get(), {.what = path, .hash = false, .offset = head.size(), .length = body.size()});
+    ASSERT_TRUE(d.init());
+    std::string out;
+    {
+      Prefetcher ahead(d);
+      for (;;) {
+        auto c = ahead.next();
+        ASSERT_TRUE(c) << name << ": " << c.error().str();
+        if (c->empty()) break;
+        out.append(*c);
+      }
+    }
+    EXPECT_TRUE(out == data_) << name << ": " << out.size() << " bytes, want " << data_.size();
+    EXPECT_EQ(d.compressed(), body.size()) << name;
+    EXPECT_EQ(::lseek(fd.get(), 0, SEEK_CUR), 0) << name;
+  }
+}
+
 TEST_F(DecompressTest, CorruptionReachesTheConsumer) {
   std::string gz = compress("gzip -1 -c", "bad.gz");
   std::string bytes = *read_file(gz);
