@@ -610,14 +610,14 @@ Result<std::unique_ptr<ImageStore::EarlyLayer>> ImageStore::early_from_range(con
   if (TRY(layer_format()) != LayerFormat::kErofs) return nullptr;
   // Each takes about one and a half CPUs (inflating; hashing and writing) and
   // 8 MiB of buffers: one per usable CPU, at most 4.
-  if (early_busy_->load() >= static_cast<int>(std::min(4u, usable_cpus()))) return nullptr;
+  if (early_busy_.load() >= static_cast<int>(std::min(4u, usable_cpus()))) return nullptr;
   UniqueFd src(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
   if (!src) return sys_error(what + ": dup");
   std::unique_ptr<EarlyLayer> l(new EarlyLayer);
   l->d_->tmp = root_ + "/layers/.tmp-early-" + random_hex(12);
   TRY_CTX(mkdir_p(l->d_->tmp + "/diff", 0755), what);
-  ++*early_busy_;
-  l->d_->worker = std::thread([impl = l->d_.get(), src = std::move(src), what, offset, length, busy = early_busy_]() {
+  ++early_busy_;
+  l->d_->worker = std::thread([impl = l->d_.get(), src = std::move(src), what, offset, length, busy = &early_busy_]() {
     impl->result = inflate_layer(src.get(), impl->tmp, what, {.offset = offset, .length = length, .cancel = &impl->cancel});
     --*busy;
   });

@@ -276,7 +276,7 @@ class ImageStore {
   LayerFormat format_ = LayerFormat::kAuto;  // resolved on first use
   std::mutex format_mu_;
   std::mutex early_mu_;
-  std::shared_ptr<std::atomic<int>> early_busy_ = std::make_shared<std::atomic<int>>(0);
+  std::atomic<int> early_busy_{0};  // early layers inflating (each is joined before the store goes)
   std::atomic<uint64_t> early_adopted_{0};
   std::vector<std::pair<Digest, std::unique_ptr<EarlyLayer>>> early_;  // by blob
 };
