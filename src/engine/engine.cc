@@ -231,8 +231,13 @@ Result<> Engine::repair() {
   DIR* list = ::fdopendir(::dup(d.get()));
   if (!list) return sys_error("read " + dir);
   std::vector<std::string> markers;
-  while (struct dirent* e = ::readdir(list))
-    if (std::string_view(e->d_name).starts_with(".creating-")) markers.emplace_back(e->d_name);
+  while (struct dirent* e = ::readdir(list)) {
+    std::string_view name = e->d_name;
+    if (name.starts_with(".creating-")) markers.emplace_back(name);
+    // A removed container's files that no child removed (a crash): given a
+    // minute, so that a remover at work is not raced.
+    else if (trash_age(name) > 60) (void)remove_tree(dir + "/" + std::string(name));
+  }
   ::closedir(list);
   for (auto& m : markers) {
     UniqueFd fd(::openat(d.get(), m.c_str(), O_RDONLY | O_CLOEXEC));
@@ -659,7 +664,7 @@ Result<> Engine::remove_locked(Container& c, bool volumes) {
   g.root = runtime_root();
   if (auto r = runtime::remove(g, c.id, true); !r && runtime::load_state(g.root, c.id))
     return std::unexpected(std::move(r).error());
-  TRY(store_->remove_rootfs(c.id, c.dir));
+  TRY(store_->remove_rootfs(c.id, c.dir, opt_.defer_removal));
   TRY(db_->exec("DELETE FROM containers WHERE id = ?1", c.id));
   // Its anonymous volumes go with rm -v, and always with --rm (Docker).
   json body = json::parse(c.config, nullptr, false);

@@ -42,6 +42,9 @@ struct Options {
   std::string runroot;      // /run/berth
   std::string berth_exe;    // for the monitor's exit command
   std::string monitor_exe;  // berth-monitor
+  // A removed container's files go to the trash (util/fs.h trash_tree) for
+  // the caller to empty: the CLI hands it to a child as it exits.
+  bool defer_removal = false;
   std::string init_exe;     // berth-init (--init)
   // --cgroup-manager systemd: containers made now get a systemd scope
   // (system.slice:berth:<id>) instead of a cgroupfs directory.

@@ -1063,11 +1063,14 @@ Result<std::string> ImageStore::mount_rootfs(const ImageRecord& image, const std
   return rootfs;
 }
 
-Result<> ImageStore::remove_rootfs(const std::string& user, const std::string& dir) {
+Result<> ImageStore::remove_rootfs(const std::string& user, const std::string& dir, bool later) {
   UniqueFd held = TRY(lock());
   std::string rootfs = dir + "/rootfs";
-  if (is_mountpoint(rootfs) && ::umount2(rootfs.c_str(), MNT_DETACH) != 0) return sys_error("umount " + rootfs);
-  TRY(remove_tree(dir));
+  // Not mounted (EINVAL) or never made (ENOENT) is fine: reading mountinfo to
+  // ask first cost more than the unmount.
+  if (::umount2(rootfs.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
+    return sys_error("umount " + rootfs);
+  TRY(later ? trash_tree(dir) : remove_tree(dir));
   return db_->exec("DELETE FROM image_users WHERE user = ?1", user);
 }
 

@@ -233,8 +233,9 @@ class ImageStore {
   // Mounts a container rootfs made by create_rootfs again (after a reboot)
   // unless it is mounted, volatile again if it was; returns dir/rootfs.
   Result<std::string> mount_rootfs(const ImageRecord& image, const std::string& dir);
-  // Unmounts and removes `dir`, and lets the image go.
-  Result<> remove_rootfs(const std::string& user, const std::string& dir);
+  // Unmounts and removes `dir`, and lets the image go. `later`: `dir` goes to
+  // the trash (trash_tree), removed by whoever empties it.
+  Result<> remove_rootfs(const std::string& user, const std::string& dir, bool later = false);
 
   // Every blob the store keeps for an image: its manifests (an image loaded or
   // pulled in several forms has several), config and layer blobs.

@@ -4,12 +4,15 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
+#include <ctime>
 
 #include "util/syscalls.h"
 
@@ -115,6 +118,65 @@ static Result<> remove_at(int dirfd, const char* name) {
 
 Result<> remove_tree(const std::string& path) {
   return remove_at(AT_FDCWD, path.c_str());
+}
+
+namespace {
+std::vector<std::string>& trash() {
+  static std::vector<std::string> kept;
+  return kept;
+}
+}  // namespace
+
+Result<> trash_tree(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  std::string parent = slash == std::string::npos ? "." : path.substr(0, slash);
+  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  std::string to = parent + "/.trash-" + name + "." + std::to_string(::time(nullptr)) + "." +
+                   std::to_string(::getpid());
+  if (::rename(path.c_str(), to.c_str()) < 0) {
+    if (errno == ENOENT) return {};
+    return remove_tree(path);  // another filesystem's quirk: remove it now
+  }
+  trash().push_back(std::move(to));
+  return {};
+}
+
+void empty_trash() {
+  for (auto& p : trash()) (void)remove_tree(p);
+  trash().clear();
+}
+
+void empty_trash_detached() {
+  if (trash().empty()) return;
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) return empty_trash();
+  if (pid > 0) {
+    trash().clear();
+    return;
+  }
+  // Nothing of the caller's: not its terminal's signals, not the pipes a
+  // caller reads to their end, not its locks.
+  ::setsid();
+  int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  for (int fd = 0; fd < 3 && null >= 0; ++fd) ::dup2(null, fd);
+  ::close_range(3, ~0U, 0);
+  (void)::setpriority(PRIO_PROCESS, 0, 10);
+  for (auto& p : trash()) (void)remove_tree(p);
+  ::_exit(0);
+}
+
+int64_t trash_age(std::string_view name) {
+  if (!name.starts_with(".trash-")) return -1;
+  auto last = name.rfind('.');
+  if (last == std::string_view::npos || last == 0) return -1;
+  auto prev = name.rfind('.', last - 1);
+  if (prev == std::string_view::npos || prev < 7) return -1;
+  std::string secs(name.substr(prev + 1, last - prev - 1));
+  if (secs.empty() || secs.find_first_not_of("0123456789") != std::string::npos) return -1;
+  int64_t made = std::atoll(secs.c_str());
+  int64_t now = ::time(nullptr);
+  return now > made ? now - made : 0;
 }
 
 void detach_mounts_beneath(const std::string& dir) {

@@ -26,6 +26,20 @@ Result<> mkdir_p(const std::string& path, mode_t mode = 0755);
 // Removes a directory tree without following symlinks or descending into
 // another mount (EBUSY: whatever is mounted inside is left alone).
 Result<> remove_tree(const std::string& path);
+// Removal off the caller's path (a `run --rm` waited some 1-2 ms on it here:
+// every freed block of a directory is a discard on a filesystem mounted with
+// online discard). trash_tree renames `path` at once to a hidden sibling,
+// .trash-<name>.<unix seconds>.<pid>, so that nothing sees it any more, and
+// keeps the new name; empty_trash removes what was kept, now;
+// empty_trash_detached hands it to a child of its own, in a session of its
+// own with nothing of the caller's open, and returns at once (for a
+// single-threaded process about to exit: the CLI). What a crash leaves,
+// trash_age() tells; whoever lists the parent removes it (Engine::repair).
+Result<> trash_tree(const std::string& path);
+void empty_trash();
+void empty_trash_detached();
+// Seconds since a name made by trash_tree was made; -1 for any other name.
+int64_t trash_age(std::string_view name);
 bool path_exists(const std::string& path);
 // Unmounts (MNT_DETACH) every mount at or beneath `dir` in this mount
 // namespace, deepest first: what a killed helper left in berth's own

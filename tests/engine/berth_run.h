@@ -77,6 +77,21 @@ inline size_t umount_under(const std::string& dir) {
   return n;
 }
 
+// A removed container's files go to the trash, which a child of the removing
+// berth empties as that berth exits (util/fs.h trash_tree): waits (at most
+// 20 s) until no trash is left under root/containers; false if some is.
+inline bool wait_for_trash(const std::string& root) {
+  for (int i = 0; i < 2000; ++i) {
+    bool left = false;
+    std::error_code ec;
+    for (auto& e : std::filesystem::directory_iterator(root + "/containers", ec))
+      left |= e.path().filename().string().starts_with(".trash-");
+    if (!left) return true;
+    ::usleep(10000);
+  }
+  return false;
+}
+
 // Once every container is removed, nothing of a test may be left mounted
 // under `dir` but the store's EROFS layers, which stay mounted until their
 // layer goes; then everything there is unmounted.
@@ -106,6 +121,7 @@ class BerthFixture : public ::testing::Test {
     if (dir_.empty()) return;
     for (auto& id : split(berth({"ps", "-aq", "--no-trunc"}).out, '\n'))
       if (!id.empty()) berth({"rm", "-f", id});
+    EXPECT_TRUE(wait_for_trash(root_)) << "removed containers' files are left";
     expect_only_layer_mounts(dir_, root_);
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);

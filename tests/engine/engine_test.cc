@@ -43,6 +43,7 @@ class EngineTest : public ::testing::Test {
     for (auto& id : split(ids.out, '\n'))
       if (!id.empty()) berth({"rm", "-f", id});
     // Nothing of ours may be left: no mount under the root, no monitor.
+    EXPECT_TRUE(test::wait_for_trash(root_)) << "removed containers' files are left";
     test::expect_only_layer_mounts(dir_, root_);
     if (fs::exists(root_ + "/containers")) {
       size_t n = 0;
@@ -654,6 +655,25 @@ TEST_F(EngineTest, ParallelRunsLeaveAConsistentStore) {
   EXPECT_EQ(count_containers(), 0u);
 }
 
+// A removed container's files are renamed away at once and removed by a child
+// as berth exits; what a crash left (a minute old) the next command removes.
+TEST_F(EngineTest, RemovedFilesGoAtOnceAndCrashLeftoversLater) {
+  std::string id = run_d({"busybox", "sleep", "60"});
+  std::string dir = root_ + "/containers/" + id;
+  ASSERT_TRUE(fs::exists(dir));
+  ASSERT_EQ(berth({"rm", "-f", id}).code, 0);
+  EXPECT_FALSE(fs::exists(dir)) << "the directory is still in place after rm";
+  EXPECT_TRUE(test::wait_for_trash(root_));
+  std::string old = root_ + "/containers/.trash-" + id + ".1000.1";
+  std::string fresh = root_ + "/containers/.trash-" + id + "." + std::to_string(::time(nullptr)) + ".1";
+  ASSERT_TRUE(mkdir_p(old + "/upper/etc"));
+  ASSERT_TRUE(mkdir_p(fresh + "/upper"));
+  EXPECT_EQ(berth({"ps", "-a"}).code, 0);
+  EXPECT_FALSE(fs::exists(old)) << "a crash's leftover stays";
+  EXPECT_TRUE(fs::exists(fresh)) << "a remover at work was raced";
+  ASSERT_TRUE(remove_tree(fresh));
+}
+
 TEST_F(EngineTest, RunRmCyclesLeakNothing) {
   // The leak test: many run --rm cycles; TearDown checks mounts,
   // container dirs, runtime state and cgroups; here the rows and processes.
@@ -664,7 +684,8 @@ TEST_F(EngineTest, RunRmCyclesLeakNothing) {
     ASSERT_EQ(r.code, 0) << "cycle " << i << ": " << r.err;
   }
   EXPECT_EQ(count_containers(), 0u);
-  // No monitor of ours lives on.
+  // No monitor of ours lives on (the last removers have finished first).
+  EXPECT_TRUE(test::wait_for_trash(root_));
   for (auto& e : fs::directory_iterator("/proc")) {
     auto cmd = read_file(e.path().string() + "/cmdline").value_or("");
     EXPECT_EQ(cmd.find(root_), std::string::npos) << "process left: " << e.path();

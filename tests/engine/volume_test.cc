@@ -28,6 +28,7 @@ class VolumeTest : public ::testing::Test {
     for (auto& id : lines(berth({"ps", "-aq", "--no-trunc"}).out)) berth({"rm", "-f", id});
     for (auto& v : lines(berth({"volume", "ls", "-q"}).out)) berth({"volume", "rm", "-f", v});
     EXPECT_TRUE(lines(berth({"volume", "ls", "-q"}).out).empty()) << "volumes are left";
+    EXPECT_TRUE(test::wait_for_trash(root_)) << "removed containers' files are left";
     test::expect_only_layer_mounts(dir_, root_);
     std::error_code ec;
     fs::remove_all(dir_, ec);

@@ -1,5 +1,6 @@
 // Unit tests of the runtime's pure pieces: option parsing, signals, ids,
 // sysctl policy, paths, the CLI flag parser.
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -153,6 +154,54 @@ TEST(Features, DocumentsWhatIsBuilt) {
   EXPECT_NE(f.find("\"SCMP_ACT_NOTIFY\""), std::string::npos);
   EXPECT_NE(f.find("\"rro\""), std::string::npos);
   EXPECT_NE(f.find("\"time\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace berth
+
+namespace berth {
+namespace {
+
+// trash_tree renames at once; empty_trash_detached removes in a child and
+// returns before that child is done; trash_age reads the name's time.
+TEST(Trash, RenamedAtOnceRemovedByAChild) {
+  char tmpl[] = "/tmp/berth-trash-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string root = tmpl;
+  std::string victim = root + "/c1";
+  ASSERT_TRUE(mkdir_p(victim + "/upper/a/b"));
+  ASSERT_TRUE(atomic_write_file(victim + "/upper/a/b/f", "data"));
+  ::symlink("/etc/passwd", (victim + "/upper/link").c_str());
+  ASSERT_TRUE(trash_tree(victim));
+  EXPECT_FALSE(path_exists(victim));
+  std::vector<std::string> names;
+  DIR* d = ::opendir(root.c_str());
+  while (auto* e = ::readdir(d))
+    if (e->d_name[0] != '.' || std::string_view(e->d_name).starts_with(".trash-")) names.emplace_back(e->d_name);
+  ::closedir(d);
+  ASSERT_EQ(names.size(), 1u);
+  EXPECT_TRUE(names[0].starts_with(".trash-c1.")) << names[0];
+  EXPECT_GE(trash_age(names[0]), 0);
+  EXPECT_LE(trash_age(names[0]), 2);
+  // A path that is not there: nothing to do.
+  EXPECT_TRUE(trash_tree(root + "/nothing"));
+  empty_trash_detached();
+  bool gone = false;
+  for (int i = 0; i < 500 && !gone; ++i) {
+    gone = !path_exists(root + "/" + names[0]);
+    if (!gone) ::usleep(10000);
+  }
+  EXPECT_TRUE(gone) << "the child did not remove the trash";
+  EXPECT_TRUE(path_exists("/etc/passwd"));  // a symlink is removed, never followed
+  // Synchronous emptying, and names that are not trash.
+  ASSERT_TRUE(mkdir_p(root + "/c2/x"));
+  ASSERT_TRUE(trash_tree(root + "/c2"));
+  empty_trash();
+  ASSERT_EQ(::rmdir(root.c_str()), 0) << "left in " << root;
+  EXPECT_EQ(trash_age("c1"), -1);
+  EXPECT_EQ(trash_age(".trash-c1"), -1);
+  EXPECT_EQ(trash_age(".trash-c1.x.1"), -1);
+  EXPECT_GE(trash_age(".trash-c1.1000.1"), 1000);
 }
 
 }  // namespace

@@ -70,6 +70,7 @@ Result<engine::Engine*> Context::engine() {
     if (!path_exists(o.init_exe) && path_exists(dir + "/../libexec/berth/berth-init"))
       o.init_exe = dir + "/../libexec/berth/berth-init";
     o.systemd_cgroup = cgroup_manager == "systemd";
+    o.defer_removal = true;  // emptied by a child as berth exits (main)
     engine_ = TRY(engine::Engine::open(*s, std::move(o)));
   }
   return engine_.get();
@@ -204,5 +205,8 @@ void prefault_heap() {
 
 int main(int argc, char** argv) {
   prefault_heap();
-  return berth::cli::run(argc, argv);
+  int status = berth::cli::run(argc, argv);
+  // Removed containers' files, off the caller's path.
+  berth::empty_trash_detached();
+  return status;
 }
