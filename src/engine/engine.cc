@@ -308,8 +308,12 @@ Result<> Engine::reconcile(Container& c) {
   auto st = runtime::load_state(runtime_root(), c.id);
   if (st) {
     auto s = runtime::current_status(runtime_root(), *st);
-    if (s == runtime::Status::running) return c.state = "running", Result<>{};
-    if (s == runtime::Status::paused) return c.state = "paused", Result<>{};
+    // The init's pid, also where the CLI was killed before recording it.
+    if (s == runtime::Status::running || s == runtime::Status::paused) {
+      c.state = s == runtime::Status::running ? "running" : "paused";
+      if (c.pid <= 0) c.pid = st->pid;
+      return {};
+    }
   }
   // The monitor is about to record the exit: that is still "running" to Docker
   // until the cleanup has run; show the exit already.

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 namespace berth::image {
 
@@ -44,24 +45,56 @@ Result<std::unique_ptr<Db>> Db::open(const std::string& path, std::string_view s
   // the process (what the kill tests play); a power cut may lose the last one,
   // never corrupt the database. Both pragmas are per connection.
   char* msg = nullptr;
+  // Several berths opening a new store at once: switching it to WAL answers
+  // "database is locked" at once, not after the busy timeout. Waited out
+  // here, up to the same 30 s.
+  int busy_ms = 0;
+  auto busy = [&](int rc) {
+    if ((rc & 0xff) != SQLITE_BUSY || busy_ms >= 30000) return false;
+    ::usleep(2000);
+    busy_ms += 2;
+    return true;
+  };
   auto exec = [&](const std::string& sql) -> Result<> {
-    if (sqlite3_exec(raw, sql.c_str(), nullptr, nullptr, &msg) == SQLITE_OK) return {};
-    Error e{0, path + ": " + (msg ? msg : "failed")};
-    sqlite3_free(msg);
-    return std::unexpected(std::move(e));
+    for (;;) {
+      int rc = sqlite3_exec(raw, sql.c_str(), nullptr, nullptr, &msg);
+      if (rc == SQLITE_OK) return {};
+      if (busy(rc)) {
+        sqlite3_free(msg);
+        msg = nullptr;
+        continue;
+      }
+      Error e{0, path + ": " + (msg ? msg : "failed")};
+      sqlite3_free(msg);
+      return std::unexpected(std::move(e));
+    }
   };
   TRY(exec("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"));
   // The schema runs only when the file's user_version is older than `version`
   // (a new file is 0): parsing it on every open was a good part of a short
   // command's time. WAL mode is a property of the file, set once with it.
-  int64_t have = 0;
-  TRY(db->run("PRAGMA user_version", {}, [&](const Row& r) { have = r.integer(0); }));
-  if (have < version) {
+  for (;;) {
+    int64_t have = 0;
+    auto read = db->run("PRAGMA user_version", {}, [&](const Row& r) { have = r.integer(0); });
+    if (!read) {
+      if (busy(sqlite3_errcode(raw))) continue;
+      return std::unexpected(std::move(read).error());
+    }
+    if (have >= version) break;
     TRY(exec("PRAGMA journal_mode=WAL;"));
-    TRY(db->transaction([&]() -> Result<> {
+    auto made = db->transaction([&]() -> Result<> {
+      // Another berth may have made it meanwhile (the lock is ours now).
+      int64_t now = 0;
+      TRY(db->run("PRAGMA user_version", {}, [&](const Row& r) { now = r.integer(0); }));
+      if (now >= version) return {};
       TRY(exec(std::string(schema)));
       return exec("PRAGMA user_version=" + std::to_string(version) + ";");
-    }));
+    });
+    if (!made) {
+      if (busy(sqlite3_errcode(raw))) continue;
+      return std::unexpected(std::move(made).error());
+    }
+    break;
   }
   return db;
 }

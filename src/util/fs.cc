@@ -149,15 +149,29 @@ void empty_trash() {
 void empty_trash_detached() {
   if (trash().empty()) return;
   std::fflush(nullptr);
+  // The caller returns once the child has a session of its own: whoever
+  // signals the caller's process group as it ends (a shell's ^C, a test's
+  // kill of the group) does not end the removal.
+  int ready[2];
+  if (::pipe2(ready, O_CLOEXEC) < 0) return empty_trash();
   pid_t pid = ::fork();
-  if (pid < 0) return empty_trash();
+  if (pid < 0) {
+    ::close(ready[0]), ::close(ready[1]);
+    return empty_trash();
+  }
   if (pid > 0) {
+    ::close(ready[1]);
+    char b;
+    while (::read(ready[0], &b, 1) < 0 && errno == EINTR) {
+    }
+    ::close(ready[0]);
     trash().clear();
     return;
   }
   // Nothing of the caller's: not its terminal's signals, not the pipes a
   // caller reads to their end, not its locks.
   ::setsid();
+  ::close(ready[1]);
   int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   for (int fd = 0; fd < 3 && null >= 0; ++fd) ::dup2(null, fd);
   ::close_range(3, ~0U, 0);

@@ -647,7 +647,10 @@ TEST_F(EngineTest, ParallelRunsLeaveAConsistentStore) {
     threads.emplace_back([&] {
       for (int i; (i = next++) < 50;) {
         auto r = berth({"run", "--rm", "busybox", "sh", "-c", "echo " + std::to_string(i)});
-        if (r.code != 0 || r.out != std::to_string(i) + "\n") ++failures;
+        if (r.code != 0 || r.out != std::to_string(i) + "\n") {
+          ++failures;
+          ADD_FAILURE() << "run " << i << ": status " << r.code << ", out \"" << r.out << "\", err " << r.err;
+        }
       }
     });
   for (auto& t : threads) t.join();

@@ -437,7 +437,7 @@ std::string detach_keys(const Context& ctx, std::string spec) {
 }
 
 // Copies the container's output to ours and our stdin to it until the
-// monitor closes the connection; returns the exit code it reported (-1: none,
+// monitor closes the connection, or sends the exit when we clean up; returns the exit code it reported (-1: none,
 // -2: detached with the detach keys). Signals go to the container (Docker's sig-proxy).
 int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bool tty, bool* cleanup_self,
                 const std::string& keys) {
@@ -516,6 +516,7 @@ int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bo
       in.feed(buf, static_cast<size_t>(n));
       Frame type;
       std::string payload;
+      bool done = false;
       while (in.next(&type, &payload)) {
         if (type == Frame::kStdout) (void)write_fd(1, payload);
         else if (type == Frame::kStderr) (void)write_fd(2, payload);
@@ -524,8 +525,13 @@ int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bo
           // We record the exit (and remove a --rm container) ourselves once
           // the monitor is gone: one process fewer than its exit command.
           if (cleanup_self) *cleanup_self = send_all(sock, engine::frame(Frame::kCleanupByClient, ""));
+          // The exit is the last frame, and the container is reaped: the
+          // monitor's last steps (closing up, its own exit) are not ours
+          // to wait for.
+          done = cleanup_self && *cleanup_self;
         }
       }
+      if (done) break;
     }
   }
   ::sigprocmask(SIG_SETMASK, &old, nullptr);
@@ -562,7 +568,7 @@ int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty, co
   int code =
       attach_loop(ctx, c.id, ours.get(), stdin_on, tty, restart_policy_none(c) ? &cleanup_self : nullptr, keys);
   if (code == -2) return 0;
-  // The monitor has closed the connection, so it is gone: the cleanup is ours.
+  // The monitor has sent the exit, so the container is reaped: the cleanup is ours.
   if (cleanup_self)
     if (auto r = eng(ctx).cleanup(c.id); !r) std::fprintf(stderr, "berth: %s\n", r.error().str().c_str());
   if (code == -1) {
