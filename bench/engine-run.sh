@@ -42,8 +42,10 @@ run=$(mktemp -d /run/berth-engine-bench.XXXXXX)
 podman_cgroups=$(ls -d /sys/fs/cgroup/*/libpod_parent 2>/dev/null || true)
 B=("$berth" --root "$base/berth" --runroot "$run/berth")
 P=(podman --root "$base/podman" --runroot "$run/podman" --cgroup-manager cgroupfs --events-backend file)
-# podman raises RLIMIT_NOFILE by default, which this VM forbids (no CAP_SYS_RESOURCE): keep the host's.
-PR=(--ulimit host)
+# podman gives a container RLIMIT_NOFILE and RLIMIT_NPROC of 1048576 by default,
+# which this VM forbids (no CAP_SYS_RESOURCE: a hard limit cannot be raised),
+# and --ulimit host still failed at NPROC: limits below the host's are set instead.
+PR=(--ulimit nofile=1024:1024 --ulimit nproc=4096:4096)
 cleanup() {
     set +e
     [[ -n ${B[*]} ]] && "${B[@]}" ps -aq --no-trunc 2>/dev/null | xargs -r "${B[@]}" rm -f >/dev/null 2>&1

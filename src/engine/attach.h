@@ -7,7 +7,11 @@
 //   client -> monitor: kStdin, kCloseStdin (the client's stdin ended),
 //                      kResize ("<rows> <cols>"), kCleanupByClient (after
 //                      kExit: the client records the exit itself, so the
-//                      monitor exits without running its exit command)
+//                      monitor exits without running its exit command),
+//                      kRemoveTrash (after kCleanupByClient: the container's
+//                      removed files, renamed to .trash-<id>.* beside its
+//                      directory, one path a line, for the monitor to remove
+//                      as it exits; any other path is ignored)
 #pragma once
 
 #include <cstdint>
@@ -16,7 +20,7 @@
 
 namespace berth::engine {
 
-enum class Frame : uint8_t { kStdin = 0, kStdout = 1, kStderr = 2, kExit = 4, kResize = 5, kCloseStdin = 6, kCleanupByClient = 7 };
+enum class Frame : uint8_t { kStdin = 0, kStdout = 1, kStderr = 2, kExit = 4, kResize = 5, kCloseStdin = 6, kCleanupByClient = 7, kRemoveTrash = 8 };
 
 inline std::string frame(Frame type, std::string_view data) {
   std::string f(8, '\0');

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -131,6 +132,7 @@ struct Client {
   bool dead = false;
   bool initial = false;       // handed over at start (the foreground `run`)
   bool cleans_up = false;     // sent kCleanupByClient
+  std::string trash;          // sent kRemoveTrash: its paths, one a line
 };
 
 class Monitor {
@@ -141,6 +143,7 @@ class Monitor {
 
  private:
   Result<> start_container();
+  void remove_client_trash();
   void setup_process();
   [[noreturn]] void serve();
   [[noreturn]] void relaunch();
@@ -384,6 +387,9 @@ void Monitor::on_client(Client& c, short revents) {
       case Frame::kCleanupByClient:
         c.cleans_up = c.initial;
         break;
+      case Frame::kRemoveTrash:
+        if (c.cleans_up) c.trash = payload.empty() ? "\n" : payload;
+        break;
       case Frame::kResize: {
         unsigned rows = 0, cols = 0;
         if (master_ && std::sscanf(payload.c_str(), "%u %u", &rows, &cols) == 2) {
@@ -562,6 +568,7 @@ void Monitor::finish() {
   ::close(a_.sync_fd);
   listener_.reset();
   ::unlink("attach.sock");
+  if (client_cleans) remove_client_trash();
   if (a_.exit_command.empty() || client_cleans) ::_exit(0);
   // Attached clients stay connected through the exit command: a foreground
   // `run --rm` returns once their socket closes, when the removal is done.
@@ -579,6 +586,43 @@ void Monitor::finish() {
   ::execv(argv[0], argv.data());
   log::error(std::string("exec ") + argv[0] + ": " + std::strerror(errno));
   ::_exit(1);
+}
+
+// The client that cleans up sends the container's removed files (kRemoveTrash)
+// or closes the connection: the removal is ours, off its path, for each path
+// that is this container's trash beside its directory.
+void Monitor::remove_client_trash() {
+  std::string parent = a_.dir.substr(0, a_.dir.find_last_of('/'));
+  std::string prefix = ".trash-" + a_.id + ".";
+  for (auto& c : clients_) {
+    if (!c.initial || !c.cleans_up || c.dead) continue;
+    ::fcntl(c.fd.get(), F_SETFL, ::fcntl(c.fd.get(), F_GETFL) & ~O_NONBLOCK);
+    struct timeval tv = {10, 0};
+    ::setsockopt(c.fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[4096];
+    while (c.trash.empty()) {
+      Frame type;
+      std::string payload;
+      if (c.in.next(&type, &payload)) {
+        if (type == Frame::kRemoveTrash) c.trash = payload.empty() ? "\n" : payload;
+        continue;
+      }
+      if (c.in.bad()) return;
+      ssize_t n = ::read(c.fd.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;
+      c.in.feed(buf, static_cast<size_t>(n));
+    }
+    (void)::setpriority(PRIO_PROCESS, 0, 10);
+    for (auto& p : split(c.trash, '\n')) {
+      auto slash = p.find_last_of('/');
+      if (slash == std::string::npos || p.substr(0, slash) != parent) continue;
+      std::string name = p.substr(slash + 1);
+      if (!name.starts_with(prefix) || name.find('/') != std::string::npos) continue;
+      (void)remove_tree(p);
+    }
+    return;
+  }
 }
 
 // Creating the container touched most of this binary and left its heap

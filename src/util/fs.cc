@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <utility>
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
@@ -139,6 +140,11 @@ Result<> trash_tree(const std::string& path) {
   }
   trash().push_back(std::move(to));
   return {};
+}
+
+std::vector<std::string> take_trash() { return std::exchange(trash(), {}); }
+void restore_trash(std::vector<std::string> paths) {
+  for (auto& p : paths) trash().push_back(std::move(p));
 }
 
 void empty_trash() {

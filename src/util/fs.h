@@ -38,6 +38,11 @@ Result<> remove_tree(const std::string& path);
 Result<> trash_tree(const std::string& path);
 void empty_trash();
 void empty_trash_detached();
+// What trash_tree kept, handed over (the list is left empty): a foreground
+// `run` gives it to the container's monitor, which removes it as it exits.
+std::vector<std::string> take_trash();
+// Gives back what could not be handed over.
+void restore_trash(std::vector<std::string> paths);
 // Seconds since a name made by trash_tree was made; -1 for any other name.
 int64_t trash_age(std::string_view name);
 bool path_exists(const std::string& path);

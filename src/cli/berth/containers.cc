@@ -569,8 +569,15 @@ int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty, co
       attach_loop(ctx, c.id, ours.get(), stdin_on, tty, restart_policy_none(c) ? &cleanup_self : nullptr, keys);
   if (code == -2) return 0;
   // The monitor has sent the exit, so the container is reaped: the cleanup is ours.
-  if (cleanup_self)
+  if (cleanup_self) {
     if (auto r = eng(ctx).cleanup(c.id); !r) std::fprintf(stderr, "berth: %s\n", r.error().str().c_str());
+    // The removed files go to the monitor, which is about to exit anyway: no
+    // remover of our own to start (main's empty_trash_detached has the rest).
+    std::vector<std::string> trash = take_trash();
+    std::string list;
+    for (auto& p : trash) list += p + "\n";
+    if (!trash.empty() && !send_all(ours.get(), engine::frame(Frame::kRemoveTrash, list))) restore_trash(std::move(trash));
+  }
   if (code == -1) {
     // The monitor went away without a word (killed): the store knows the rest.
     auto w = eng(ctx).wait(c.id);
