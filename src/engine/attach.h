@@ -11,7 +11,9 @@
 //                      kRemoveTrash (after kCleanupByClient: the container's
 //                      removed files, renamed to .trash-<id>.* beside its
 //                      directory, one path a line, for the monitor to remove
-//                      as it exits; any other path is ignored)
+//                      as it exits; any other path is ignored; the line
+//                      "runtime": an --rm container's runtime state and
+//                      cgroup, to be removed first)
 #pragma once
 
 #include <cstdint>

@@ -16,6 +16,7 @@
 
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "cgroup/systemd.h"
@@ -239,6 +240,18 @@ Result<> Engine::repair() {
     else if (trash_age(name) > 60) (void)remove_tree(dir + "/" + std::string(name));
   }
   ::closedir(list);
+  // Runtime state without a row: an --rm container whose monitor was killed
+  // in the moment between the row's removal and its own (Engine::cleanup's
+  // runtime_left).
+  std::vector<std::string> states = runtime::list_ids(runtime_root());
+  if (!states.empty()) {
+    std::set<std::string> rows;
+    TRY(db_->run("SELECT id FROM containers", {}, [&](const image::Row& r) { rows.insert(r.text(0)); }));
+    runtime::Globals g;
+    g.root = runtime_root();
+    for (auto& id : states)
+      if (!rows.count(id)) (void)runtime::remove(g, id, true);
+  }
   for (auto& m : markers) {
     UniqueFd fd(::openat(d.get(), m.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // its create is running
@@ -663,17 +676,24 @@ Result<int> Engine::wait(const std::string& key) {
   }
 }
 
-Result<> Engine::remove_locked(Container& c, bool volumes) {
+Result<> Engine::remove_locked(Container& c, bool volumes, bool keep_runtime) {
   runtime::Globals g;
   g.root = runtime_root();
-  if (auto r = runtime::remove(g, c.id, true); !r && runtime::load_state(g.root, c.id))
-    return std::unexpected(std::move(r).error());
+  if (!keep_runtime)
+    if (auto r = runtime::remove(g, c.id, true); !r && runtime::load_state(g.root, c.id))
+      return std::unexpected(std::move(r).error());
   TRY(store_->remove_rootfs(c.id, c.dir, opt_.defer_removal));
   TRY(db_->exec("DELETE FROM containers WHERE id = ?1", c.id));
   // Its anonymous volumes go with rm -v, and always with --rm (Docker).
   json body = json::parse(c.config, nullptr, false);
   volumes = volumes || (body.is_object() && body.value("HostConfig", json::object()).value("AutoRemove", false));
   return Volumes(*db_, opt_.root).release(c.id, volumes);
+}
+
+Result<> Engine::remove_runtime(const std::string& id) {
+  runtime::Globals g;
+  g.root = runtime_root();
+  return runtime::remove(g, id, true);
 }
 
 Result<> Engine::remove(const std::string& key, bool force, bool volumes) {
@@ -765,7 +785,7 @@ bool should_restart(const json& host, int code, int restart_count, bool stopped_
 
 std::string Engine::stopped_marker(const Container& c) const { return c.dir + "/stopped-by-user"; }
 
-Result<> Engine::cleanup(const std::string& id) {
+Result<> Engine::cleanup(const std::string& id, bool* runtime_left) {
   int64_t delay_ms = 0;
   {
     auto first = load(id);
@@ -774,9 +794,15 @@ Result<> Engine::cleanup(const std::string& id) {
     auto loaded = load(id);
     if (!loaded) return {};
     Container c = std::move(*loaded);
+    json body = json::parse(c.config, nullptr, false);
+    json host = body.is_object() ? body.value("HostConfig", json::object()) : json::object();
+    bool auto_remove = host.value("AutoRemove", false);
+    // An --rm container's id is never used again: its runtime state and
+    // cgroup may go after its row.
+    bool leave = runtime_left && auto_remove;
     runtime::Globals g;
     g.root = runtime_root();
-    (void)runtime::remove(g, c.id, true);
+    if (!leave) (void)runtime::remove(g, c.id, true);
     int code = 255;
     int64_t when = now_ns();
     read_exit(c.dir, &code, &when);
@@ -784,11 +810,10 @@ Result<> Engine::cleanup(const std::string& id) {
     c.exit_code = code;
     c.finished = when;
     c.pid = 0;
-    json body = json::parse(c.config, nullptr, false);
-    json host = body.is_object() ? body.value("HostConfig", json::object()) : json::object();
     TRY(record_event(c, "die", {{"exitCode", std::to_string(code)}}));
-    if (host.value("AutoRemove", false)) {
-      TRY(remove_locked(c));
+    if (auto_remove) {
+      TRY(remove_locked(c, false, leave));
+      if (leave) *runtime_left = true;
       return record_event(c, "destroy");
     }
     if (!should_restart(host, code, c.restart_count, path_exists(stopped_marker(c)))) return save_state(c);

@@ -93,6 +93,8 @@ class Engine {
   Result<std::string> inspect(const Container& c);
   std::string log_path(const Container& c) const;
   std::string runtime_root() const { return opt_.runroot + "/runtime"; }
+  // A container's runtime state and cgroup (what cleanup(id, &left) left).
+  Result<> remove_runtime(const std::string& id);
   std::vector<pid_t> pids(const Container& c);
   const std::string& monitor_exe() const { return opt_.monitor_exe; }
   // `-u` of exec, resolved in the container's rootfs.
@@ -101,7 +103,10 @@ class Engine {
   // The monitor's exit command: records the exit, removes an --rm container,
   // restarts per policy (after Docker's back-off, during which the container
   // is "restarting" and stop or rm -f cancel the restart).
-  Result<> cleanup(const std::string& id);
+  // `runtime_left` (a foreground run's client, whose monitor is still there):
+  // an --rm container's runtime state and cgroup are left for the monitor to
+  // remove as it exits (kRemoveTrash), and *runtime_left says so.
+  Result<> cleanup(const std::string& id, bool* runtime_left = nullptr);
 
   // `commit`: a new image whose top layer is the container's changes (its
   // overlay upper dir in OCI layer form) and whose config is the image's with
@@ -135,7 +140,9 @@ class Engine {
   Result<> repair();
   Result<> reconcile(Container& c);
   Result<> save_state(const Container& c);
-  Result<> remove_locked(Container& c, bool volumes = false);  // volumes: its anonymous volumes too
+  // volumes: its anonymous volumes too; keep_runtime: its runtime state and
+  // cgroup are someone else's to remove.
+  Result<> remove_locked(Container& c, bool volumes = false, bool keep_runtime = false);
   Result<> wait_monitor(const Container& c, int timeout_ms);
   // A file whose presence says a user stopped the container (no restart).
   std::string stopped_marker(const Container& c) const;

@@ -615,6 +615,13 @@ void Monitor::remove_client_trash() {
     }
     (void)::setpriority(PRIO_PROCESS, 0, 10);
     for (auto& p : split(c.trash, '\n')) {
+      // An --rm container's runtime state and cgroup: its row is gone.
+      if (p == "runtime") {
+        runtime::Globals g;
+        g.root = a_.runtime_root;
+        (void)runtime::remove(g, a_.id, true);
+        continue;
+      }
       auto slash = p.find_last_of('/');
       if (slash == std::string::npos || p.substr(0, slash) != parent) continue;
       std::string name = p.substr(slash + 1);

@@ -19,6 +19,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "berth_run.h"
@@ -682,17 +683,37 @@ TEST_F(EngineTest, RunRmCyclesLeakNothing) {
   // container dirs, runtime state and cgroups; here the rows and processes.
   int cycles = 1000;
   if (const char* n = std::getenv("BERTH_LEAK_CYCLES")) cycles = std::atoi(n);
+  auto cgroups = [] {
+    std::set<std::string> out;
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator("/sys/fs/cgroup/pids", ec))
+      if (e.path().filename().string().starts_with("berth-")) out.insert(e.path().filename().string());
+    return out;
+  };
+  auto before = cgroups();
   for (int i = 0; i < cycles; ++i) {
     auto r = berth({"run", "--rm", "busybox", "true"});
     ASSERT_EQ(r.code, 0) << "cycle " << i << ": " << r.err;
   }
   EXPECT_EQ(count_containers(), 0u);
-  // No monitor of ours lives on (the last removers have finished first).
+  // No monitor of ours lives on (the last removers have finished first), and
+  // no cgroup of ours is left (the monitors remove them as they exit).
   EXPECT_TRUE(test::wait_for_trash(root_));
-  for (auto& e : fs::directory_iterator("/proc")) {
-    auto cmd = read_file(e.path().string() + "/cmdline").value_or("");
-    EXPECT_EQ(cmd.find(root_), std::string::npos) << "process left: " << e.path();
+  if (fs::exists("/sys/fs/cgroup/pids"))
+    for (auto& cg : cgroups()) EXPECT_TRUE(before.count(cg)) << "cgroup left: " << cg;
+  // A monitor may be a moment from its exit (it removed the trash last).
+  std::string left;
+  for (int i = 0; i < 200; ++i) {
+    left.clear();
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator("/proc", ec)) {
+      auto cmd = read_file(e.path().string() + "/cmdline").value_or("");
+      if (cmd.find(root_) != std::string::npos) left += e.path().string() + " ";
+    }
+    if (left.empty()) break;
+    ::usleep(10000);
   }
+  EXPECT_EQ(left, "") << "processes left";
 }
 
 }  // namespace

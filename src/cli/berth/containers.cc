@@ -570,13 +570,19 @@ int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty, co
   if (code == -2) return 0;
   // The monitor has sent the exit, so the container is reaped: the cleanup is ours.
   if (cleanup_self) {
-    if (auto r = eng(ctx).cleanup(c.id); !r) std::fprintf(stderr, "berth: %s\n", r.error().str().c_str());
-    // The removed files go to the monitor, which is about to exit anyway: no
+    bool runtime_left = false;
+    if (auto r = eng(ctx).cleanup(c.id, &runtime_left); !r)
+      std::fprintf(stderr, "berth: %s\n", r.error().str().c_str());
+    // The removed files (and an --rm container's runtime state and cgroup) go
+    // to the monitor, which is about to exit anyway: off our path, and no
     // remover of our own to start (main's empty_trash_detached has the rest).
     std::vector<std::string> trash = take_trash();
-    std::string list;
+    std::string list = runtime_left ? "runtime\n" : "";
     for (auto& p : trash) list += p + "\n";
-    if (!trash.empty() && !send_all(ours.get(), engine::frame(Frame::kRemoveTrash, list))) restore_trash(std::move(trash));
+    if (!list.empty() && !send_all(ours.get(), engine::frame(Frame::kRemoveTrash, list))) {
+      restore_trash(std::move(trash));
+      if (runtime_left) (void)eng(ctx).remove_runtime(c.id);
+    }
   }
   if (code == -1) {
     // The monitor went away without a word (killed): the store knows the rest.
