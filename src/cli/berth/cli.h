@@ -36,6 +36,9 @@ struct Context {
   // The first two words of the command line that are not global options
   // ("container", "ls"): the verb being run.
   std::string verb, subverb;
+  // The whole command line (argv[1..]): a verb with a hundred options builds
+  // only those it names (see wanted_flags in containers.cc).
+  std::vector<std::string_view> args;
   // The container verbs other than the one being run are left out of CLI11
   // (each empty subcommand still cost some 20 us): true when a known verb
   // names the command, false for help, a bare `container` and typos.

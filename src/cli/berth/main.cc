@@ -114,6 +114,7 @@ int run(int argc, char** argv) {
   app.set_help_all_flag("--help-all", "Show every command's options");
   app.set_version_flag("-v,--version", std::string("berth version ") + BERTH_VERSION + ", commit " + BERTH_COMMIT);
   Context ctx;
+  ctx.args.assign(argv + 1, argv + argc);
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     if (a == "--root" || a == "--runroot" || a == "--config" || a == "--storage-opt" || a == "--cgroup-manager") {
