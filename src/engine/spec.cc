@@ -113,10 +113,9 @@ json mount(const char* dest, const char* type, const char* src, std::vector<std:
 
 std::vector<std::string> all_capabilities() { return all_caps(); }
 
-Result<std::vector<std::string>> container_command(std::string_view body_text, std::string_view image_text) {
-  json body = parse(body_text, "body");
-  json img = parse(image_text, "image config");
-  json ic = img.contains("config") && img["config"].is_object() ? img["config"] : json::object();
+namespace {
+// Entrypoint and Cmd of the image under the body's (ic: the image's "config").
+Result<std::vector<std::string>> command_of(const json& body, const json& ic) {
   std::vector<std::string> entry = strings(ic, "Entrypoint"), cmd = strings(ic, "Cmd");
   if (body.contains("Entrypoint") && body["Entrypoint"].is_array()) {
     entry = strings(body, "Entrypoint");
@@ -127,6 +126,13 @@ Result<std::vector<std::string>> container_command(std::string_view body_text, s
   args.insert(args.end(), cmd.begin(), cmd.end());
   if (args.empty()) return fail("no command specified");
   return args;
+}
+}  // namespace
+
+Result<std::vector<std::string>> container_command(std::string_view body_text, std::string_view image_text) {
+  json body = parse(body_text, "body");
+  json img = parse(image_text, "image config");
+  return command_of(body, img.contains("config") && img["config"].is_object() ? img["config"] : json::object());
 }
 
 Result<std::string> make_spec(const SpecInput& in) {
@@ -144,7 +150,7 @@ Result<std::string> make_spec(const SpecInput& in) {
   if (tty && host.contains("ConsoleSize") && host["ConsoleSize"].is_array() && host["ConsoleSize"].size() == 2 &&
       host["ConsoleSize"][0].is_number_unsigned() && host["ConsoleSize"][0].get<unsigned>() > 0)
     proc["consoleSize"] = {{"height", host["ConsoleSize"][0]}, {"width", host["ConsoleSize"][1]}};
-  std::vector<std::string> args = TRY(container_command(in.body, in.image_config));
+  std::vector<std::string> args = TRY(command_of(body, ic));
   if (flag(host, "Init")) {
     // berth's init as PID 1 (bind-mounted below): it reaps and forwards signals.
     if (in.init_path.empty() || !path_exists(in.init_path)) return fail("--init: berth-init is not installed");
