@@ -476,23 +476,27 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   return c;
 }
 
-Result<Container> Engine::start(const std::string& key, int attach_fd) {
-  Container c = TRY(find(key));
+Result<Container> Engine::start(const std::string& key, int attach_fd, bool fresh) {
+  Container c = fresh ? TRY(load(key)) : TRY(find(key));
   DirLock lock = TRY(DirLock::take(c.dir));
   c = TRY(load(c.id));
   TRY(reconcile(c));
   if (c.state == "running" || c.state == "paused") return c;  // Docker: starting a running container is a no-op
-  image::ImageRecord img = TRY(store_->resolve(c.image_id));
-  TRY(store_->mount_rootfs(img, c.dir));
-  // Volumes with a filesystem of their own (--opt) that a reboot unmounted.
-  TRY(Volumes(*db_, opt_.root).mount_held(c.id));
-  // What the last run left: its runtime state, its exit record.
-  runtime::Globals g;
-  g.root = runtime_root();
-  (void)runtime::remove(g, c.id, true);
-  ::unlink((c.dir + "/exit").c_str());
-  ::unlink(stopped_marker(c).c_str());
-  ::unlink((c.dir + "/health.json").c_str());
+  // A fresh container that someone started or removed meanwhile is not fresh.
+  if (fresh && (c.state != "created" || c.started != 0)) fresh = false;
+  if (!fresh) {
+    image::ImageRecord img = TRY(store_->resolve(c.image_id));
+    TRY(store_->mount_rootfs(img, c.dir));
+    // Volumes with a filesystem of their own (--opt) that a reboot unmounted.
+    TRY(Volumes(*db_, opt_.root).mount_held(c.id));
+    // What the last run left: its runtime state, its exit record.
+    runtime::Globals g;
+    g.root = runtime_root();
+    (void)runtime::remove(g, c.id, true);
+    ::unlink((c.dir + "/exit").c_str());
+    ::unlink(stopped_marker(c).c_str());
+    ::unlink((c.dir + "/health.json").c_str());
+  }
   json body = json::parse(c.config, nullptr, false);
   json host = body.is_object() ? body.value("HostConfig", json::object()) : json::object();
 

@@ -75,7 +75,10 @@ class Engine {
   Result<Container> create(std::string_view name, std::string_view body, std::vector<std::string>* warnings);
   // Starts a created or exited container under a new monitor. `attach_fd`, if
   // >= 0, is handed to the monitor as an attached client from the first byte.
-  Result<Container> start(const std::string& name_or_id, int attach_fd = -1);
+  // `fresh`: the container was created by this process a moment ago (run):
+  // its rootfs and volumes are mounted and no earlier run left anything, so
+  // the image is not resolved again nor leftovers looked for.
+  Result<Container> start(const std::string& name_or_id, int attach_fd = -1, bool fresh = false);
   Result<> kill(const std::string& name_or_id, int sig);
   // SIGTERM (or the container's stop signal), then SIGKILL after `timeout_s`.
   Result<> stop(const std::string& name_or_id, int timeout_s);

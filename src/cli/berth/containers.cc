@@ -591,11 +591,13 @@ bool restart_policy_none(const Container& c) {
 }
 
 // Starts `c` attached (foreground run, start -a): returns its exit code.
-int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty, const std::string& keys) {
+// `fresh`: `c` was created by this command (run).
+int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty, const std::string& keys,
+                   bool fresh = false) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) die("socketpair failed", 125);
   UniqueFd ours(sv[0]), theirs(sv[1]);
-  auto started = eng(ctx).start(c.id, theirs.get());
+  auto started = eng(ctx).start(c.id, theirs.get(), fresh);
   theirs.reset();
   if (!started) throw Failure{started.error(), start_failure_status(started.error())};
   // With a restart policy the monitor's exit command restarts it, as
@@ -1096,7 +1098,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
       std::string detach = detach_keys(ctx, *keys);
       Container ct = do_create(ctx, *f);
       if (f->detach) {
-        auto s = eng(ctx).start(ct.id);
+        auto s = eng(ctx).start(ct.id, -1, true);
         if (!s) {
           if (f->rm) (void)eng(ctx).remove(ct.id, true, false);
           throw Failure{s.error(), start_failure_status(s.error())};
@@ -1106,7 +1108,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
       }
       int code;
       try {
-        code = start_attached(ctx, ct, f->interactive, f->tty, detach);
+        code = start_attached(ctx, ct, f->interactive, f->tty, detach, true);
       } catch (const Failure&) {
         // A container that could not start is still there, as with Docker; --rm removes it.
         if (f->rm) (void)eng(ctx).remove(ct.id, true, false);
