@@ -880,13 +880,22 @@ Result<UniqueFd> Engine::attach(const Container& c) {
   // Through the directory's fd: the socket's absolute path may not fit a socket address.
   UniqueFd dir(::open(c.dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!dir) return sys_error("open " + c.dir);
-  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   struct sockaddr_un addr = {};
   addr.sun_family = AF_UNIX;
   std::snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d/attach.sock", dir.get());
-  if (!s || ::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-    return sys_error("attach to container " + c.id.substr(0, 12) + ": its monitor does not answer");
-  return s;
+  // The monitor binds attach.sock a quarter second after the start (a
+  // container done by then never needs one): a client that comes earlier waits.
+  for (int waited = 0;; waited += 10) {
+    UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!s) return sys_error("socket");
+    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) return s;
+    if ((errno != ENOENT && errno != ECONNREFUSED) || waited >= 2000)
+      return sys_error("attach to container " + c.id.substr(0, 12) + ": its monitor does not answer");
+    // Done within its first moments: there is nothing to attach to.
+    if (!process_alive(c.monitor_pid, c.monitor_start))
+      return fail("you cannot attach to a stopped container, start it first");
+    ::usleep(10000);
+  }
 }
 
 Result<std::string> Engine::inspect(const Container& c) {

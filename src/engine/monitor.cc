@@ -144,6 +144,7 @@ class Monitor {
  private:
   Result<> start_container();
   void remove_client_trash();
+  Result<> listen_attach();
   void setup_process();
   [[noreturn]] void serve();
   [[noreturn]] void relaunch();
@@ -688,7 +689,7 @@ void Monitor::relaunch() {
 // container's directory (not into its log), SIGCHLD through a signalfd, the
 // attach clients and sync socket handed over at start taken.
 void Monitor::setup_process() {
-  log::init(a_.dir + "/monitor.log", log::Format::text, false);
+  log::init_lazy(a_.dir + "/monitor.log", log::Format::text, false);
   ::signal(SIGPIPE, SIG_IGN);
   ::signal(SIGHUP, SIG_IGN);
   ::signal(SIGINT, SIG_IGN);
@@ -742,17 +743,11 @@ int Monitor::run() {
     if (!a_.log_path.empty()) {
       log_.emplace(TRY_CTX(LogWriter::open(a_.log_path, a_.log_max_size, a_.log_max_files), "log " + a_.log_path));
     }
-    // attach.sock, bound relative to the container directory: its absolute
-    // path may be longer than a socket address holds.
+    // attach.sock is bound relative to the container directory (its
+    // absolute path may be longer than a socket address holds), once the
+    // container has lived past its first moments (listen_attach).
     if (::chdir(a_.dir.c_str()) < 0) return sys_error("chdir " + a_.dir);
     ::unlink("attach.sock");
-    listener_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    struct sockaddr_un addr = {};
-    addr.sun_family = AF_UNIX;
-    std::strcpy(addr.sun_path, "attach.sock");
-    if (!listener_ || ::bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 ||
-        ::listen(listener_.get(), 16) < 0)
-      return sys_error("listen on attach.sock");
     return start_container();
   }();
   if (!started) {
@@ -773,7 +768,22 @@ int Monitor::run() {
     drain();
     finish();
   }
+  if (auto r = listen_attach(); !r) log::error(r.error().str());
   relaunch();
+}
+
+// attach.sock: a container that is done within its first moments never has
+// one (a socket is a new inode, some 150 us on a filesystem like this VM's);
+// Engine::attach waits for it that long.
+Result<> Monitor::listen_attach() {
+  UniqueFd l(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::strcpy(addr.sun_path, "attach.sock");
+  if (!l || ::bind(l.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 || ::listen(l.get(), 16) < 0)
+    return sys_error("listen on attach.sock");
+  listener_ = std::move(l);
+  return {};
 }
 
 // The monitor's second image (--loop): the container runs; serve it.

@@ -9,6 +9,7 @@
 namespace berth::log {
 namespace {
 int g_fd = STDERR_FILENO;
+std::string g_lazy_path;  // init_lazy: opened per message
 Format g_format = Format::text;
 bool g_debug = false;
 
@@ -31,6 +32,12 @@ bool init(std::string_view path, Format format, bool debug) {
   if (fd < 0) return false;
   g_fd = fd;
   return true;
+}
+
+void init_lazy(std::string_view path, Format format, bool debug) {
+  g_format = format;
+  g_debug = debug;
+  g_lazy_path = path;
 }
 
 bool debug_enabled() { return g_debug; }
@@ -81,6 +88,14 @@ void write(Level level, std::string_view msg) {
     line += " msg=\"";
     json_escape(line, msg);
     line += "\"\n";
+  }
+  if (!g_lazy_path.empty()) {
+    int fd = ::open(g_lazy_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      (void)!::write(fd, line.data(), line.size());
+      ::close(fd);
+      return;
+    }
   }
   (void)!::write(g_fd, line.data(), line.size());
 }

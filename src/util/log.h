@@ -13,6 +13,10 @@ enum class Format { text, json };
 
 // Opens `path` for appending (empty: stderr). Returns false with errno set on failure.
 bool init(std::string_view path, Format format, bool debug);
+// As init, but the file is made only when there is something to write (a
+// monitor's log usually stays empty: no file, no inode), and opened for each
+// message (a forked child that writes one shares nothing with its parent).
+void init_lazy(std::string_view path, Format format, bool debug);
 bool debug_enabled();
 void write(Level level, std::string_view msg);
 inline void debug(std::string_view m) {

@@ -435,6 +435,18 @@ TEST_F(EngineTest, AttachCarriesStdinOutputAndTheExitCode) {
   r = berth({"attach", "a"});
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("start it first"), std::string::npos) << r.err;
+  // The monitor binds attach.sock a quarter second after the start: a
+  // container done before has none (and left no monitor.log: nothing to say),
+  // and a client that came early waited for it (the attach above).
+  std::string quick = run_d({"busybox", "true"});
+  EXPECT_EQ(berth({"wait", quick}).out, "0\n");
+  EXPECT_FALSE(fs::exists(root_ + "/containers/" + quick + "/attach.sock"));
+  EXPECT_FALSE(fs::exists(root_ + "/containers/" + quick + "/monitor.log"));
+  std::string slow = run_d({"busybox", "sleep", "1"});
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (!fs::exists(root_ + "/containers/" + slow + "/attach.sock") && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_TRUE(fs::exists(root_ + "/containers/" + slow + "/attach.sock")) << "a running container has no attach.sock";
 }
 
 // The monitor serves a new container from its first image for a moment,
