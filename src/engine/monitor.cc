@@ -311,6 +311,7 @@ Result<> Monitor::start_container() {
   runtime::CreateOptions o;
   o.id = a_.id;
   o.bundle = a_.dir;
+  o.config_in_bundle = true;  // the container's directory holds it
   auto launched = runtime::launch(g, o);
   for (int fd = 0; fd <= 2; ++fd) ::dup2(null.get(), fd);
   if (!launched) return std::unexpected(std::move(launched).error());

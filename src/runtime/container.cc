@@ -188,6 +188,19 @@ Result<Bundle> load_bundle(const std::string& path) {
   return b;
 }
 
+}  // namespace
+
+// The config a container was created with: the state's copy, or the bundle's
+// where the state keeps none (CreateOptions::config_in_bundle).
+Result<std::string> saved_config(const std::string& root, const std::string& id) {
+  auto text = read_file(state_dir(root, id) + "/config.json");
+  if (text || text.error().err != ENOENT) return text;
+  State st = TRY(load_state(root, id));
+  return read_file(join_path(st.bundle, "config.json"));
+}
+
+namespace {
+
 // --systemd-cgroup: a transient systemd unit named by "slice:prefix:name".
 Result<std::unique_ptr<cgroup::Manager>> systemd_cgroup(const Globals& g, const oci::Spec& spec,
                                                         const cgroup::Layout& layout, const std::string& id) {
@@ -290,7 +303,7 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   }
   cleanup.add([dir] { (void)remove_tree(dir); });
   Lock lock = TRY(Lock::acquire(dir));
-  TRY(atomic_write_file(dir + "/config.json", b.text));
+  if (!o.config_in_bundle) TRY(atomic_write_file(dir + "/config.json", b.text));
 
   // The cgroup, made before the clone. The container process is in it before
   // it runs anything of its own: on v2 the clone lands there
@@ -539,7 +552,7 @@ Result<> signal_start(const std::string& root, State& st) {
 }
 
 Result<oci::Spec> saved_spec(const std::string& root, const std::string& id) {
-  auto text = TRY(read_file(state_dir(root, id) + "/config.json"));
+  auto text = TRY(saved_config(root, id));
   return oci::parse_spec(text);
 }
 
@@ -570,7 +583,7 @@ Result<> destroy(const std::string& root, const State& st, const oci::Spec* spec
   if (!spec) {
     // Parsed only for its poststop hooks: a config that cannot have any (no
     // "poststop" key, and no \u escape that could spell one) is not parsed.
-    auto text = read_file(state_dir(root, st.id) + "/config.json");
+    auto text = saved_config(root, st.id);
     if (text && (text->find("\"poststop\"") != std::string::npos || text->find("\\u") != std::string::npos))
       if (auto s = oci::parse_spec(*text); s) spec = &saved.emplace(std::move(*s));
   }

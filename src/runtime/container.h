@@ -28,11 +28,17 @@ struct CreateOptions {
   std::string pidfd_socket;
   bool no_pivot = false;
   bool no_new_keyring = false;
+  // The bundle outlives the container and its config.json stays as it was
+  // (berth's engine: the container's directory): the state keeps no copy of
+  // it, and exec, start and delete read the bundle's. One file fewer per start.
+  bool config_in_bundle = false;
   int preserve_fds = 0;
 };
 
 Result<> create(const Globals& g, const CreateOptions& o);
 Result<> start(const Globals& g, const std::string& id);
+// The config.json a container was created with (see config_in_bundle).
+Result<std::string> saved_config(const std::string& root, const std::string& id);
 // create + start; in the foreground returns the container's exit status
 // (128+signal when killed) after forwarding signals and deleting it (unless keep).
 Result<int> run(const Globals& g, const CreateOptions& o, bool detach, bool keep);

@@ -145,7 +145,7 @@ Result<int> exec(const Globals& g, const ExecOptions& o) {
   if (s == Status::stopped) return fail("cannot exec in a stopped container \"" + o.id + "\"");
   if (s == Status::paused && !o.ignore_paused)
     return fail("cannot exec in a paused container \"" + o.id + "\" (use --ignore-paused)");
-  oci::Spec spec = TRY(oci::parse_spec(TRY(read_file(state_dir(g.root, o.id) + "/config.json"))));
+  oci::Spec spec = TRY(oci::parse_spec(TRY(saved_config(g.root, o.id))));
   oci::Process proc = TRY(build_process(spec, o));
   if (!o.process_label.empty()) proc.selinux_label = o.process_label;
   if (!o.apparmor.empty()) proc.apparmor_profile = o.apparmor;

@@ -447,6 +447,13 @@ TEST_F(EngineTest, AttachCarriesStdinOutputAndTheExitCode) {
   while (!fs::exists(root_ + "/containers/" + slow + "/attach.sock") && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_TRUE(fs::exists(root_ + "/containers/" + slow + "/attach.sock")) << "a running container has no attach.sock";
+  // The runtime state keeps no copy of the spec (the container's directory
+  // has it), and exec reads it from there.
+  EXPECT_TRUE(fs::exists(runroot_ + "/runtime/" + slow + "/state.json"));
+  EXPECT_FALSE(fs::exists(runroot_ + "/runtime/" + slow + "/config.json"));
+  auto e = berth({"exec", slow, "sh", "-c", "echo in"});
+  EXPECT_EQ(e.code, 0) << e.err;
+  EXPECT_EQ(e.out, "in\n");
 }
 
 // The monitor serves a new container from its first image for a moment,
