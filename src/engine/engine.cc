@@ -256,11 +256,20 @@ Result<> Engine::repair() {
     UniqueFd fd(::openat(d.get(), m.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // its create is running
     std::string id = m.substr(10);
-    if (TRY(db_->count("SELECT count(*) FROM containers WHERE id = ?1", id)) == 0) {
-      (void)store_->remove_rootfs(id, dir + "/" + id);
+    struct stat st;
+    // The container's directory under its creating name (an older berth made
+    // a marker file beside <id>).
+    bool is_dir = ::fstat(fd.get(), &st) == 0 && S_ISDIR(st.st_mode);
+    bool has_row = TRY(db_->count("SELECT count(*) FROM containers WHERE id = ?1", id)) > 0;
+    if (has_row && is_dir) {
+      (void)::renameat(d.get(), m.c_str(), d.get(), id.c_str());  // its maker died after the row
+      continue;
+    }
+    if (!has_row) {
+      (void)store_->remove_rootfs(id, dir + "/" + (is_dir ? m : id));
       (void)Volumes(*db_, opt_.root).release(id, true);
     }
-    ::unlinkat(d.get(), m.c_str(), 0);
+    if (!is_dir) ::unlinkat(d.get(), m.c_str(), 0);
   }
   return {};
 }
@@ -404,40 +413,44 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   bool ok = false;
   bool rootfs_made = false;
   Volumes volumes(*db_, opt_.root);
-  // The marker for repair(), held until the row is in (or all is undone).
-  std::string marker = opt_.root + "/containers/.creating-" + c.id;
-  UniqueFd marker_fd(::open(marker.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!marker_fd || ::flock(marker_fd.get(), LOCK_EX) != 0) return sys_error("create " + marker);
-  struct Unmark {
-    std::string path;
-    ~Unmark() { ::unlink(path.c_str()); }
-  } unmark{marker};
-  if (::mkdir(c.dir.c_str(), 0700) < 0) return sys_error("mkdir " + c.dir);
+  // The container's directory is made as containers/.creating-<id>, flocked,
+  // and renamed to <id> once its row is in: repair() finds one whose maker
+  // died (kill -9) and removes it, or finishes the rename if the row made it.
+  // (A marker file beside the directory was one more new file per create.)
+  std::string work = opt_.root + "/containers/.creating-" + c.id;
+  if (::mkdir(work.c_str(), 0700) < 0) return sys_error("mkdir " + work);
+  UniqueFd work_fd(::open(work.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!work_fd || ::flock(work_fd.get(), LOCK_EX) != 0) {
+    (void)remove_tree(work);
+    return sys_error("lock " + work);
+  }
   struct Undo {
     std::function<void()> f;
     ~Undo() { f(); }
   } undo{[&] {
     if (ok) return;
-    if (rootfs_made) (void)store_->remove_rootfs(c.id, c.dir);
-    else (void)remove_tree(c.dir);
+    if (rootfs_made) (void)store_->remove_rootfs(c.id, work);
+    else (void)remove_tree(work);
     (void)volumes.release(c.id, true);
   }};
   // A --rm container's upper dir goes with its first exit: volatile.
   bool transient = body.value("HostConfig", json::object()).value("AutoRemove", false);
-  std::string rootfs = TRY(store_->create_rootfs(c.id, img, c.dir, transient));
+  std::string rootfs = TRY(store_->create_rootfs(c.id, img, work, transient));
   rootfs_made = true;
   failpoint("create-after-rootfs");
   std::string hostname = body.value("Hostname", "");
   if (hostname.empty()) hostname = c.id.substr(0, 12);
-  TRY(atomic_write_file(c.dir + "/hostname", hostname + "\n", 0644));
-  TRY(atomic_write_file(c.dir + "/hosts", hosts_file(hostname), 0644));
-  TRY(atomic_write_file(c.dir + "/resolv.conf", resolv_conf(), 0644));
+  // A directory no one else sees yet: written in place, not through a rename.
+  TRY(write_new_file(work + "/hostname", hostname + "\n", 0644));
+  TRY(write_new_file(work + "/hosts", hosts_file(hostname), 0644));
+  TRY(write_new_file(work + "/resolv.conf", resolv_conf(), 0644));
 
   SpecInput in;
   in.id = c.id;
   in.body = std::string(body_text);
   in.image_config = image_config;
   in.dir = c.dir;
+  in.staging = work;
   in.init_path = opt_.init_exe;
   in.systemd_cgroup = opt_.systemd_cgroup;
   if (in.systemd_cgroup && !cgroup::systemd_running())
@@ -457,10 +470,10 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   UniqueFd rootfd(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!rootfd) return sys_error("open " + rootfs);
   in.rootfs_fd = rootfd.get();
-  in.mounts = TRY(volumes.prepare(c.id, c.dir, body_text, image_config, rootfd.get(),
+  in.mounts = TRY(volumes.prepare(c.id, work, body_text, image_config, rootfd.get(),
                                   [this](const std::string& n) -> Result<std::string> { return TRY(find(n)).dir; }));
   std::string spec = TRY(make_spec(in));
-  TRY(atomic_write_file(c.dir + "/config.json", spec, 0600));
+  TRY(write_new_file(work + "/config.json", spec, 0600));
   for (int tries = 0;; ++tries) {
     auto inserted = db_->exec(std::string("INSERT INTO containers (") + kColumns +
                                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0, 0, 0, 0, 0, '')",
@@ -470,6 +483,12 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
     if (inserted.error().msg.find("UNIQUE") == std::string::npos) return std::unexpected(std::move(inserted).error());
     if (!name_in.empty() || tries > 20) return fail("the container name \"/" + c.name + "\" is already in use");
     c.name = random_name() + std::to_string(tries);
+  }
+  failpoint("create-after-row");
+  if (::rename(work.c_str(), c.dir.c_str()) < 0) {
+    Error e{errno, "rename " + work + " to " + c.dir};
+    (void)db_->exec("DELETE FROM containers WHERE id = ?1", c.id);
+    return std::unexpected(std::move(e));
   }
   ok = true;
   (void)record_event(c, "create");

@@ -295,7 +295,9 @@ Result<std::string> make_spec(const SpecInput& in) {
                       {"options", {"bind", "ro", "nosuid", "nodev"}}});
   for (auto* f : {"hostname", "hosts", "resolv.conf"}) {
     std::string src = in.dir + "/" + f;
-    if (!path_exists(src) || user_dests.contains(std::string("/etc/") + f)) continue;
+    if (!path_exists((in.staging.empty() ? in.dir : in.staging) + "/" + f) ||
+        user_dests.contains(std::string("/etc/") + f))
+      continue;
     mounts.push_back({{"destination", std::string("/etc/") + f}, {"type", "bind"}, {"source", src},
                       {"options", {"rbind", "rprivate", ro_root ? "ro" : "rw"}}});
   }

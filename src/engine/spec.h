@@ -18,6 +18,7 @@ struct SpecInput {
   std::string image_config;  // the image's config blob
   int rootfs_fd = -1;        // the container's mounted rootfs (users, workdir)
   std::string dir;           // containers/<id>: hostname, hosts, resolv.conf live here
+  std::string staging;       // where they are while the container is made, if not yet in dir
   // Init pids of the containers named by --network/--pid/--ipc container:NAME,
   // resolved by the caller: {"network", pid}...
   std::vector<std::pair<std::string, pid_t>> joined;

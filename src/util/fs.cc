@@ -40,6 +40,13 @@ Result<std::string> read_file(const std::string& path) {
   return TRY_CTX(read_fd(fd.get()), "read " + path);
 }
 
+Result<> write_new_file(const std::string& path, std::string_view data, mode_t mode) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
+  if (!fd) return sys_error("create " + path);
+  TRY_CTX(write_fd(fd.get(), data), "write " + path);
+  return {};
+}
+
 Result<> write_fd(int fd, std::string_view data) {
   while (!data.empty()) {
     ssize_t n = ::write(fd, data.data(), data.size());

@@ -638,6 +638,15 @@ TEST_F(EngineTest, KilledCliLeavesATruthfulStoreThatRmCleans) {
   auto killed = berth({"run", "-d", "busybox", "sleep", "60"});
   ::unsetenv("BERTH_FAILPOINT");
   EXPECT_EQ(killed.code, 128 + SIGKILL);
+  // Killed after its row, before its directory took its name: the next
+  // command finishes the rename, and the container is whole.
+  ::setenv("BERTH_FAILPOINT", "create-after-row", 1);
+  killed = berth({"create", "--name", "half", "busybox", "true"});
+  ::unsetenv("BERTH_FAILPOINT");
+  EXPECT_EQ(killed.code, 128 + SIGKILL);
+  auto half = berth({"start", "-a", "half"});
+  EXPECT_EQ(half.code, 0) << half.err;
+  EXPECT_TRUE(fs::exists(root_ + "/containers/" + inspect("half")["Id"].get<std::string>() + "/config.json"));
   // Every container ps shows running has a live init; every other is not running.
   auto r = berth({"ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.State}}"});
   ASSERT_EQ(r.code, 0) << r.err;
