@@ -417,12 +417,18 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   // and renamed to <id> once its row is in: repair() finds one whose maker
   // died (kill -9) and removes it, or finishes the rename if the row made it.
   // (A marker file beside the directory was one more new file per create.)
+  // It is made under a name repair() takes for trash (removed once a minute
+  // old) and renamed to .creating-<id> once locked: a .creating-<id> that is
+  // not locked is always one whose maker died.
   std::string work = opt_.root + "/containers/.creating-" + c.id;
-  if (::mkdir(work.c_str(), 0700) < 0) return sys_error("mkdir " + work);
-  UniqueFd work_fd(::open(work.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!work_fd || ::flock(work_fd.get(), LOCK_EX) != 0) {
-    (void)remove_tree(work);
-    return sys_error("lock " + work);
+  std::string fresh = opt_.root + "/containers/.trash-new-" + c.id + "." + std::to_string(::time(nullptr)) + "." +
+                      std::to_string(::getpid());
+  if (::mkdir(fresh.c_str(), 0700) < 0) return sys_error("mkdir " + fresh);
+  UniqueFd work_fd(::open(fresh.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!work_fd || ::flock(work_fd.get(), LOCK_EX) != 0 || ::rename(fresh.c_str(), work.c_str()) != 0) {
+    Error e{errno, "make " + work};
+    (void)::rmdir(fresh.c_str());
+    return std::unexpected(std::move(e));
   }
   struct Undo {
     std::function<void()> f;
