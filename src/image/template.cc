@@ -84,6 +84,11 @@ Result<ImageRecord> busybox(ImageStore& store, const Reference& name, const Temp
                "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n", file));
   TRY(w->file("etc/group", "root:x:0:\nnogroup:x:65534:\n", file));
   TRY(w->file("etc/hostname", "busybox\n", file));
+  // As distribution images have them: an engine mounts its own over these,
+  // and where the image has none it must first make one in the container's
+  // layer (copying /etc up; three new files per start).
+  TRY(w->file("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n", file));
+  TRY(w->file("etc/resolv.conf", "", file));
   LayerBlob layer = TRY(w->finish());
   nlohmann::json config = {{"Env", {kPath}}, {"Cmd", {"sh"}}};
   auto nl = version.find('\n');
