@@ -458,28 +458,20 @@ TEST_F(EngineTest, AttachCarriesStdinOutputAndTheExitCode) {
 
 // The monitor serves a new container from its first image for a moment,
 // then re-execs into its small one, but only when nothing is half-way: here
-// an attached client that stopped reading holds output. Waiting for that must
-// not spin (it once polled with a zero timeout), and a client that attached
-// during that moment is no foreground client after the re-exec.
+// the foreground client (`run` without -d, whose stdout nobody reads) holds
+// output. Waiting for that must not spin (it once polled with a zero
+// timeout), and the client that went away is no foreground client after the
+// re-exec. (Other clients attach only from the quarter second on, when
+// attach.sock is bound just before the re-exec.)
 TEST_F(EngineTest, MonitorWaitsForAStalledClientWithoutSpinning) {
-  run_d({"--name", "chatty", "busybox", "sh", "-c", "while :; do echo lots of output here; done"});
-  std::string id = inspect("chatty")["Id"];
-  pid_t monitor = 0;
-  for (auto& e : std::filesystem::directory_iterator("/proc")) {
-    std::string cmd = read_file(e.path().string() + "/cmdline").value_or("");
-    if (cmd.find("berth-monitor") != std::string::npos && cmd.find(id) != std::string::npos)
-      monitor = std::atoi(e.path().filename().c_str());
-  }
-  ASSERT_GT(monitor, 0);
-  // An attach client whose stdout is a pipe nobody reads: it blocks, and the
-  // monitor's output for it piles up.
   int p[2];
   ASSERT_EQ(::pipe(p), 0);
   pid_t client = ::fork();
   if (client == 0) {
     int null = ::open("/dev/null", O_RDWR);
     ::dup2(null, 0), ::dup2(p[1], 1), ::dup2(null, 2);
-    std::vector<std::string> argv = {BERTH_CLI, "--root", root_, "--runroot", runroot_, "attach", "chatty"};
+    std::vector<std::string> argv = {BERTH_CLI, "--root", root_, "--runroot", runroot_, "run", "--name", "chatty",
+                                     "busybox", "sh", "-c", "while :; do echo lots of output here; done"};
     std::vector<char*> a;
     for (auto& x : argv) a.push_back(x.data());
     a.push_back(nullptr);
@@ -487,6 +479,19 @@ TEST_F(EngineTest, MonitorWaitsForAStalledClientWithoutSpinning) {
     _exit(127);
   }
   ::close(p[1]);
+  pid_t monitor = 0;
+  auto found = [&] {
+    auto r = berth({"inspect", "--format", "{{.Id}}", "chatty"});
+    if (r.code != 0) return false;
+    std::string id = r.out.substr(0, r.out.find('\n'));
+    for (auto& e : std::filesystem::directory_iterator("/proc")) {
+      std::string cmd = read_file(e.path().string() + "/cmdline").value_or("");
+      if (cmd.find("berth-monitor") != std::string::npos && cmd.find(id) != std::string::npos)
+        monitor = std::atoi(e.path().filename().c_str());
+    }
+    return monitor > 0;
+  };
+  ASSERT_TRUE(eventually(found));
   auto cpu_ticks = [&] {
     auto f = split(read_file("/proc/" + std::to_string(monitor) + "/stat").value_or(""), ' ');
     return f.size() > 15 ? std::atoll(f[13].c_str()) + std::atoll(f[14].c_str()) : -1LL;
