@@ -243,14 +243,22 @@ Result<> Engine::repair() {
   // Runtime state without a row: an --rm container whose monitor was killed
   // in the moment between the row's removal and its own (Engine::cleanup's
   // runtime_left).
+  // Only this store's (a runroot may be shared by stores: its bundle is one
+  // of our container directories, or its trash), and never a running one.
   std::vector<std::string> states = runtime::list_ids(runtime_root());
   if (!states.empty()) {
     std::set<std::string> rows;
     TRY(db_->run("SELECT id FROM containers", {}, [&](const image::Row& r) { rows.insert(r.text(0)); }));
     runtime::Globals g;
     g.root = runtime_root();
-    for (auto& id : states)
-      if (!rows.count(id)) (void)runtime::remove(g, id, true);
+    for (auto& id : states) {
+      if (rows.count(id)) continue;
+      auto st = runtime::load_state(g.root, id);
+      if (!st) continue;
+      std::string ours = dir + "/" + id, trash = dir + "/.trash-" + id + ".";
+      if (st->bundle != ours && !st->bundle.starts_with(trash)) continue;
+      (void)runtime::remove(g, id, false);
+    }
   }
   for (auto& m : markers) {
     UniqueFd fd(::openat(d.get(), m.c_str(), O_RDONLY | O_CLOEXEC));
@@ -841,8 +849,8 @@ Result<> Engine::cleanup(const std::string& id, bool* runtime_left) {
     c.pid = 0;
     TRY(record_event(c, "die", {{"exitCode", std::to_string(code)}}));
     if (auto_remove) {
+      if (leave) *runtime_left = true;  // also where the removal fails half-way
       TRY(remove_locked(c, false, leave));
-      if (leave) *runtime_left = true;
       return record_event(c, "destroy");
     }
     if (!should_restart(host, code, c.restart_count, path_exists(stopped_marker(c)))) return save_state(c);

@@ -433,6 +433,10 @@ bool Monitor::handover_ready() const {
 void Monitor::loop(int64_t until_ms) {
   while (!exited_) {
     bool past = until_ms >= 0 && now_ms() >= until_ms;
+    // attach.sock from the quarter second on, also while a stalled client
+    // holds the hand-over back.
+    if (past && !listener_ && !exited_)
+      if (auto r = listen_attach(); !r) log::error(r.error().str());
     if (past && handover_ready()) return;
     std::vector<struct pollfd> pfds;
     size_t pending_out = 0;
@@ -615,6 +619,10 @@ void Monitor::remove_client_trash() {
       if (n <= 0) return;
       c.in.feed(buf, static_cast<size_t>(n));
     }
+    // In a child: `wait`, `stop` and `rm -f` wait for this monitor to end,
+    // not for a big upper dir to be removed.
+    pid_t child = ::fork();
+    if (child != 0) return;  // (or it failed: the next command's repair removes the trash)
     (void)::setpriority(PRIO_PROCESS, 0, 10);
     for (auto& p : split(c.trash, '\n')) {
       // An --rm container's runtime state and cgroup: its row is gone.
@@ -630,7 +638,7 @@ void Monitor::remove_client_trash() {
       if (!name.starts_with(prefix) || name.find('/') != std::string::npos) continue;
       (void)remove_tree(p);
     }
-    return;
+    ::_exit(0);
   }
 }
 
@@ -769,7 +777,8 @@ int Monitor::run() {
     drain();
     finish();
   }
-  if (auto r = listen_attach(); !r) log::error(r.error().str());
+  if (!listener_)
+    if (auto r = listen_attach(); !r) log::error(r.error().str());
   relaunch();
 }
 

@@ -427,7 +427,8 @@ Result<std::vector<std::string>> Volumes::users(const std::string& name) {
   // container has neither (a killed create) holds nothing.
   std::vector<std::string> out;
   for (auto& [id, row] : rows)
-    if (row || path_exists(root_ + "/containers/" + id)) out.push_back(id);
+    if (row || path_exists(root_ + "/containers/" + id) || path_exists(root_ + "/containers/.creating-" + id))
+      out.push_back(id);
   return out;
 }
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 namespace berth::image {
@@ -48,11 +49,14 @@ Result<std::unique_ptr<Db>> Db::open(const std::string& path, std::string_view s
   // Several berths opening a new store at once: switching it to WAL answers
   // "database is locked" at once, not after the busy timeout. Waited out
   // here, up to the same 30 s.
-  int busy_ms = 0;
-  auto busy = [&](int rc) {
-    if ((rc & 0xff) != SQLITE_BUSY || busy_ms >= 30000) return false;
+  struct timespec start;
+  ::clock_gettime(CLOCK_MONOTONIC, &start);
+  auto busy = [&](int rc, std::string_view msg = {}) {
+    bool locked = (rc & 0xff) == SQLITE_BUSY || msg.find("database is locked") != std::string_view::npos;
+    struct timespec now;
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    if (!locked || now.tv_sec - start.tv_sec >= 30) return false;
     ::usleep(2000);
-    busy_ms += 2;
     return true;
   };
   auto exec = [&](const std::string& sql) -> Result<> {
@@ -91,7 +95,7 @@ Result<std::unique_ptr<Db>> Db::open(const std::string& path, std::string_view s
       return exec("PRAGMA user_version=" + std::to_string(version) + ";");
     });
     if (!made) {
-      if (busy(sqlite3_errcode(raw))) continue;
+      if (busy(sqlite3_errcode(raw), made.error().msg)) continue;
       return std::unexpected(std::move(made).error());
     }
     break;

@@ -9,7 +9,9 @@
 namespace berth::log {
 namespace {
 int g_fd = STDERR_FILENO;
-std::string g_lazy_path;  // init_lazy: opened per message
+// init_lazy: the file's directory (O_PATH, held) and name, opened per message.
+int g_lazy_dir = -1;
+std::string g_lazy_name;
 Format g_format = Format::text;
 bool g_debug = false;
 
@@ -37,7 +39,14 @@ bool init(std::string_view path, Format format, bool debug) {
 void init_lazy(std::string_view path, Format format, bool debug) {
   g_format = format;
   g_debug = debug;
-  g_lazy_path = path;
+  std::string p(path);
+  auto slash = p.find_last_of('/');
+  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : p.substr(0, slash));
+  g_lazy_name = slash == std::string::npos ? p : p.substr(slash + 1);
+  // Held by fd: a message from the container's side of a start (after its
+  // pivot_root, before its exec closes this) still lands here, not in the
+  // container's filesystem nor its stderr.
+  g_lazy_dir = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
 }
 
 bool debug_enabled() { return g_debug; }
@@ -89,13 +98,13 @@ void write(Level level, std::string_view msg) {
     json_escape(line, msg);
     line += "\"\n";
   }
-  if (!g_lazy_path.empty()) {
-    int fd = ::open(g_lazy_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (!g_lazy_name.empty()) {
+    int fd = ::openat(g_lazy_dir, g_lazy_name.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd >= 0) {
       (void)!::write(fd, line.data(), line.size());
       ::close(fd);
-      return;
     }
+    return;  // never to stderr, which may be the container's by now
   }
   (void)!::write(g_fd, line.data(), line.size());
 }
