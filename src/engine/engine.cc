@@ -720,6 +720,7 @@ Result<> Engine::remove_locked(Container& c, bool volumes, bool keep_runtime) {
     if (auto r = runtime::remove(g, c.id, true); !r && runtime::load_state(g.root, c.id))
       return std::unexpected(std::move(r).error());
   TRY(store_->remove_rootfs(c.id, c.dir, opt_.defer_removal));
+  failpoint("remove-after-rootfs");
   TRY(db_->exec("DELETE FROM containers WHERE id = ?1", c.id));
   // Its anonymous volumes go with rm -v, and always with --rm (Docker).
   json body = json::parse(c.config, nullptr, false);
@@ -748,7 +749,10 @@ Result<> Engine::remove(const std::string& key, bool force, bool volumes) {
     (void)runtime::kill(g, c.id, SIGKILL, true);
     (void)wait_monitor(c, 10000);
   }
-  DirLock lock = TRY(DirLock::take(c.dir));
+  // A removal killed after the directory went to the trash left the row
+  // alone: there is nothing to lock, and the row goes now.
+  auto lock = DirLock::take(c.dir);
+  if (!lock && lock.error().err != ENOENT) return std::unexpected(std::move(lock).error());
   auto again = load(c.id);
   if (!again) return {};  // its cleanup removed it (--rm)
   TRY(remove_locked(*again, volumes));

@@ -652,6 +652,19 @@ TEST_F(EngineTest, KilledCliLeavesATruthfulStoreThatRmCleans) {
   auto half = berth({"start", "-a", "half"});
   EXPECT_EQ(half.code, 0) << half.err;
   EXPECT_TRUE(fs::exists(root_ + "/containers/" + inspect("half")["Id"].get<std::string>() + "/config.json"));
+  // A removal killed after the directory went to the trash, before the row:
+  // rm removes the row (the trash goes a minute later; here, by hand).
+  std::string gone = run_d({"busybox", "sleep", "60"});
+  ::setenv("BERTH_FAILPOINT", "remove-after-rootfs", 1);
+  killed = berth({"rm", "-f", gone});
+  ::unsetenv("BERTH_FAILPOINT");
+  EXPECT_EQ(killed.code, 128 + SIGKILL);
+  EXPECT_FALSE(fs::exists(root_ + "/containers/" + gone));
+  auto rm = berth({"rm", "-f", gone});
+  EXPECT_EQ(rm.code, 0) << rm.err;
+  EXPECT_NE(berth({"inspect", gone}).code, 0) << "the row is left";
+  for (auto& e : fs::directory_iterator(root_ + "/containers"))
+    if (e.path().filename().string().starts_with(".trash-" + gone)) fs::remove_all(e.path());
   // Every container ps shows running has a live init; every other is not running.
   auto r = berth({"ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.State}}"});
   ASSERT_EQ(r.code, 0) << r.err;
