@@ -282,6 +282,8 @@ Result<> Engine::repair() {
   return {};
 }
 
+std::string Engine::container_dir(std::string_view id) const { return opt_.root + "/containers/" + std::string(id); }
+
 std::string Engine::log_path(const Container& c) const { return c.dir + "/" + c.id + "-json.log"; }
 
 Result<Container> Engine::load(std::string_view id) {
@@ -289,7 +291,7 @@ Result<Container> Engine::load(std::string_view id) {
   TRY(db_->run(std::string("SELECT ") + kColumns + " FROM containers WHERE id = ?1", {std::string(id)},
                [&](const Row& r) { out = from_row(r); }));
   if (!out) return fail("no such container: " + std::string(id));
-  out->dir = opt_.root + "/containers/" + out->id;
+  out->dir = container_dir(out->id);
   return *out;
 }
 
@@ -309,7 +311,7 @@ Result<Container> Engine::find(std::string_view key) {
   }
   if (hits.empty()) return fail("no such container: " + std::string(key));
   Container c = std::move(hits.front());
-  c.dir = opt_.root + "/containers/" + c.id;
+  c.dir = container_dir(c.id);
   TRY(reconcile(c));
   return c;
 }
@@ -319,7 +321,7 @@ Result<std::vector<Container>> Engine::list() {
   TRY(db_->run(std::string("SELECT ") + kColumns + " FROM containers ORDER BY created DESC", {},
                [&](const Row& r) { out.push_back(from_row(r)); }));
   for (auto& c : out) {
-    c.dir = opt_.root + "/containers/" + c.id;
+    c.dir = container_dir(c.id);
     TRY(reconcile(c));
   }
   return out;
@@ -402,7 +404,7 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   c.image_name = image_name;
   c.created = now_ns();
   c.state = "created";
-  c.dir = opt_.root + "/containers/" + c.id;
+  c.dir = container_dir(c.id);
   // The image's health check goes into the container's config (as Docker's
   // inspect shows it), field by field under what --health-* gave.
   json image_cfg = json::parse(image_config, nullptr, false);
@@ -510,9 +512,10 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
 }
 
 Result<Container> Engine::start(const std::string& key, int attach_fd, bool fresh) {
-  Container c = fresh ? TRY(load(key)) : TRY(find(key));
-  DirLock lock = TRY(DirLock::take(c.dir));
-  c = TRY(load(c.id));
+  // Fresh: `key` is the id this process just made, and its directory follows.
+  std::string id = fresh ? key : TRY(find(key)).id;
+  DirLock lock = TRY(DirLock::take(container_dir(id)));
+  Container c = TRY(load(id));
   TRY(reconcile(c));
   if (c.state == "running" || c.state == "paused") return c;  // Docker: starting a running container is a no-op
   // A fresh container that someone started or removed meanwhile is not fresh.

@@ -141,6 +141,7 @@ class Engine {
   Engine() = default;
   Result<Container> load(std::string_view id);
   Result<> repair();
+  std::string container_dir(std::string_view id) const;  // containers/<id> in the store root
   Result<> reconcile(Container& c);
   Result<> save_state(const Container& c);
   // volumes: its anonymous volumes too; keep_runtime: its runtime state and

@@ -66,9 +66,9 @@ struct RunFlags {
 // it does not name cannot change how it parses. Every token that begins with
 // a dash counts (a short cluster like -it counts each letter), also those
 // after the image (a superset is harmless); --help builds them all.
-class WantedFlags {
+class NamedOptions {
  public:
-  explicit WantedFlags(const std::vector<std::string_view>& args) {
+  NamedOptions(CLI::App& app, const std::vector<std::string_view>& args) : app_(app) {
     for (auto a : args) {
       if (a == "--help" || a == "--help-all") all_ = true;
       if (a.size() < 2 || a[0] != '-') continue;
@@ -80,7 +80,7 @@ class WantedFlags {
     }
   }
   // `names` as CLI11 takes them: "-e,--env", "!-p,!--pause".
-  bool want(std::string_view names) const {
+  bool wanted(std::string_view names) const {
     if (all_) return true;
     for (auto& n : split(names, ',')) {
       std::string_view name = n;
@@ -90,74 +90,83 @@ class WantedFlags {
     }
     return false;
   }
+  // One value (the last given wins) or, for a vector, one per occurrence.
+  template <class T>
+  CLI::Option* option(const char* names, T& into, const char* help) {
+    if (!wanted(names)) return nullptr;
+    CLI::Option* o = app_.add_option(names, into, help);
+    if constexpr (std::is_same_v<T, std::vector<std::string>>) o->allow_extra_args(false);
+    return o;
+  }
+  void flag(const char* names, bool& into, const char* help) {
+    if (wanted(names)) app_.add_flag(names, into, help);
+  }
 
  private:
+  CLI::App& app_;
   bool all_ = false;
   std::vector<std::string> tokens_;
 };
 
-void add_create_flags(CLI::App& c, RunFlags& f, const WantedFlags& w) {
+void add_create_flags(CLI::App& c, RunFlags& f, const std::vector<std::string_view>& args) {
+  NamedOptions add(c, args);
   c.set_help_flag("--help", "Print usage");  // -h is --hostname here, as in Docker
-  if (w.want("--name")) c.add_option("--name", f.name, "Assign a name to the container");
-  if (w.want("-e,--env")) c.add_option("-e,--env", f.env, "Set environment variables")->allow_extra_args(false);
-  if (w.want("--env-file")) c.add_option("--env-file", f.env_file, "Read in a file of environment variables")->allow_extra_args(false);
-  if (w.want("-w,--workdir")) c.add_option("-w,--workdir", f.workdir, "Working directory inside the container");
-  if (w.want("-u,--user")) c.add_option("-u,--user", f.user, "Username or UID (format: <name|uid>[:<group|gid>])");
-  if (w.want("-h,--hostname")) c.add_option("-h,--hostname", f.hostname, "Container host name");
-  if (w.want("--entrypoint")) c.add_option("--entrypoint", f.entrypoint, "Overwrite the default ENTRYPOINT of the image")
-      ->each([&f](const std::string&) { f.entrypoint_set = true; });
-  if (w.want("-l,--label")) c.add_option("-l,--label", f.labels, "Set meta data on a container")->allow_extra_args(false);
-  if (w.want("--annotation")) c.add_option("--annotation", f.annotations, "Add an annotation to the container (passed through to the OCI runtime)")
-      ->allow_extra_args(false);
-  if (w.want("-i,--interactive")) c.add_flag("-i,--interactive", f.interactive, "Keep STDIN open even if not attached");
-  if (w.want("-t,--tty")) c.add_flag("-t,--tty", f.tty, "Allocate a pseudo-TTY");
-  if (w.want("--read-only")) c.add_flag("--read-only", f.read_only, "Mount the container's root filesystem as read only");
-  if (w.want("--privileged")) c.add_flag("--privileged", f.privileged, "Give extended privileges to this container");
-  if (w.want("--rm")) c.add_flag("--rm", f.rm, "Automatically remove the container when it exits");
-  if (w.want("--init")) c.add_flag("--init", f.init, "Run an init inside the container that forwards signals and reaps processes");
-  if (w.want("--cap-add")) c.add_option("--cap-add", f.cap_add, "Add Linux capabilities")->allow_extra_args(false);
-  if (w.want("--cap-drop")) c.add_option("--cap-drop", f.cap_drop, "Drop Linux capabilities")->allow_extra_args(false);
-  if (w.want("--security-opt")) c.add_option("--security-opt", f.security_opt, "Security Options")->allow_extra_args(false);
-  if (w.want("--device")) c.add_option("--device", f.devices, "Add a host device to the container")->allow_extra_args(false);
-  if (w.want("--sysctl")) c.add_option("--sysctl", f.sysctls, "Sysctl options")->allow_extra_args(false);
-  if (w.want("--ulimit")) c.add_option("--ulimit", f.ulimits, "Ulimit options")->allow_extra_args(false);
-  if (w.want("--tmpfs")) c.add_option("--tmpfs", f.tmpfs, "Mount a tmpfs directory")->allow_extra_args(false);
-  if (w.want("-v,--volume")) c.add_option("-v,--volume", f.volumes, "Bind mount a volume")->allow_extra_args(false);
-  if (w.want("--mount")) c.add_option("--mount", f.mounts, "Attach a filesystem mount to the container")->allow_extra_args(false);
-  if (w.want("--volumes-from")) c.add_option("--volumes-from", f.volumes_from, "Mount volumes from the specified container(s)")
-      ->allow_extra_args(false);
-  if (w.want("-p,--publish")) c.add_option("-p,--publish", f.publish, "Publish a container's port(s) to the host")->allow_extra_args(false);
-  if (w.want("--group-add")) c.add_option("--group-add", f.group_add, "Add additional groups to join")->allow_extra_args(false);
-  if (w.want("--log-opt")) c.add_option("--log-opt", f.log_opts, "Log driver options (max-size, max-file)")->allow_extra_args(false);
-  if (w.want("--network,--net")) c.add_option("--network,--net", f.network, "Connect a container to a network (none, host, container:NAME)");
-  if (w.want("--pid")) c.add_option("--pid", f.pid, "PID namespace to use");
-  if (w.want("--ipc")) c.add_option("--ipc", f.ipc, "IPC mode to use");
-  if (w.want("--uts")) c.add_option("--uts", f.uts, "UTS namespace to use");
-  if (w.want("--restart")) c.add_option("--restart", f.restart, "Restart policy to apply when a container exits");
-  if (w.want("--stop-signal")) c.add_option("--stop-signal", f.stop_signal, "Signal to stop the container");
-  if (w.want("--stop-timeout")) c.add_option("--stop-timeout", f.stop_timeout, "Timeout (in seconds) to stop a container");
-  if (w.want("-m,--memory")) c.add_option("-m,--memory", f.memory, "Memory limit");
-  if (w.want("--memory-swap")) c.add_option("--memory-swap", f.memory_swap, "Swap limit equal to memory plus swap: '-1' to enable unlimited swap");
-  if (w.want("--memory-reservation")) c.add_option("--memory-reservation", f.memory_reservation, "Memory soft limit");
-  if (w.want("--shm-size")) c.add_option("--shm-size", f.shm_size, "Size of /dev/shm");
-  if (w.want("--cpus")) c.add_option("--cpus", f.cpus, "Number of CPUs");
-  if (w.want("-c,--cpu-shares")) c.add_option("-c,--cpu-shares", f.cpu_shares, "CPU shares (relative weight)");
-  if (w.want("--cpu-quota")) c.add_option("--cpu-quota", f.cpu_quota, "Limit CPU CFS (Completely Fair Scheduler) quota");
-  if (w.want("--cpu-period")) c.add_option("--cpu-period", f.cpu_period, "Limit CPU CFS (Completely Fair Scheduler) period");
-  if (w.want("--cpuset-cpus")) c.add_option("--cpuset-cpus", f.cpuset_cpus, "CPUs in which to allow execution (0-3, 0,1)");
-  if (w.want("--cpuset-mems")) c.add_option("--cpuset-mems", f.cpuset_mems, "MEMs in which to allow execution (0-3, 0,1)");
-  if (w.want("--pids-limit")) c.add_option("--pids-limit", f.pids_limit, "Tune container pids limit (set -1 for unlimited)");
-  if (w.want("--blkio-weight")) c.add_option("--blkio-weight", f.blkio_weight, "Block IO (relative weight), between 10 and 1000, or 0 to disable");
-  if (w.want("--device-read-bps")) c.add_option("--device-read-bps", f.blkio_read_bps, "Limit read rate (bytes per second) from a device")
-      ->allow_extra_args(false);
-  if (w.want("--device-write-bps")) c.add_option("--device-write-bps", f.blkio_write_bps, "Limit write rate (bytes per second) to a device")
-      ->allow_extra_args(false);
-  if (w.want("--health-cmd")) c.add_option("--health-cmd", f.health_cmd, "Command to run to check health");
-  if (w.want("--health-interval")) c.add_option("--health-interval", f.health_interval, "Time between running the check (ms|s|m|h)");
-  if (w.want("--health-timeout")) c.add_option("--health-timeout", f.health_timeout, "Maximum time to allow one check to run (ms|s|m|h)");
-  if (w.want("--health-start-period")) c.add_option("--health-start-period", f.health_start_period, "Start period for the container to initialize");
-  if (w.want("--health-retries")) c.add_option("--health-retries", f.health_retries, "Consecutive failures needed to report unhealthy");
-  if (w.want("--no-healthcheck")) c.add_flag("--no-healthcheck", f.no_healthcheck, "Disable any container-specified HEALTHCHECK");
+  add.option("--name", f.name, "Assign a name to the container");
+  add.option("-e,--env", f.env, "Set environment variables");
+  add.option("--env-file", f.env_file, "Read in a file of environment variables");
+  add.option("-w,--workdir", f.workdir, "Working directory inside the container");
+  add.option("-u,--user", f.user, "Username or UID (format: <name|uid>[:<group|gid>])");
+  add.option("-h,--hostname", f.hostname, "Container host name");
+  if (auto* o = add.option("--entrypoint", f.entrypoint, "Overwrite the default ENTRYPOINT of the image"))
+    o->each([&f](const std::string&) { f.entrypoint_set = true; });
+  add.option("-l,--label", f.labels, "Set meta data on a container");
+  add.option("--annotation", f.annotations, "Add an annotation to the container (passed through to the OCI runtime)");
+  add.flag("-i,--interactive", f.interactive, "Keep STDIN open even if not attached");
+  add.flag("-t,--tty", f.tty, "Allocate a pseudo-TTY");
+  add.flag("--read-only", f.read_only, "Mount the container's root filesystem as read only");
+  add.flag("--privileged", f.privileged, "Give extended privileges to this container");
+  add.flag("--rm", f.rm, "Automatically remove the container when it exits");
+  add.flag("--init", f.init, "Run an init inside the container that forwards signals and reaps processes");
+  add.option("--cap-add", f.cap_add, "Add Linux capabilities");
+  add.option("--cap-drop", f.cap_drop, "Drop Linux capabilities");
+  add.option("--security-opt", f.security_opt, "Security Options");
+  add.option("--device", f.devices, "Add a host device to the container");
+  add.option("--sysctl", f.sysctls, "Sysctl options");
+  add.option("--ulimit", f.ulimits, "Ulimit options");
+  add.option("--tmpfs", f.tmpfs, "Mount a tmpfs directory");
+  add.option("-v,--volume", f.volumes, "Bind mount a volume");
+  add.option("--mount", f.mounts, "Attach a filesystem mount to the container");
+  add.option("--volumes-from", f.volumes_from, "Mount volumes from the specified container(s)");
+  add.option("-p,--publish", f.publish, "Publish a container's port(s) to the host");
+  add.option("--group-add", f.group_add, "Add additional groups to join");
+  add.option("--log-opt", f.log_opts, "Log driver options (max-size, max-file)");
+  add.option("--network,--net", f.network, "Connect a container to a network (none, host, container:NAME)");
+  add.option("--pid", f.pid, "PID namespace to use");
+  add.option("--ipc", f.ipc, "IPC mode to use");
+  add.option("--uts", f.uts, "UTS namespace to use");
+  add.option("--restart", f.restart, "Restart policy to apply when a container exits");
+  add.option("--stop-signal", f.stop_signal, "Signal to stop the container");
+  add.option("--stop-timeout", f.stop_timeout, "Timeout (in seconds) to stop a container");
+  add.option("-m,--memory", f.memory, "Memory limit");
+  add.option("--memory-swap", f.memory_swap, "Swap limit equal to memory plus swap: '-1' to enable unlimited swap");
+  add.option("--memory-reservation", f.memory_reservation, "Memory soft limit");
+  add.option("--shm-size", f.shm_size, "Size of /dev/shm");
+  add.option("--cpus", f.cpus, "Number of CPUs");
+  add.option("-c,--cpu-shares", f.cpu_shares, "CPU shares (relative weight)");
+  add.option("--cpu-quota", f.cpu_quota, "Limit CPU CFS (Completely Fair Scheduler) quota");
+  add.option("--cpu-period", f.cpu_period, "Limit CPU CFS (Completely Fair Scheduler) period");
+  add.option("--cpuset-cpus", f.cpuset_cpus, "CPUs in which to allow execution (0-3, 0,1)");
+  add.option("--cpuset-mems", f.cpuset_mems, "MEMs in which to allow execution (0-3, 0,1)");
+  add.option("--pids-limit", f.pids_limit, "Tune container pids limit (set -1 for unlimited)");
+  add.option("--blkio-weight", f.blkio_weight, "Block IO (relative weight), between 10 and 1000, or 0 to disable");
+  add.option("--device-read-bps", f.blkio_read_bps, "Limit read rate (bytes per second) from a device");
+  add.option("--device-write-bps", f.blkio_write_bps, "Limit write rate (bytes per second) to a device");
+  add.option("--health-cmd", f.health_cmd, "Command to run to check health");
+  add.option("--health-interval", f.health_interval, "Time between running the check (ms|s|m|h)");
+  add.option("--health-timeout", f.health_timeout, "Maximum time to allow one check to run (ms|s|m|h)");
+  add.option("--health-start-period", f.health_start_period, "Start period for the container to initialize");
+  add.option("--health-retries", f.health_retries, "Consecutive failures needed to report unhealthy");
+  add.flag("--no-healthcheck", f.no_healthcheck, "Disable any container-specified HEALTHCHECK");
   c.add_option("IMAGE", f.command, "Image, then the command and its arguments")->required();
   // Everything after the image is the container's command, flags included.
   c.positionals_at_end();
@@ -473,8 +482,9 @@ std::string detach_keys(const Context& ctx, std::string spec) {
 }
 
 // Copies the container's output to ours and our stdin to it until the
-// monitor closes the connection, or sends the exit when we clean up; returns the exit code it reported (-1: none,
-// -2: detached with the detach keys). Signals go to the container (Docker's sig-proxy).
+// monitor closes the connection, or has sent the exit when we clean up;
+// returns the exit code it reported (-1: none, -2: detached with the detach
+// keys). Signals go to the container (Docker's sig-proxy).
 int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bool tty, bool* cleanup_self,
                 const std::string& keys) {
   // Without a tty, signals go to the container (Docker's sig-proxy); with
@@ -558,8 +568,8 @@ int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bo
         else if (type == Frame::kStderr) (void)write_fd(2, payload);
         else if (type == Frame::kExit) {
           code = std::atoi(payload.c_str());
-          // We record the exit (and remove a --rm container) ourselves once
-          // the monitor is gone: one process fewer than its exit command.
+          // We record the exit (and remove a --rm container) ourselves: one
+          // process fewer than the monitor's exit command.
           if (cleanup_self) *cleanup_self = send_all(sock, engine::frame(Frame::kCleanupByClient, ""));
           // The exit is the last frame, and the container is reaped: the
           // monitor's last steps (closing up, its own exit) are not ours
@@ -1081,7 +1091,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
 
   both("create", {"create"}, "Create a new container", [&ctx](CLI::App& c) {
     auto f = std::make_shared<RunFlags>();
-    add_create_flags(c, *f, WantedFlags(ctx.args));
+    add_create_flags(c, *f, ctx.args);
     c.callback([&ctx, f, &c] {
       reject_unknown(c);
       print(do_create(ctx, *f).id + "\n");
@@ -1089,7 +1099,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
   });
   both("run", {"run"}, "Create and run a new container from an image", [&ctx](CLI::App& c) {
     auto f = std::make_shared<RunFlags>();
-    add_create_flags(c, *f, WantedFlags(ctx.args));
+    add_create_flags(c, *f, ctx.args);
     c.add_flag("-d,--detach", f->detach, "Run container in background and print container ID");
     auto keys = std::make_shared<std::string>();
     c.add_option("--detach-keys", *keys, "Override the key sequence for detaching a container");
