@@ -367,8 +367,10 @@ Result<> Engine::save_state(const Container& c) {
       c.restart_count, c.error);
 }
 
+std::string new_container_id() { return random_hex(32); }
+
 Result<Container> Engine::create(std::string_view name_in, std::string_view body_text,
-                                 std::vector<std::string>* warnings) {
+                                 std::vector<std::string>* warnings, std::string id) {
   (void)warnings;
   json body = json::parse(body_text, nullptr, false);
   if (body.is_discarded() || !body.is_object()) return fail("create: the request is not a JSON object");
@@ -389,7 +391,8 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   }
 
   Container c;
-  c.id = random_hex(32);
+  c.id = id.size() == 64 && id.find_first_not_of("0123456789abcdef") == std::string::npos ? std::move(id)
+                                                                                          : random_hex(32);
   c.name = name_in.empty() ? random_name() : std::string(name_in.starts_with("/") ? name_in.substr(1) : name_in);
   if (!valid_name(c.name))
     return fail("invalid container name \"" + c.name + "\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed");
@@ -511,13 +514,83 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   return c;
 }
 
-Result<Container> Engine::start(const std::string& key, int attach_fd, bool fresh) {
+// posix_spawn (vfork-like, fast) of the monitor into a session of its own,
+// with fds 3 (the sync socket) and 4 (the attached client) only.
+static Result<pid_t> spawn_monitor(const std::string& exe, std::vector<std::string> args, int sync_fd,
+                                   int attach_fd) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDWR, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_RDWR, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_RDWR, 0);
+  posix_spawn_file_actions_adddup2(&fa, sync_fd, 3);
+  if (attach_fd >= 0) posix_spawn_file_actions_adddup2(&fa, attach_fd, 4);
+  pid_t pid = 0;
+  int rc = ::posix_spawn(&pid, exe.c_str(), &fa, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) return sys_error(rc, "start monitor " + exe);
+  return pid;
+}
+
+Result<EarlyMonitor> EarlyMonitor::spawn(const std::string& monitor_exe, const std::string& id,
+                                         const std::string& dir, int attach_fd) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");
+  EarlyMonitor m;
+  m.sync_.reset(sv[0]);
+  UniqueFd theirs(sv[1]);
+  // The rest of its command line (start()) says --dir again, and that one counts.
+  std::vector<std::string> args = {monitor_exe, "--args-on-sync", "--id", id, "--dir", dir, "--sync-fd", "3"};
+  if (attach_fd >= 0) args.insert(args.end(), {"--attach-fd", "4"});
+  m.id_ = id;
+  m.pid_ = TRY(spawn_monitor(monitor_exe, std::move(args), theirs.get(), attach_fd));
+  m.start_ = runtime::process_start_time(m.pid_);
+  m.attached_ = attach_fd >= 0;
+  return m;
+}
+
+EarlyMonitor::EarlyMonitor(EarlyMonitor&& o) noexcept
+    : pid_(std::exchange(o.pid_, -1)),
+      start_(o.start_),
+      id_(std::move(o.id_)),
+      attached_(o.attached_),
+      sync_(std::move(o.sync_)) {}
+
+EarlyMonitor::~EarlyMonitor() {
+  if (pid_ <= 0) return;
+  // Never told what to run: the end of its socket ends it at once.
+  sync_.reset();
+  int ws;
+  while (::waitpid(pid_, &ws, 0) < 0 && errno == EINTR) {
+  }
+}
+
+Result<Container> Engine::start(const std::string& key, int attach_fd, bool fresh, EarlyMonitor* early) {
+  if (early && early->pid_ <= 0) early = nullptr;
+  if (early) attach_fd = early->attached_ ? 4 : -1;
   // Fresh: `key` is the id this process just made, and its directory follows.
   std::string id = fresh ? key : TRY(find(key)).id;
   DirLock lock = TRY(DirLock::take(container_dir(id)));
   Container c = TRY(load(id));
   TRY(reconcile(c));
   if (c.state == "running" || c.state == "paused") return c;  // Docker: starting a running container is a no-op
+  // Started for another container (not ours to use): a monitor of our own.
+  if (early && early->id_ != c.id) {
+    early = nullptr;
+    if (attach_fd == 4) return fail("start " + c.id.substr(0, 12) + ": its monitor was started for another container");
+  }
   // A fresh container that someone started or removed meanwhile is not fresh.
   if (fresh && (c.state != "created" || c.started != 0)) fresh = false;
   if (!fresh) {
@@ -536,11 +609,8 @@ Result<Container> Engine::start(const std::string& key, int attach_fd, bool fres
   json body = json::parse(c.config, nullptr, false);
   json host = body.is_object() ? body.value("HostConfig", json::object()) : json::object();
 
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");
-  UniqueFd sync(sv[0]), theirs(sv[1]);
-  std::vector<std::string> args = {opt_.monitor_exe, "--id", c.id, "--runtime-root", runtime_root(), "--dir", c.dir,
-                                   "--log", log_path(c), "--sync-fd", "3"};
+  // The monitor's command line after its id and fds (--sync-fd, --attach-fd).
+  std::vector<std::string> args = {"--runtime-root", runtime_root(), "--dir", c.dir, "--log", log_path(c)};
   json logcfg = host.value("LogConfig", json::object()).value("Config", json::object());
   if (logcfg.contains("max-size") && logcfg["max-size"].is_string())
     args.insert(args.end(), {"--log-max-size", std::to_string(TRY(log_size(logcfg["max-size"].get<std::string>())))});
@@ -565,36 +635,37 @@ Result<Container> Engine::start(const std::string& key, int attach_fd, bool fres
                              ms("Timeout", 30000), "--health-start-period-ms", ms("StartPeriod", 0),
                              "--health-retries", std::to_string(retries > 0 ? retries : 3)});
   }
-  if (attach_fd >= 0) args.insert(args.end(), {"--attach-fd", "4"});
   args.insert(args.end(), {"--", opt_.berth_exe, "--root", opt_.root, "--runroot", opt_.runroot, "container",
                            "cleanup", c.id});
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
 
-  // posix_spawn (vfork-like, fast) into a session of its own, fds 3 and 4 only.
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDWR, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_RDWR, 0);
-  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_RDWR, 0);
-  posix_spawn_file_actions_adddup2(&fa, theirs.get(), 3);
-  if (attach_fd >= 0) posix_spawn_file_actions_adddup2(&fa, attach_fd, 4);
+  UniqueFd sync;
   pid_t mpid = 0;
-  int rc = ::posix_spawn(&mpid, opt_.monitor_exe.c_str(), &fa, &attr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) return sys_error(rc, "start monitor " + opt_.monitor_exe);
-  theirs.reset();
-  uint64_t mstart = runtime::process_start_time(mpid);
+  uint64_t mstart = 0;
+  if (early) {
+    // "args <bytes>\n", then each argument with its NUL.
+    std::string msg;
+    for (auto& a : args) msg.append(a).push_back('\0');
+    msg = "args " + std::to_string(msg.size()) + "\n" + msg;
+    for (size_t off = 0; off < msg.size();) {
+      ssize_t n = ::send(early->sync_.get(), msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return sys_error("start monitor: its socket");
+      off += static_cast<size_t>(n);
+    }
+    mpid = std::exchange(early->pid_, -1);
+    mstart = early->start_;
+    sync = std::move(early->sync_);
+  } else {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");
+    sync.reset(sv[0]);
+    UniqueFd theirs(sv[1]);
+    std::vector<std::string> head = {opt_.monitor_exe, "--id", c.id, "--sync-fd", "3"};
+    if (attach_fd >= 0) head.insert(head.end(), {"--attach-fd", "4"});
+    args.insert(args.begin(), head.begin(), head.end());
+    mpid = TRY(spawn_monitor(opt_.monitor_exe, std::move(args), theirs.get(), attach_fd));
+    mstart = runtime::process_start_time(mpid);
+  }
 
   std::string line;
   char buf[4096];

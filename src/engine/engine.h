@@ -65,6 +65,37 @@ struct Container {
   std::string dir;                      // containers/<id>
 };
 
+// A monitor started before its container is made (`run`): it execs and
+// loads on another CPU while the command opens the store and makes the
+// container, then waits on its sync socket for the rest of its command line,
+// which Engine::start sends. One never handed to start closes the socket as
+// it goes, and the monitor exits without a trace.
+// A new container ID (64 hex digits), for create().
+std::string new_container_id();
+
+class EarlyMonitor {
+ public:
+  // For the container `id` (new_container_id(), then create()'s: its
+  // command line shows it from the start, as every monitor's does).
+  // `attach_fd` (or -1) becomes the monitor's starting client, as start()'s.
+  // `dir` is where its directory will be (containers/<id>), also for ps.
+  static Result<EarlyMonitor> spawn(const std::string& monitor_exe, const std::string& id, const std::string& dir,
+                                    int attach_fd);
+  EarlyMonitor(EarlyMonitor&& o) noexcept;
+  EarlyMonitor& operator=(EarlyMonitor&&) = delete;
+  ~EarlyMonitor();
+  bool attached() const { return attached_; }
+
+ private:
+  EarlyMonitor() = default;
+  friend class Engine;
+  pid_t pid_ = -1;
+  uint64_t start_ = 0;  // its start time (process_alive)
+  std::string id_;
+  bool attached_ = false;
+  UniqueFd sync_;
+};
+
 class Engine {
  public:
   static Result<std::unique_ptr<Engine>> open(image::ImageStore& store, Options o);
@@ -72,13 +103,19 @@ class Engine {
 
   // Docker's create: `body` is the create request (Image, Cmd, Env, ...,
   // HostConfig). Returns the new container; nothing is left on failure.
-  Result<Container> create(std::string_view name, std::string_view body, std::vector<std::string>* warnings);
+  // `id`: one drawn with new_container_id() (an EarlyMonitor's), else a new one.
+  Result<Container> create(std::string_view name, std::string_view body, std::vector<std::string>* warnings,
+                           std::string id = {});
   // Starts a created or exited container under a new monitor. `attach_fd`, if
   // >= 0, is handed to the monitor as an attached client from the first byte.
   // `fresh`: the container was created by this process a moment ago (run):
   // its rootfs and volumes are mounted and no earlier run left anything, so
   // the image is not resolved again nor leftovers looked for.
-  Result<Container> start(const std::string& name_or_id, int attach_fd = -1, bool fresh = false);
+  // `early`: a monitor already started for it (its attach fd was given
+  // then, and `attach_fd` is not used); taken over, or left to its owner
+  // when the container needs none (already running).
+  Result<Container> start(const std::string& name_or_id, int attach_fd = -1, bool fresh = false,
+                          EarlyMonitor* early = nullptr);
   Result<> kill(const std::string& name_or_id, int sig);
   // SIGTERM (or the container's stop signal), then SIGKILL after `timeout_s`.
   Result<> stop(const std::string& name_or_id, int timeout_s);

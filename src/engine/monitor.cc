@@ -859,8 +859,60 @@ int exec_main(int argc, char** argv) {
   return 125;
 }
 
+namespace {
+
+// --args-on-sync (EarlyMonitor): the rest of the command line comes on the
+// sync socket as "args <bytes>\n" and that many bytes of NUL-ended
+// arguments. Appended to ours; false if the socket ended first (the command
+// that started us gave up: we exit without a word).
+bool read_args_on_sync(std::vector<std::string>& args) {
+  int fd = -1;
+  for (size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == "--sync-fd") fd = std::atoi(args[i + 1].c_str());
+  if (fd < 0) return false;
+  auto read_some = [fd](char* p, size_t n) {
+    for (;;) {
+      ssize_t r = ::read(fd, p, n);
+      if (r < 0 && errno == EINTR) continue;
+      return r;
+    }
+  };
+  std::string head;
+  char ch;
+  while (head.size() < 32 && read_some(&ch, 1) == 1 && ch != '\n') head += ch;
+  if (!head.starts_with("args ")) return false;
+  size_t want = std::strtoull(head.c_str() + 5, nullptr, 10);
+  if (want == 0 || want > (1 << 20)) return false;
+  std::string body(want, '\0');
+  for (size_t got = 0; got < want;) {
+    ssize_t r = read_some(body.data() + got, want - got);
+    if (r <= 0) return false;
+    got += static_cast<size_t>(r);
+  }
+  if (body.back() != '\0') return false;
+  for (size_t at = 0; at < body.size();) {
+    size_t end = body.find('\0', at);
+    args.emplace_back(body, at, end - at);
+    at = end + 1;
+  }
+  return true;
+}
+
+}  // namespace
+
 int monitor_main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "exec") return exec_main(argc, argv);
+  std::vector<std::string> early;
+  std::vector<char*> early_argv;
+  if (argc > 1 && std::string(argv[1]) == "--args-on-sync") {
+    early.emplace_back(argv[0]);
+    for (int i = 2; i < argc; ++i) early.emplace_back(argv[i]);
+    if (!read_args_on_sync(early)) return 0;
+    for (auto& s : early) early_argv.push_back(s.data());
+    early_argv.push_back(nullptr);
+    argc = static_cast<int>(early.size());
+    argv = early_argv.data();
+  }
   auto a = parse_args(argc, argv);
   if (!a) {
     std::fprintf(stderr, "berth-monitor: %s\n", a.error().str().c_str());

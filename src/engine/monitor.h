@@ -13,6 +13,12 @@
 // The sync fd (a stream socket) gets one line, "ok <pid>" or "error <text>",
 // once the container runs; the monitor runs the exit command only after the
 // other end has closed it (the engine has recorded the start by then).
+//
+//   berth-monitor --args-on-sync --sync-fd N [--attach-fd N]
+// is a monitor started before its container exists (EarlyMonitor in
+// engine.h): the rest of the command line above comes on the sync socket,
+// "args <bytes>\n" and that many bytes of NUL-ended arguments. If the socket
+// ends first, it exits 0 having done nothing.
 #pragma once
 
 namespace berth::engine {

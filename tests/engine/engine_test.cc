@@ -69,6 +69,18 @@ class EngineTest : public ::testing::Test {
   Out berth(const std::vector<std::string>& args, const std::string& input = "") {
     return test::run_berth(root_, runroot_, dir_ + "/cmd." + std::to_string(seq_++), args, input);
   }
+  // The command lines of this store's monitors (they name --dir ROOT/containers/ID).
+  std::vector<std::string> monitors() {
+    std::vector<std::string> out;
+    for (auto& e : fs::directory_iterator("/proc")) {
+      std::string cmd = read_file(e.path().string() + "/cmdline").value_or("");
+      for (auto& ch : cmd)
+        if (ch == '\0') ch = ' ';
+      if (cmd.find("berth-monitor") != std::string::npos && cmd.find(root_ + "/containers/") != std::string::npos)
+        out.push_back(cmd);
+    }
+    return out;
+  }
   std::string run_d(std::vector<std::string> args) {
     args.insert(args.begin(), {"run", "-d"});
     auto r = berth(args);
@@ -129,8 +141,10 @@ TEST_F(EngineTest, CommandsThatCannotRunGetDockersStatuses) {
   r = berth({"run", "--rm", "--cap-add", "NOPE", "busybox", "true"});
   EXPECT_EQ(r.code, 125);
   EXPECT_NE(r.err.find("CAP_NOPE"), std::string::npos) << r.err;
-  // Nothing was left by any of them.
+  // Nothing was left by any of them, not the monitor `run` starts before it
+  // looks at its arguments (EarlyMonitor).
   EXPECT_EQ(count_containers(), 0u);
+  EXPECT_EQ(monitors(), std::vector<std::string>{});
   run_d({"--name", "taken", "busybox", "sleep", "60"});
   r = berth({"run", "--name", "taken", "busybox", "true"});
   EXPECT_EQ(r.code, 125);
@@ -643,6 +657,15 @@ TEST_F(EngineTest, KilledCliLeavesATruthfulStoreThatRmCleans) {
   auto killed = berth({"run", "-d", "busybox", "sleep", "60"});
   ::unsetenv("BERTH_FAILPOINT");
   EXPECT_EQ(killed.code, 128 + SIGKILL);
+  // The monitor it had started waiting for its container goes with it.
+  auto known = berth({"ps", "-aq", "--no-trunc"}).out;
+  EXPECT_TRUE(eventually([&] {
+    for (auto& m : monitors()) {
+      auto at = m.find("--id ");
+      if (at == std::string::npos || known.find(m.substr(at + 5, 64)) == std::string::npos) return false;
+    }
+    return true;
+  })) << "a monitor of a container that does not exist is left";
   // Killed after its row, before its directory took its name: the next
   // command finishes the rename, and the container is whole.
   ::setenv("BERTH_FAILPOINT", "create-after-row", 1);

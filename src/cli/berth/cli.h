@@ -52,6 +52,8 @@ struct Context {
   // latest) is made from its template first, so berth works offline at once.
   Result<image::ImageRecord> image(std::string_view name);
   Result<engine::Engine*> engine();
+  // berth-monitor beside us (or in ../libexec/berth), without opening anything.
+  std::string monitor_exe() const;
   // A container's inspect document, if `name` is a container (set by the
   // container verbs; the top-level `inspect` asks it before the images).
   std::function<std::optional<std::string>(const std::string&)> inspect_container;

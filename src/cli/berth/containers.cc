@@ -397,7 +397,7 @@ json create_body(const RunFlags& f) {
   return b;
 }
 
-Container do_create(Context& ctx, const RunFlags& f) {
+Container do_create(Context& ctx, const RunFlags& f, std::string id = {}) {
   if (!f.publish.empty())
     die("-p/--publish: port publishing needs the bridge network, which berth does not have yet (use --network host)",
         125);
@@ -406,7 +406,7 @@ Container do_create(Context& ctx, const RunFlags& f) {
   auto img = ctx.image(f.command[0]);
   if (!img) throw Failure{img.error(), 125};
   std::vector<std::string> warnings;
-  auto c = eng(ctx).create(f.name, body.dump(), &warnings);
+  auto c = eng(ctx).create(f.name, body.dump(), &warnings, std::move(id));
   if (!c) throw Failure{c.error(), 125};
   for (auto& w : warnings) std::fprintf(stderr, "WARNING: %s\n", w.c_str());
   return *c;
@@ -600,15 +600,44 @@ bool restart_policy_none(const Container& c) {
   return body.value("HostConfig", json::object()).value("RestartPolicy", json::object()).value("Name", "no") == "no";
 }
 
+// The attach socket of a foreground start: ours, and the end the monitor gets.
+struct AttachPair {
+  UniqueFd ours, theirs;
+  AttachPair() {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) die("socketpair failed", 125);
+    ours.reset(sv[0]);
+    theirs.reset(sv[1]);
+  }
+};
+
+// `run`'s monitor, started before anything else (engine::EarlyMonitor): it
+// loads on the other CPU while we open the store and make the container. If
+// it cannot be started, start() spawns one as `start` does.
+struct EarlyStart {
+  std::string id = engine::new_container_id();  // the container's, for create()
+  std::optional<AttachPair> attach;
+  std::optional<engine::EarlyMonitor> monitor;
+  EarlyStart(Context& ctx, bool attached) {
+    if (attached) attach.emplace();
+    auto m = engine::EarlyMonitor::spawn(ctx.monitor_exe(), id, ctx.root + "/containers/" + id,
+                                         attach ? attach->theirs.get() : -1);
+    if (m) monitor.emplace(std::move(*m));
+    if (attach) attach->theirs.reset();  // the monitor's now, or made again by start()
+  }
+  engine::EarlyMonitor* get() { return monitor ? &*monitor : nullptr; }
+};
+
 // Starts `c` attached (foreground run, start -a): returns its exit code.
-// `fresh`: `c` was created by this command (run).
+// `fresh`: `c` was created by this command (run), whose EarlyStart `early` is.
 int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty, const std::string& keys,
-                   bool fresh = false) {
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) die("socketpair failed", 125);
-  UniqueFd ours(sv[0]), theirs(sv[1]);
-  auto started = eng(ctx).start(c.id, theirs.get(), fresh);
-  theirs.reset();
+                   bool fresh = false, EarlyStart* early = nullptr) {
+  engine::EarlyMonitor* m = early && early->attach ? early->get() : nullptr;
+  std::optional<AttachPair> made;
+  if (!m) made.emplace();
+  UniqueFd ours(m ? early->attach->ours.release() : made->ours.release());
+  auto started = eng(ctx).start(c.id, m ? -1 : made->theirs.get(), fresh, m);
+  made.reset();
   if (!started) throw Failure{started.error(), start_failure_status(started.error())};
   // With a restart policy the monitor's exit command restarts it, as
   // Docker's daemon would; we only report the exit.
@@ -1105,10 +1134,11 @@ void add_container_commands(CLI::App& app, Context& ctx) {
     c.add_option("--detach-keys", *keys, "Override the key sequence for detaching a container");
     c.callback([&ctx, f, &c, keys] {
       reject_unknown(c);
+      EarlyStart early(ctx, !f->detach);
       std::string detach = detach_keys(ctx, *keys);
-      Container ct = do_create(ctx, *f);
+      Container ct = do_create(ctx, *f, early.id);
       if (f->detach) {
-        auto s = eng(ctx).start(ct.id, -1, true);
+        auto s = eng(ctx).start(ct.id, -1, true, early.get());
         if (!s) {
           if (f->rm) (void)eng(ctx).remove(ct.id, true, false);
           throw Failure{s.error(), start_failure_status(s.error())};
@@ -1118,7 +1148,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
       }
       int code;
       try {
-        code = start_attached(ctx, ct, f->interactive, f->tty, detach, true);
+        code = start_attached(ctx, ct, f->interactive, f->tty, detach, true, &early);
       } catch (const Failure&) {
         // A container that could not start is still there, as with Docker; --rm removes it.
         if (f->rm) (void)eng(ctx).remove(ct.id, true, false);

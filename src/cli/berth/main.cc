@@ -55,6 +55,14 @@ static std::string self_dir() {
   return p.substr(0, p.rfind('/'));
 }
 
+std::string Context::monitor_exe() const {
+  std::string dir = self_dir();
+  std::string exe = dir + "/berth-monitor";
+  if (!path_exists(exe) && path_exists(dir + "/../libexec/berth/berth-monitor"))
+    exe = dir + "/../libexec/berth/berth-monitor";
+  return exe;
+}
+
 Result<engine::Engine*> Context::engine() {
   if (!engine_) {
     image::ImageStore* s = TRY(store());
@@ -63,9 +71,7 @@ Result<engine::Engine*> Context::engine() {
     o.runroot = runroot;
     std::string dir = self_dir();
     o.berth_exe = dir + "/berth";
-    o.monitor_exe = dir + "/berth-monitor";
-    if (!path_exists(o.monitor_exe) && path_exists(dir + "/../libexec/berth/berth-monitor"))
-      o.monitor_exe = dir + "/../libexec/berth/berth-monitor";
+    o.monitor_exe = monitor_exe();
     o.init_exe = dir + "/berth-init";
     if (!path_exists(o.init_exe) && path_exists(dir + "/../libexec/berth/berth-init"))
       o.init_exe = dir + "/../libexec/berth/berth-init";
