@@ -493,6 +493,16 @@ TEST_F(EngineTest, MonitorWaitsForAStalledClientWithoutSpinning) {
     _exit(127);
   }
   ::close(p[1]);
+  // However the test ends, the client does not outlive it (a failed
+  // assertion returns early).
+  struct Reap {
+    pid_t pid;
+    int fd;
+    ~Reap() {
+      if (::waitpid(pid, nullptr, WNOHANG) == 0) ::kill(pid, SIGKILL), ::waitpid(pid, nullptr, 0);
+      ::close(fd);
+    }
+  } reap{client, p[0]};
   pid_t monitor = 0;
   auto found = [&] {
     auto r = berth({"inspect", "--format", "{{.Id}}", "chatty"});
@@ -515,7 +525,6 @@ TEST_F(EngineTest, MonitorWaitsForAStalledClientWithoutSpinning) {
   };
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   if (relaunched()) {
-    ::kill(client, SIGKILL), ::waitpid(client, nullptr, 0), ::close(p[0]);
     GTEST_SKIP() << "the client attached after the monitor's hand-over (a slow machine): nothing to wait for";
   }
   long long before = cpu_ticks();
@@ -523,7 +532,6 @@ TEST_F(EngineTest, MonitorWaitsForAStalledClientWithoutSpinning) {
   long long used = cpu_ticks() - before;
   ::kill(client, SIGKILL);
   ::waitpid(client, nullptr, 0);
-  ::close(p[0]);
   // A spinning loop takes the whole second (100 ticks); waiting takes almost none.
   EXPECT_GE(before, 0);
   EXPECT_LT(used, 30) << "monitor CPU ticks in 1 s";
