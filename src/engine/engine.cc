@@ -370,13 +370,14 @@ Result<> Engine::save_state(const Container& c) {
 std::string new_container_id() { return random_hex(32); }
 
 Result<Container> Engine::create(std::string_view name_in, std::string_view body_text,
-                                 std::vector<std::string>* warnings, std::string id) {
+                                 std::vector<std::string>* warnings, std::string id,
+                                 const image::ImageRecord* resolved) {
   (void)warnings;
   json body = json::parse(body_text, nullptr, false);
   if (body.is_discarded() || !body.is_object()) return fail("create: the request is not a JSON object");
   std::string image_name = body.value("Image", "");
   if (image_name.empty()) return fail("create: no image given");
-  image::ImageRecord img = TRY(store_->resolve(image_name));
+  image::ImageRecord img = resolved ? *resolved : TRY(store_->resolve(image_name));
   std::string image_config = TRY(store_->read_config(img));
   std::vector<std::string> cmd = TRY(container_command(body_text, image_config));
   // Log options are checked now, not at the first start.

@@ -33,6 +33,7 @@
 namespace berth::image {
 class ImageStore;
 class Db;
+struct ImageRecord;
 }  // namespace berth::image
 
 namespace berth::engine {
@@ -104,8 +105,9 @@ class Engine {
   // Docker's create: `body` is the create request (Image, Cmd, Env, ...,
   // HostConfig). Returns the new container; nothing is left on failure.
   // `id`: one drawn with new_container_id() (an EarlyMonitor's), else a new one.
+  // `image`: the body's Image, if the caller has resolved it already.
   Result<Container> create(std::string_view name, std::string_view body, std::vector<std::string>* warnings,
-                           std::string id = {});
+                           std::string id = {}, const image::ImageRecord* image = nullptr);
   // Starts a created or exited container under a new monitor. `attach_fd`, if
   // >= 0, is handed to the monitor as an attached client from the first byte.
   // `fresh`: the container was created by this process a moment ago (run):

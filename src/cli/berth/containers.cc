@@ -406,7 +406,7 @@ Container do_create(Context& ctx, const RunFlags& f, std::string id = {}) {
   auto img = ctx.image(f.command[0]);
   if (!img) throw Failure{img.error(), 125};
   std::vector<std::string> warnings;
-  auto c = eng(ctx).create(f.name, body.dump(), &warnings, std::move(id));
+  auto c = eng(ctx).create(f.name, body.dump(), &warnings, std::move(id), &*img);
   if (!c) throw Failure{c.error(), 125};
   for (auto& w : warnings) std::fprintf(stderr, "WARNING: %s\n", w.c_str());
   return *c;
