@@ -3,7 +3,8 @@
 // Frames use Docker's stdcopy header: 1 byte of type, 3 zero bytes, a
 // big-endian 32-bit length, then the payload. Both directions:
 //   monitor -> client: kStdout, kStderr (a pty's output is kStdout), kExit
-//                      ("<exit code>", sent once the container was reaped)
+//                      ("<exit code> <unix ns>", sent once the container
+//                      was reaped, before the monitor writes the exit file)
 //   client -> monitor: kStdin, kCloseStdin (the client's stdin ended),
 //                      kResize ("<rows> <cols>"), kCleanupByClient (after
 //                      kExit: the client records the exit itself, so the

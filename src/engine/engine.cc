@@ -901,7 +901,7 @@ bool should_restart(const json& host, int code, int restart_count, bool stopped_
 
 std::string Engine::stopped_marker(const Container& c) const { return c.dir + "/stopped-by-user"; }
 
-Result<> Engine::cleanup(const std::string& id, bool* runtime_left) {
+Result<> Engine::cleanup(const std::string& id, bool* runtime_left, const Exit* exit) {
   int64_t delay_ms = 0;
   {
     auto first = load(id);
@@ -921,7 +921,8 @@ Result<> Engine::cleanup(const std::string& id, bool* runtime_left) {
     if (!leave) (void)runtime::remove(g, c.id, true);
     int code = 255;
     int64_t when = now_ns();
-    read_exit(c.dir, &code, &when);
+    if (exit) code = exit->code, when = exit->when;
+    else read_exit(c.dir, &code, &when);
     c.state = "exited";
     c.exit_code = code;
     c.finished = when;

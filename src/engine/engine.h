@@ -148,7 +148,13 @@ class Engine {
   // `runtime_left` (a foreground run's client, whose monitor is still there):
   // an --rm container's runtime state and cgroup are left for the monitor to
   // remove as it exits (kRemoveTrash), and *runtime_left says so.
-  Result<> cleanup(const std::string& id, bool* runtime_left = nullptr);
+  // `exit`: the exit code and time (unix ns) the monitor sent in its kExit
+  // frame, if the caller has them; else its exit file says.
+  struct Exit {
+    int code = 255;
+    int64_t when = 0;
+  };
+  Result<> cleanup(const std::string& id, bool* runtime_left = nullptr, const Exit* exit = nullptr);
 
   // `commit`: a new image whose top layer is the container's changes (its
   // overlay upper dir in OCI layer form) and whose config is the image's with

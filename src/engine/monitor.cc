@@ -537,9 +537,11 @@ void Monitor::finish() {
   struct timespec ts;
   ::clock_gettime(CLOCK_REALTIME, &ts);
   int64_t ns = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-  if (auto r = atomic_write_file(a_.dir + "/exit", std::to_string(code) + " " + std::to_string(ns) + "\n"); !r)
-    log::error("record exit: " + r.error().str());
-  broadcast(Frame::kExit, std::to_string(code));
+  // The frame first: a foreground run records the exit from it (the exit
+  // file, a new inode, was on the path of every `run --rm`).
+  std::string exit = std::to_string(code) + " " + std::to_string(ns);
+  broadcast(Frame::kExit, exit);
+  if (auto r = atomic_write_file(a_.dir + "/exit", exit + "\n"); !r) log::error("record exit: " + r.error().str());
   // Give clients a moment to take the last frames; a client that reads
   // nothing does not hold the exit up.
   for (int i = 0; i < 50; ++i) {

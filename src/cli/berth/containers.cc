@@ -484,9 +484,10 @@ std::string detach_keys(const Context& ctx, std::string spec) {
 // Copies the container's output to ours and our stdin to it until the
 // monitor closes the connection, or has sent the exit when we clean up;
 // returns the exit code it reported (-1: none, -2: detached with the detach
-// keys). Signals go to the container (Docker's sig-proxy).
+// keys), and in `exit_ns` when the container ended (0 if not said). Signals
+// go to the container (Docker's sig-proxy).
 int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bool tty, bool* cleanup_self,
-                const std::string& keys) {
+                const std::string& keys, int64_t* exit_ns = nullptr) {
   // Without a tty, signals go to the container (Docker's sig-proxy); with
   // one, keys reach it through the pty and a signal ends only us, as Docker's.
   sigset_t sigs, old;
@@ -567,7 +568,10 @@ int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bo
         if (type == Frame::kStdout) (void)write_fd(1, payload);
         else if (type == Frame::kStderr) (void)write_fd(2, payload);
         else if (type == Frame::kExit) {
-          code = std::atoi(payload.c_str());
+          // "<code> <unix ns>"
+          char* end = nullptr;
+          code = static_cast<int>(std::strtol(payload.c_str(), &end, 10));
+          if (exit_ns) *exit_ns = end && *end == ' ' ? std::strtoll(end + 1, nullptr, 10) : 0;
           // We record the exit (and remove a --rm container) ourselves: one
           // process fewer than the monitor's exit command.
           if (cleanup_self) *cleanup_self = send_all(sock, engine::frame(Frame::kCleanupByClient, ""));
@@ -642,13 +646,15 @@ int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty, co
   // With a restart policy the monitor's exit command restarts it, as
   // Docker's daemon would; we only report the exit.
   bool cleanup_self = false;
-  int code =
-      attach_loop(ctx, c.id, ours.get(), stdin_on, tty, restart_policy_none(c) ? &cleanup_self : nullptr, keys);
+  int64_t exit_ns = 0;
+  int code = attach_loop(ctx, c.id, ours.get(), stdin_on, tty, restart_policy_none(c) ? &cleanup_self : nullptr, keys,
+                         &exit_ns);
   if (code == -2) return 0;
   // The monitor has sent the exit, so the container is reaped: the cleanup is ours.
   if (cleanup_self) {
     bool runtime_left = false;
-    if (auto r = eng(ctx).cleanup(c.id, &runtime_left); !r)
+    engine::Engine::Exit exit{code, exit_ns};
+    if (auto r = eng(ctx).cleanup(c.id, &runtime_left, exit_ns > 0 ? &exit : nullptr); !r)
       std::fprintf(stderr, "berth: %s\n", r.error().str().c_str());
     // The removed files (and an --rm container's runtime state and cgroup) go
     // to the monitor, which is about to exit anyway: off our path, and no
