@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "cgroup/systemd.h"
+#include "engine/monitor.h"
 #include "engine/spec.h"
 #include "engine/volumes.h"
 #include "image/db.h"
@@ -421,6 +422,12 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
       body["Healthcheck"] = hc;
     }
   }
+  // The test's words become the monitor's arguments (C strings): a NUL in one
+  // (a hostile image's HEALTHCHECK) would cut it short or split it in two.
+  if (body.contains("Healthcheck") && body["Healthcheck"].is_object())
+    for (auto& t : body["Healthcheck"].value("Test", json::array()))
+      if (t.is_string() && t.get<std::string>().find('\0') != std::string::npos)
+        return fail("image " + image_name + ": its health check holds a NUL byte");
   c.config = body.dump();
 
   // Nothing is left when a step fails.
@@ -579,8 +586,8 @@ EarlyMonitor::~EarlyMonitor() {
 }
 
 Result<Container> Engine::start(const std::string& key, int attach_fd, bool fresh, EarlyMonitor* early) {
+  // With `early`, the caller's attach socket (if any) went to it: attach_fd is -1.
   if (early && early->pid_ <= 0) early = nullptr;
-  if (early) attach_fd = early->attached_ ? 4 : -1;
   // Fresh: `key` is the id this process just made, and its directory follows.
   std::string id = fresh ? key : TRY(find(key)).id;
   DirLock lock = TRY(DirLock::take(container_dir(id)));
@@ -589,8 +596,8 @@ Result<Container> Engine::start(const std::string& key, int attach_fd, bool fres
   if (c.state == "running" || c.state == "paused") return c;  // Docker: starting a running container is a no-op
   // Started for another container (not ours to use): a monitor of our own.
   if (early && early->id_ != c.id) {
+    if (early->attached_) return fail("start " + c.id.substr(0, 12) + ": its monitor was started for another container");
     early = nullptr;
-    if (attach_fd == 4) return fail("start " + c.id.substr(0, 12) + ": its monitor was started for another container");
   }
   // A fresh container that someone started or removed meanwhile is not fresh.
   if (fresh && (c.state != "created" || c.started != 0)) fresh = false;
@@ -599,7 +606,11 @@ Result<Container> Engine::start(const std::string& key, int attach_fd, bool fres
     TRY(store_->mount_rootfs(img, c.dir));
     // Volumes with a filesystem of their own (--opt) that a reboot unmounted.
     TRY(Volumes(*db_, opt_.root).mount_held(c.id));
-    // What the last run left: its runtime state, its exit record.
+    // What the last run left: its runtime state, its exit record. Its
+    // monitor writes the record after the exit frame a foreground run took
+    // the exit from: gone first, or its record would land in this run's
+    // directory (not when this is that monitor, become the exit command).
+    if (c.monitor_pid != ::getpid()) (void)wait_monitor(c, 2000);
     runtime::Globals g;
     g.root = runtime_root();
     (void)runtime::remove(g, c.id, true);
@@ -639,24 +650,50 @@ Result<Container> Engine::start(const std::string& key, int attach_fd, bool fres
   args.insert(args.end(), {"--", opt_.berth_exe, "--root", opt_.root, "--runroot", opt_.runroot, "container",
                            "cleanup", c.id});
 
+  // An argument is a C string on an exec's command line and NUL-ended on an
+  // early monitor's socket: one holding a NUL (a hostile image's health
+  // check) would be cut short, or read as more arguments.
+  for (auto& a : args)
+    if (a.find('\0') != std::string::npos)
+      return fail("start " + c.id.substr(0, 12) + ": a monitor argument holds a NUL byte (its health check?)");
   UniqueFd sync;
   pid_t mpid = 0;
   uint64_t mstart = 0;
   if (early) {
-    // "args <bytes>\n", then each argument with its NUL.
-    std::string msg;
-    for (auto& a : args) msg.append(a).push_back('\0');
-    msg = "args " + std::to_string(msg.size()) + "\n" + msg;
+    // The header (monitor.h), then each argument with its NUL.
+    std::string body;
+    for (auto& a : args) body.append(a).push_back('\0');
+    if (body.size() > kEarlyArgsMax) return fail("start " + c.id.substr(0, 12) + ": the monitor's command line is too long");
+    char head[17];
+    std::snprintf(head, sizeof head, "args %010zu\n", body.size());
+    std::string msg = head + body;
+    bool sent = true;
     for (size_t off = 0; off < msg.size();) {
       ssize_t n = ::send(early->sync_.get(), msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return sys_error("start monitor: its socket");
+      if (n <= 0) {
+        sent = false;
+        break;
+      }
       off += static_cast<size_t>(n);
     }
-    mpid = std::exchange(early->pid_, -1);
-    mstart = early->start_;
-    sync = std::move(early->sync_);
-  } else {
+    if (!sent) {
+      // It died (killed) before it was told what to run: reaped, and a
+      // monitor of our own instead, unless it held the attach socket.
+      early->sync_.reset();
+      int ws;
+      ::waitpid(std::exchange(early->pid_, -1), &ws, 0);
+      early->lost_ = true;
+      if (early->attached_)
+        return fail("start " + c.id.substr(0, 12) + ": its monitor exited before it was told what to run");
+      early = nullptr;
+    } else {
+      mpid = std::exchange(early->pid_, -1);
+      mstart = early->start_;
+      sync = std::move(early->sync_);
+    }
+  }
+  if (!early) {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");
     sync.reset(sv[0]);

@@ -86,6 +86,8 @@ class EarlyMonitor {
   EarlyMonitor& operator=(EarlyMonitor&&) = delete;
   ~EarlyMonitor();
   bool attached() const { return attached_; }
+  // start() found it dead (and reaped it) before it could take it over.
+  bool lost() const { return lost_; }
 
  private:
   EarlyMonitor() = default;
@@ -94,6 +96,7 @@ class EarlyMonitor {
   uint64_t start_ = 0;  // its start time (process_alive)
   std::string id_;
   bool attached_ = false;
+  bool lost_ = false;
   UniqueFd sync_;
 };
 

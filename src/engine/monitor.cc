@@ -864,34 +864,29 @@ int exec_main(int argc, char** argv) {
 namespace {
 
 // --args-on-sync (EarlyMonitor): the rest of the command line comes on the
-// sync socket as "args <bytes>\n" and that many bytes of NUL-ended
-// arguments. Appended to ours; false if the socket ended first (the command
-// that started us gave up: we exit without a word).
+// sync socket (monitor.h). Appended to ours; false if the socket ended first
+// (the command that started us gave up: we exit without a word).
 bool read_args_on_sync(std::vector<std::string>& args) {
   int fd = -1;
   for (size_t i = 0; i + 1 < args.size(); ++i)
     if (args[i] == "--sync-fd") fd = std::atoi(args[i + 1].c_str());
   if (fd < 0) return false;
-  auto read_some = [fd](char* p, size_t n) {
-    for (;;) {
-      ssize_t r = ::read(fd, p, n);
+  auto read_all = [fd](char* p, size_t n) {
+    for (size_t got = 0; got < n;) {
+      ssize_t r = ::read(fd, p + got, n - got);
       if (r < 0 && errno == EINTR) continue;
-      return r;
+      if (r <= 0) return false;
+      got += static_cast<size_t>(r);
     }
+    return true;
   };
-  std::string head;
-  char ch;
-  while (head.size() < 32 && read_some(&ch, 1) == 1 && ch != '\n') head += ch;
-  if (!head.starts_with("args ")) return false;
-  size_t want = std::strtoull(head.c_str() + 5, nullptr, 10);
-  if (want == 0 || want > (1 << 20)) return false;
+  char head[17] = {};
+  if (!read_all(head, 16) || std::memcmp(head, "args ", 5) != 0 || head[15] != '\n') return false;
+  char* end = nullptr;
+  size_t want = std::strtoull(head + 5, &end, 10);
+  if (end != head + 15 || want == 0 || want > kEarlyArgsMax) return false;
   std::string body(want, '\0');
-  for (size_t got = 0; got < want;) {
-    ssize_t r = read_some(body.data() + got, want - got);
-    if (r <= 0) return false;
-    got += static_cast<size_t>(r);
-  }
-  if (body.back() != '\0') return false;
+  if (!read_all(body.data(), want) || body.back() != '\0') return false;
   for (size_t at = 0; at < body.size();) {
     size_t end = body.find('\0', at);
     args.emplace_back(body, at, end - at);

@@ -14,14 +14,20 @@
 // once the container runs; the monitor runs the exit command only after the
 // other end has closed it (the engine has recorded the start by then).
 //
-//   berth-monitor --args-on-sync --sync-fd N [--attach-fd N]
+//   berth-monitor --args-on-sync --id ID --dir DIR --sync-fd N [--attach-fd N]
 // is a monitor started before its container exists (EarlyMonitor in
 // engine.h): the rest of the command line above comes on the sync socket,
-// "args <bytes>\n" and that many bytes of NUL-ended arguments. If the socket
-// ends first, it exits 0 having done nothing.
+// a 16-byte header "args %010zu\n" and that many bytes of NUL-ended
+// arguments (none may hold a NUL: start() refuses one). If the socket ends
+// first, it exits 0 having done nothing.
 #pragma once
 
+#include <cstddef>
+
 namespace berth::engine {
+
+// The most bytes of arguments an early monitor takes on its sync socket.
+constexpr size_t kEarlyArgsMax = 1 << 20;
 
 int monitor_main(int argc, char** argv);
 

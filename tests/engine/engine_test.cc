@@ -423,6 +423,40 @@ TEST_F(EngineTest, RestartPoliciesAsDocker) {
   EXPECT_NE(r.err.find("--restart and --rm"), std::string::npos) << r.err;
 }
 
+TEST_F(EngineTest, AHealthCheckWithANulByteIsRefused) {
+  // An image whose HEALTHCHECK words hold NUL bytes: the monitor's arguments
+  // are C strings (and NUL-ended on an early monitor's socket), so such a word
+  // could end its command line with `-- CMD` of the image's choosing, run on
+  // the host as its exit command. Refused at create, with nothing left.
+  std::string d = dir_ + "/hostile";
+  ASSERT_EQ(berth({"save", "-o", dir_ + "/bb.tar", "busybox"}).code, 0);
+  fs::create_directories(d);
+  ASSERT_EQ(std::system(("tar -xf " + dir_ + "/bb.tar -C " + d).c_str()), 0);
+  json manifest = json::parse(read_file(d + "/manifest.json").value_or("[]"));
+  ASSERT_TRUE(manifest.is_array() && !manifest.empty());
+  std::string cfg_path = d + "/" + manifest[0]["Config"].get<std::string>();
+  json cfg = json::parse(read_file(cfg_path).value_or("{}"));
+  std::string marker = dir_ + "/pwned";
+  const char word[] = "x\0--\0/bin/sh\0-c\0touch ";
+  cfg["config"]["Healthcheck"] = {{"Test", {"CMD", std::string(word, sizeof word - 1) + marker}}};
+  ASSERT_TRUE(write_file(cfg_path, cfg.dump()));
+  manifest[0]["RepoTags"] = {"nulhc:latest"};
+  ASSERT_TRUE(write_file(d + "/manifest.json", manifest.dump()));
+  fs::remove(d + "/repositories");
+  ASSERT_EQ(std::system(("tar -cf " + dir_ + "/hostile.tar -C " + d + " .").c_str()), 0);
+  auto r = berth({"load", "-i", dir_ + "/hostile.tar"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (auto* detach : {"-d", "--rm"}) {
+    r = berth({"run", detach, "nulhc", "true"});
+    EXPECT_EQ(r.code, 125) << detach;
+    EXPECT_NE(r.err.find("NUL"), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(count_containers(), 0u);
+  EXPECT_EQ(monitors(), std::vector<std::string>{});
+  EXPECT_FALSE(fs::exists(marker));
+  EXPECT_EQ(berth({"rmi", "nulhc"}).code, 0);
+}
+
 TEST_F(EngineTest, HealthChecksRunInTheContainer) {
   run_d({"--name", "h", "--health-cmd", "test -e /tmp/ready", "--health-interval", "100ms", "--health-retries", "2",
          "busybox", "sleep", "60"});

@@ -637,11 +637,22 @@ struct EarlyStart {
 int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty, const std::string& keys,
                    bool fresh = false, EarlyStart* early = nullptr) {
   engine::EarlyMonitor* m = early && early->attach ? early->get() : nullptr;
-  std::optional<AttachPair> made;
-  if (!m) made.emplace();
-  UniqueFd ours(m ? early->attach->ours.release() : made->ours.release());
-  auto started = eng(ctx).start(c.id, m ? -1 : made->theirs.get(), fresh, m);
-  made.reset();
+  UniqueFd ours;
+  auto started = [&] {
+    if (m) {
+      ours.reset(early->attach->ours.release());
+      auto r = eng(ctx).start(c.id, -1, fresh, m);
+      bool lost = m->lost();
+      // Not taken over (someone else started it meanwhile): it goes now, and
+      // with it the other end of our attach socket.
+      early->monitor.reset();
+      // Found dead before it was told what to run: a monitor of our own.
+      if (r || !lost) return r;
+    }
+    AttachPair made;
+    ours.reset(made.ours.release());
+    return eng(ctx).start(c.id, made.theirs.get(), fresh);
+  }();
   if (!started) throw Failure{started.error(), start_failure_status(started.error())};
   // With a restart policy the monitor's exit command restarts it, as
   // Docker's daemon would; we only report the exit.
@@ -653,8 +664,15 @@ int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty, co
   // The monitor has sent the exit, so the container is reaped: the cleanup is ours.
   if (cleanup_self) {
     bool runtime_left = false;
+    // The exit as the frame said it (a monitor of an older berth sends no
+    // time: now); its exit file comes after the frame.
+    if (exit_ns <= 0) {
+      struct timespec ts;
+      ::clock_gettime(CLOCK_REALTIME, &ts);
+      exit_ns = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+    }
     engine::Engine::Exit exit{code, exit_ns};
-    if (auto r = eng(ctx).cleanup(c.id, &runtime_left, exit_ns > 0 ? &exit : nullptr); !r)
+    if (auto r = eng(ctx).cleanup(c.id, &runtime_left, &exit); !r)
       std::fprintf(stderr, "berth: %s\n", r.error().str().c_str());
     // The removed files (and an --rm container's runtime state and cgroup) go
     // to the monitor, which is about to exit anyway: off our path, and no
