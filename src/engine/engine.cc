@@ -589,7 +589,16 @@ Result<Container> Engine::start(const std::string& key, int attach_fd, bool fres
   // With `early`, the caller's attach socket (if any) went to it: attach_fd is -1.
   if (early && early->pid_ <= 0) early = nullptr;
   // Fresh: `key` is the id this process just made, and its directory follows.
-  std::string id = fresh ? key : TRY(find(key)).id;
+  std::string id = key;
+  if (!fresh) {
+    Container last = TRY(find(key));
+    id = last.id;
+    // The last run's monitor writes its exit record after the exit frame a
+    // foreground run took the exit from: gone first (unlocked, a moment at
+    // most), or the record would land in this run's directory. Not when this
+    // is that monitor, become the exit command, nor one that restarts it.
+    if (last.state == "exited" && last.monitor_pid != ::getpid()) (void)wait_monitor(last, 2000);
+  }
   DirLock lock = TRY(DirLock::take(container_dir(id)));
   Container c = TRY(load(id));
   TRY(reconcile(c));
@@ -606,11 +615,7 @@ Result<Container> Engine::start(const std::string& key, int attach_fd, bool fres
     TRY(store_->mount_rootfs(img, c.dir));
     // Volumes with a filesystem of their own (--opt) that a reboot unmounted.
     TRY(Volumes(*db_, opt_.root).mount_held(c.id));
-    // What the last run left: its runtime state, its exit record. Its
-    // monitor writes the record after the exit frame a foreground run took
-    // the exit from: gone first, or its record would land in this run's
-    // directory (not when this is that monitor, become the exit command).
-    if (c.monitor_pid != ::getpid()) (void)wait_monitor(c, 2000);
+    // What the last run left: its runtime state, its exit record.
     runtime::Globals g;
     g.root = runtime_root();
     (void)runtime::remove(g, c.id, true);
