@@ -188,9 +188,14 @@ Result<int64_t> log_size(const std::string& v) {
 
 // Tests kill a command at a chosen point (BERTH_FAILPOINT=name): the crash
 // that repair() must clean up after, made certain rather than hoped for.
+// BERTH_FAILPOINT=NAME kills the command there; NAME:stop stops it (SIGSTOP)
+// for a test to act meanwhile.
 void failpoint(const char* name) {
   const char* want = std::getenv("BERTH_FAILPOINT");
-  if (want && std::strcmp(want, name) == 0) ::raise(SIGKILL);
+  if (!want) return;
+  std::string_view w = want;
+  if (w == name) ::raise(SIGKILL);
+  if (w.starts_with(name) && w.substr(std::strlen(name)) == ":stop") ::raise(SIGSTOP);
 }
 
 }  // namespace
@@ -588,6 +593,7 @@ EarlyMonitor::~EarlyMonitor() {
 Result<Container> Engine::start(const std::string& key, int attach_fd, bool fresh, EarlyMonitor* early) {
   // With `early`, the caller's attach socket (if any) went to it: attach_fd is -1.
   if (early && early->pid_ <= 0) early = nullptr;
+  if (fresh) failpoint("start-fresh");
   // Fresh: `key` is the id this process just made, and its directory follows.
   std::string id = key;
   if (!fresh) {

@@ -423,6 +423,49 @@ TEST_F(EngineTest, RestartPoliciesAsDocker) {
   EXPECT_NE(r.err.find("--restart and --rm"), std::string::npos) << r.err;
 }
 
+TEST_F(EngineTest, RunWhoseContainerAnotherCommandStartedDoesNotHang) {
+  // `run` stopped between its create and its start; `start` starts the
+  // container meanwhile. The run's own monitor (started early, holding its
+  // attach socket) is not taken over: it must go, so that the run sees its
+  // attach socket end and waits for the container as Docker's client would.
+  int out = ::open((dir_ + "/raced.out").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(out, 0);
+  ::setenv("BERTH_FAILPOINT", "start-fresh:stop", 1);
+  pid_t run = ::fork();
+  if (run == 0) {
+    int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, 0), ::dup2(out, 1), ::dup2(out, 2);
+    std::vector<std::string> argv = {BERTH_CLI, "--root",  root_, "--runroot", runroot_, "run", "--name",
+                                     "raced",   "busybox", "sh",  "-c",        "sleep 1; exit 3"};
+    std::vector<char*> a;
+    for (auto& x : argv) a.push_back(x.data());
+    a.push_back(nullptr);
+    ::execv(a[0], a.data());
+    _exit(127);
+  }
+  ::unsetenv("BERTH_FAILPOINT");
+  ::close(out);
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      if (::waitpid(pid, nullptr, WNOHANG) == 0) ::kill(pid, SIGKILL), ::kill(pid, SIGCONT), ::waitpid(pid, nullptr, 0);
+    }
+  } reap{run};
+  int st = 0;
+  ASSERT_EQ(::waitpid(run, &st, WUNTRACED), run);
+  ASSERT_TRUE(WIFSTOPPED(st)) << "run did not stop at its failpoint";
+  auto started = berth({"start", "raced"});
+  EXPECT_EQ(started.code, 0) << started.err;
+  ::kill(run, SIGCONT);
+  bool ended = eventually([&] {
+    pid_t r = ::waitpid(run, &st, WNOHANG);
+    return r == run && (WIFEXITED(st) || WIFSIGNALED(st));
+  }, 20);
+  ASSERT_TRUE(ended) << "run hung after another command started its container";
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 3) << read_file(dir_ + "/raced.out").value_or("");
+  EXPECT_EQ(berth({"rm", "-f", "raced"}).code, 0);
+}
+
 TEST_F(EngineTest, AHealthCheckWithANulByteIsRefused) {
   // An image whose HEALTHCHECK words hold NUL bytes: the monitor's arguments
   // are C strings (and NUL-ended on an early monitor's socket), so such a word
