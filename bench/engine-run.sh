@@ -41,7 +41,8 @@ run=$(mktemp -d /run/berth-engine-bench.XXXXXX)
 # removed at the end when this run made them.
 podman_cgroups=$(ls -d /sys/fs/cgroup/*/libpod_parent 2>/dev/null || true)
 B=("$berth" --root "$base/berth" --runroot "$run/berth")
-P=(podman --root "$base/podman" --runroot "$run/podman" --cgroup-manager cgroupfs --events-backend file)
+# --tmpdir: libpod keeps its alive lock, events and exit files there (/run/libpod by default).
+P=(podman --root "$base/podman" --runroot "$run/podman" --tmpdir "$run/podman-tmp" --cgroup-manager cgroupfs --events-backend file)
 # podman gives a container RLIMIT_NOFILE and RLIMIT_NPROC of 1048576 by default,
 # which this VM forbids (no CAP_SYS_RESOURCE: a hard limit cannot be raised),
 # and --ulimit host still failed at NPROC: limits below the host's are set instead.
