@@ -437,8 +437,10 @@ TEST_F(CliTest, InteroperatesWithPodman) {
   auto reg = LocalRegistry::start({});
   ASSERT_TRUE(reg) << reg.error().str();
   std::string d = (*reg)->domain();
+  // --tmpdir: libpod's alive lock, events and exit files stay in the test's
+  // directory (podman's default is /run/libpod, left on the host).
   std::string pm = "env -u DOCKER_CONFIG podman --root " + dir_.path() + "/pm/root --runroot " + dir_.path() +
-                   "/pm/run --storage-driver vfs ";
+                   "/pm/run --tmpdir " + dir_.path() + "/pm/tmp --storage-driver vfs ";
   std::string log = dir_.path() + "/podman.log";
   auto podman = [&](const std::string& args) {
     int rc = std::system((pm + args + " >" + log + " 2>&1").c_str());
