@@ -581,14 +581,17 @@ EarlyMonitor::EarlyMonitor(EarlyMonitor&& o) noexcept
       attached_(o.attached_),
       sync_(std::move(o.sync_)) {}
 
-EarlyMonitor::~EarlyMonitor() {
+void EarlyMonitor::reap() {
   if (pid_ <= 0) return;
-  // Never told what to run: the end of its socket ends it at once.
   sync_.reset();
   int ws;
   while (::waitpid(pid_, &ws, 0) < 0 && errno == EINTR) {
   }
+  pid_ = -1;
 }
+
+// Never told what to run: the end of its socket ends it at once.
+EarlyMonitor::~EarlyMonitor() { reap(); }
 
 Result<Container> Engine::start(const std::string& key, int attach_fd, bool fresh, EarlyMonitor* early) {
   // With `early`, the caller's attach socket (if any) went to it: attach_fd is -1.
@@ -691,9 +694,7 @@ Result<Container> Engine::start(const std::string& key, int attach_fd, bool fres
     if (!sent) {
       // It died (killed) before it was told what to run: reaped, and a
       // monitor of our own instead, unless it held the attach socket.
-      early->sync_.reset();
-      int ws;
-      ::waitpid(std::exchange(early->pid_, -1), &ws, 0);
+      early->reap();
       early->lost_ = true;
       if (early->attached_)
         return fail("start " + c.id.substr(0, 12) + ": its monitor exited before it was told what to run");

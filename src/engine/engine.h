@@ -66,14 +66,14 @@ struct Container {
   std::string dir;                      // containers/<id>
 };
 
+// A new container ID (64 hex digits), for create().
+std::string new_container_id();
+
 // A monitor started before its container is made (`run`): it execs and
 // loads on another CPU while the command opens the store and makes the
 // container, then waits on its sync socket for the rest of its command line,
 // which Engine::start sends. One never handed to start closes the socket as
 // it goes, and the monitor exits without a trace.
-// A new container ID (64 hex digits), for create().
-std::string new_container_id();
-
 class EarlyMonitor {
  public:
   // For the container `id` (new_container_id(), then create()'s: its
@@ -85,13 +85,13 @@ class EarlyMonitor {
   EarlyMonitor(EarlyMonitor&& o) noexcept;
   EarlyMonitor& operator=(EarlyMonitor&&) = delete;
   ~EarlyMonitor();
-  bool attached() const { return attached_; }
   // start() found it dead (and reaped it) before it could take it over.
   bool lost() const { return lost_; }
 
  private:
   EarlyMonitor() = default;
   friend class Engine;
+  void reap();  // closes its socket (it exits, if it waits there) and waits for it
   pid_t pid_ = -1;
   uint64_t start_ = 0;  // its start time (process_alive)
   std::string id_;
