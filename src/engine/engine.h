@@ -80,8 +80,11 @@ class EarlyMonitor {
   // command line shows it from the start, as every monitor's does).
   // `attach_fd` (or -1) becomes the monitor's starting client, as start()'s.
   // `dir` is where its directory will be (containers/<id>), also for ps.
+  // `netns`: the container will have a new network namespace (its
+  // --network is neither host nor container:NAME): the monitor makes it
+  // while it waits (runtime::CreateOptions::netns_fd).
   static Result<EarlyMonitor> spawn(const std::string& monitor_exe, const std::string& id, const std::string& dir,
-                                    int attach_fd);
+                                    int attach_fd, bool netns);
   EarlyMonitor(EarlyMonitor&& o) noexcept;
   EarlyMonitor& operator=(EarlyMonitor&&) = delete;
   ~EarlyMonitor();

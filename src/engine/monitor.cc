@@ -25,6 +25,7 @@
 #include "engine/attach.h"
 #include "engine/logfile.h"
 #include "runtime/container.h"
+#include "runtime/namespaces.h"
 #include "runtime/sealed.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -51,6 +52,7 @@ struct Args {
   int64_t health_interval_ms = 30000, health_timeout_ms = 30000, health_start_ms = 0;
   int health_retries = 3;
   int out_fd = -1, err_fd = -1, in_fd = -1, master_fd = -1, listen_fd = -1;
+  int netns_fd = -1;  // made while waiting for the command line (--netns-early)
   // --loop: what the first image knew of the health checks and its timers
   // (CLOCK_MONOTONIC, which an exec keeps).
   std::string health_status;
@@ -106,6 +108,7 @@ Result<Args> parse_args(int argc, char** argv) {
     else if (f == "--in-fd") a.in_fd = static_cast<int>(TRY(number("--in-fd")));
     else if (f == "--master-fd") a.master_fd = static_cast<int>(TRY(number("--master-fd")));
     else if (f == "--listen-fd") a.listen_fd = static_cast<int>(TRY(number("--listen-fd")));
+    else if (f == "--netns-fd") a.netns_fd = static_cast<int>(TRY(number("--netns-fd")));
     else return fail("unknown flag " + f);
   }
   if (a.id.empty() || a.runtime_root.empty() || a.dir.empty() || a.sync_fd < 0)
@@ -312,7 +315,9 @@ Result<> Monitor::start_container() {
   o.id = a_.id;
   o.bundle = a_.dir;
   o.config_in_bundle = true;  // the container's directory holds it
+  o.netns_fd = a_.netns_fd;
   auto launched = runtime::launch(g, o);
+  if (a_.netns_fd >= 0) ::close(std::exchange(a_.netns_fd, -1));
   for (int fd = 0; fd <= 2; ++fd) ::dup2(null.get(), fd);
   if (!launched) return std::unexpected(std::move(launched).error());
   pid_ = launched->pid;
@@ -901,10 +906,25 @@ int monitor_main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "exec") return exec_main(argc, argv);
   std::vector<std::string> early;
   std::vector<char*> early_argv;
+  UniqueFd netns;
   if (argc > 1 && std::string(argv[1]) == "--args-on-sync") {
     early.emplace_back(argv[0]);
-    for (int i = 2; i < argc; ++i) early.emplace_back(argv[i]);
+    bool make_netns = false;
+    for (int i = 2; i < argc; ++i) {
+      if (std::string_view(argv[i]) == "--netns-early") make_netns = true;
+      else early.emplace_back(argv[i]);
+    }
+    // The container's network namespace, made while the CLI creates the
+    // container (on the other CPU, the slowest namespace to make): unused,
+    // as when the container turns out to need none, it goes with us.
+    if (make_netns) {
+      if (auto n = runtime::make_netns(); n) netns = std::move(*n);
+      else log::debug(n.error().str());
+    }
     if (!read_args_on_sync(early)) return 0;
+    // Before the exit command's "--", where flags are read; closed once the
+    // container has started (start_container).
+    if (netns) early.insert(early.begin() + 1, {"--netns-fd", std::to_string(netns.release())});
     for (auto& s : early) early_argv.push_back(s.data());
     early_argv.push_back(nullptr);
     argc = static_cast<int>(early.size());

@@ -118,7 +118,9 @@ struct NsPlan {
   bool new_time = false;
 };
 
-Result<NsPlan> plan_namespaces(const oci::Spec& spec, const cgroup::Layout* layout) {
+// `netns_fd` (or -1): a network namespace made beforehand for this container
+// (CreateOptions::netns_fd), joined in place of a new one.
+Result<NsPlan> plan_namespaces(const oci::Spec& spec, const cgroup::Layout* layout, int netns_fd) {
   NsPlan p;
   const oci::Namespace* user = spec.ns("user");
   bool joined_user = user && !user->path.empty();
@@ -138,7 +140,13 @@ Result<NsPlan> plan_namespaces(const oci::Spec& spec, const cgroup::Layout* layo
         joins.emplace_back(flag, std::move(fd));
       continue;
     }
-    if (flag == CLONE_NEWTIME) {
+    if (flag == CLONE_NEWNET && netns_fd >= 0 && !user) {
+      // Made by our caller in the user namespace a new one would have had
+      // (ours): the same empty namespace, its making off the start's path.
+      UniqueFd fd(::fcntl(netns_fd, F_DUPFD_CLOEXEC, 3));
+      if (!fd) return sys_error("network namespace made beforehand");
+      joins.emplace_back(flag, std::move(fd));
+    } else if (flag == CLONE_NEWTIME) {
       p.new_time = true;
     } else if (flag == CLONE_NEWCGROUP) {
       // Unshared by the child once it is in its cgroup, so the namespace is
@@ -338,7 +346,7 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   };
   TRY(make_cgroup());
 
-  NsPlan ns = TRY(plan_namespaces(spec, cg ? &layout : nullptr));
+  NsPlan ns = TRY(plan_namespaces(spec, cg ? &layout : nullptr, o.netns_fd));
   std::string cgroup_path = cg ? cg->path() : "";
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");

@@ -5,6 +5,9 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "util/fs.h"
 #include "util/syscalls.h"
 
@@ -59,6 +62,22 @@ Result<> write_id_maps(pid_t pid, const std::vector<oci::IdMapping>& uids,
   TRY_CTX(write_file(base + "/uid_map", map_text(uids)), "linux.uidMappings");
   TRY_CTX(write_file(base + "/gid_map", map_text(gids)), "linux.gidMappings");
   return {};
+}
+
+Result<UniqueFd> make_netns() {
+  UniqueFd ours(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!ours) return sys_error("open /proc/self/ns/net");
+  if (::unshare(CLONE_NEWNET) < 0) return sys_error("unshare network namespace");
+  UniqueFd made(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+  int err = errno;
+  // Back to ours whatever happened: staying in the new one would cut this
+  // process off from the host's network.
+  if (::setns(ours.get(), CLONE_NEWNET) < 0) {
+    std::perror("berth: return to the host's network namespace");
+    std::abort();
+  }
+  if (!made) return sys_error(err, "open the new network namespace");
+  return made;
 }
 
 Result<> write_time_offsets(const std::map<std::string, oci::TimeOffset>& offs) {

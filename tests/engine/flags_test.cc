@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -115,6 +116,37 @@ TEST_F(FlagsTest, NamespacesHostAndShared) {
   r = berth({"run", "--rm", "-p", "8080:80", "busybox", "true"});
   EXPECT_EQ(r.code, 125);
   EXPECT_NE(r.err.find("bridge network"), std::string::npos) << r.err;
+}
+
+// The network namespace of a container started by `run` is made by its
+// monitor while the CLI creates the container (runtime's netns_fd): each
+// container still has one of its own, and the monitor stays in the host's.
+TEST_F(FlagsTest, EachContainerHasItsOwnNetworkNamespace) {
+  std::string host_net = fs::read_symlink("/proc/self/ns/net").string();
+  std::vector<std::string> nets;
+  for (const char* name : {"neta", "netb"}) {
+    auto r = berth({"run", "-d", "--name", name, "busybox", "sleep", "60"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::string pid = berth({"inspect", "-f", "{{.State.Pid}}", name}).out;
+    pid.pop_back();
+    nets.push_back(fs::read_symlink("/proc/" + pid + "/ns/net").string());
+    EXPECT_NE(nets.back(), host_net);
+    // Its parent is its monitor, back in the host's namespace.
+    std::ifstream status("/proc/" + pid + "/status");
+    std::string line, ppid;
+    while (std::getline(status, line))
+      if (line.starts_with("PPid:")) ppid = line.substr(line.find_first_not_of(" \t", 5));
+    ASSERT_FALSE(ppid.empty());
+    std::ifstream comm("/proc/" + ppid + "/comm");
+    std::string c;
+    std::getline(comm, c);
+    EXPECT_EQ(c, "berth-monitor");
+    EXPECT_EQ(fs::read_symlink("/proc/" + ppid + "/ns/net").string(), host_net);
+  }
+  EXPECT_NE(nets[0], nets[1]);
+  // What the container sees under /sys is its own namespace's: lo alone.
+  auto r = berth({"exec", "neta", "ls", "/sys/class/net"});
+  EXPECT_EQ(r.out, "lo\n") << r.err;
 }
 
 TEST_F(FlagsTest, LabelsAnnotationsAndFilters) {

@@ -43,6 +43,10 @@ struct Context {
   // (each empty subcommand still cost some 20 us): true when a known verb
   // names the command, false for help, a bare `container` and typos.
   bool one_verb = false;
+  // The status a verb passes on without an error of its own (a foreground
+  // container's exit code), set by its callback: returned, not thrown (a
+  // throw unwinds through a large binary's tables on every `run`).
+  int exit_status = 0;
   std::string runroot; // --runroot, $BERTH_RUNROOT, /run/berth: state that a reboot clears
   // --storage-opt (repeatable) and $BERTH_STORAGE_OPT: "layer-format=erofs|dir".
   std::vector<std::string> storage_opts;

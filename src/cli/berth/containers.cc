@@ -622,10 +622,11 @@ struct EarlyStart {
   std::string id = engine::new_container_id();  // the container's, for create()
   std::optional<AttachPair> attach;
   std::optional<engine::EarlyMonitor> monitor;
-  EarlyStart(Context& ctx, bool attached) {
+  EarlyStart(Context& ctx, bool attached, const std::string& network) {
     if (attached) attach.emplace();
+    bool netns = network != "host" && !network.starts_with("container:");
     auto m = engine::EarlyMonitor::spawn(ctx.monitor_exe(), id, ctx.root + "/containers/" + id,
-                                         attach ? attach->theirs.get() : -1);
+                                         attach ? attach->theirs.get() : -1, netns);
     if (m) monitor.emplace(std::move(*m));
     if (attach) attach->theirs.reset();  // the monitor's now, or made again by start()
   }
@@ -1158,7 +1159,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
     c.add_option("--detach-keys", *keys, "Override the key sequence for detaching a container");
     c.callback([&ctx, f, &c, keys] {
       reject_unknown(c);
-      EarlyStart early(ctx, !f->detach);
+      EarlyStart early(ctx, !f->detach, f->network);
       std::string detach = detach_keys(ctx, *keys);
       Container ct = do_create(ctx, *f, early.id);
       if (f->detach) {
@@ -1178,8 +1179,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
         if (f->rm) (void)eng(ctx).remove(ct.id, true, false);
         throw;
       }
-      std::fflush(stdout);
-      throw Failure{Error{0, ""}, code};
+      ctx.exit_status = code;
     });
   });
   both("start", {"start"}, "Start one or more stopped containers", [&ctx](CLI::App& c) {
@@ -1199,8 +1199,8 @@ void add_container_commands(CLI::App& app, Context& ctx) {
         json body = json::parse(ct.config, nullptr, false);
         bool tty = body.is_object() && body.value("Tty", false);
         int code = start_attached(ctx, ct, *interactive, tty, detach);
-        std::fflush(stdout);
-        throw Failure{Error{0, ""}, code};
+        ctx.exit_status = code;
+        return;
       }
       each(*names, [&ctx](const std::string& n) -> Result<> {
         auto r = eng(ctx).start(n);
@@ -1351,8 +1351,8 @@ void add_container_commands(CLI::App& app, Context& ctx) {
         int code = attach_loop(ctx, ct.id, s.get(), in, tty, nullptr, detach);
         if (code == -2) return;  // detached
         if (code == -1) code = check(eng(ctx).wait(ct.id));
-        std::fflush(stdout);
-        throw Failure{Error{0, ""}, code};
+        ctx.exit_status = code;
+        return;
       });
     });
   }

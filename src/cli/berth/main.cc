@@ -185,7 +185,8 @@ int run(int argc, char** argv) {
     if (f.error.err || !f.error.msg.empty()) std::fprintf(stderr, "berth: %s\n", f.error.str().c_str());
     return f.status;
   }
-  return 0;
+  std::fflush(stdout);
+  return ctx.exit_status;
 }
 
 }  // namespace
