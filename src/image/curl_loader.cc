@@ -9,6 +9,12 @@
 #include <mutex>
 #include <string>
 
+// Defined (true) only in the static `berth` (cli/berth/lite_stubs.cc), which
+// must not dlopen a library that brings a libc of its own.
+extern "C" {
+__attribute__((weak)) extern const bool berth_without_libcurl;
+}
+
 namespace berth::image {
 
 namespace {
@@ -51,6 +57,10 @@ Api& api() {
   static Api a;
   static std::once_flag once;
   std::call_once(once, [] {
+    if (&berth_without_libcurl && berth_without_libcurl) {
+      a.error = "internal error: libcurl is loaded by berth-full only; this command should have run there";
+      return;
+    }
     a.handle = ::dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
     if (!a.handle) {
       const char* e = ::dlerror();

@@ -40,10 +40,12 @@ inline bool make_test_dirs(const std::string& name, std::string& dir, std::strin
 // `berth --root ROOT --runroot RUNROOT ARGS...`: its exit status (128 + the
 // signal that killed it), stdout and stderr (caught in SCRATCH.out and
 // SCRATCH.err, removed after). Stdin is the file `input`, or /dev/null.
-inline Out run_berth(const std::string& root, const std::string& runroot, const std::string& scratch,
-                     const std::vector<std::string>& args, const std::string& input = "") {
+// `exe` in place of the berth under test: run_berth_exe.
+inline Out run_berth_exe(const std::string& exe, const std::string& root, const std::string& runroot,
+                         const std::string& scratch, const std::vector<std::string>& args,
+                         const std::string& input = "") {
   std::string out = scratch + ".out", err = scratch + ".err";
-  std::vector<std::string> argv = {BERTH_CLI, "--root", root, "--runroot", runroot};
+  std::vector<std::string> argv = {exe, "--root", root, "--runroot", runroot};
   argv.insert(argv.end(), args.begin(), args.end());
   std::vector<char*> a;
   for (auto& s : argv) a.push_back(s.data());
@@ -65,6 +67,10 @@ inline Out run_berth(const std::string& root, const std::string& runroot, const 
   r.err = read_file(err).value_or("");
   ::unlink(out.c_str()), ::unlink(err.c_str());
   return r;
+}
+inline Out run_berth(const std::string& root, const std::string& runroot, const std::string& scratch,
+                     const std::vector<std::string>& args, const std::string& input = "") {
+  return run_berth_exe(BERTH_CLI, root, runroot, scratch, args, input);
 }
 
 // Unmounts (detached) every mount point under `dir`; returns how many there were.

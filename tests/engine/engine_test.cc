@@ -2,6 +2,7 @@
 // the runtime core, against the busybox template image. Each test has its own
 // --root and --runroot and removes every container it made; TearDown checks
 // that no mount, cgroup, monitor or file of its containers is left.
+#include <elf.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -116,6 +117,50 @@ TEST_F(EngineTest, RunPrintsOutputAndPassesTheExitCode) {
   EXPECT_EQ(count_containers(), 0u);
   r = berth({"run", "--rm", "busybox", "false"});
   EXPECT_EQ(r.code, 1);
+}
+
+// berth is a static binary that runs the container verbs itself and hands
+// the verbs that need libcurl, ISA-L's gzip or libarchive's disk side to
+// berth-full beside it (src/CMakeLists.txt). A copy of berth without
+// berth-full shows where that line runs.
+TEST_F(EngineTest, TheStaticBerthHandsArchiveAndRegistryWorkToBerthFull) {
+  std::string bin = fs::path(BERTH_CLI).parent_path().string();
+  if (!fs::exists(bin + "/berth-full")) GTEST_SKIP() << "berth is built whole (no static archives here)";
+  // Static: no program interpreter in its headers.
+  auto elf = read_file(BERTH_CLI).value_or("");
+  ASSERT_GT(elf.size(), sizeof(Elf64_Ehdr));
+  auto* eh = reinterpret_cast<const Elf64_Ehdr*>(elf.data());
+  bool interp = false;
+  for (int i = 0; i < eh->e_phnum; ++i)
+    interp |= reinterpret_cast<const Elf64_Phdr*>(elf.data() + eh->e_phoff + i * eh->e_phentsize)->p_type == PT_INTERP;
+  EXPECT_FALSE(interp) << BERTH_CLI << " is dynamically linked";
+  EXPECT_EQ(eh->e_type, ET_DYN) << "not a PIE";
+
+  // The image the containers below need, made (berth-full's work) first.
+  ASSERT_EQ(berth({"image", "create", "busybox"}).code, 0);
+  std::string alone = dir_ + "/alone";
+  fs::create_directories(alone);
+  for (auto* f : {"berth", "berth-monitor", "berth-init"}) fs::copy_file(bin + "/" + f, alone + "/" + f);
+  auto lone = [&](const std::vector<std::string>& args) {
+    return test::run_berth_exe(alone + "/berth", root_, runroot_, dir_ + "/alone.cmd", args);
+  };
+  auto r = lone({"run", "--rm", "busybox", "echo", "static"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "static\n");
+  EXPECT_EQ(lone({"images", "-q"}).code, 0);
+  for (std::vector<std::string> args : {std::vector<std::string>{"save", "busybox"}, {"pull", "localhost:1/x"},
+                                        {"image", "load", "-i", "/dev/null"}, {"container", "export", "x"},
+                                        {"login", "localhost:1"}}) {
+    r = lone(args);
+    EXPECT_EQ(r.code, 125) << args[0];
+    EXPECT_NE(r.err.find(alone + "/../libexec/berth/berth-full"), std::string::npos) << r.err;
+  }
+  // A run whose image must first be made from its template runs in berth-full
+  // from the start, and nothing of the attempt is left (TearDown checks).
+  r = lone({"run", "--rm", "debian", "true"});
+  EXPECT_EQ(r.code, 125);
+  EXPECT_NE(r.err.find("berth-full"), std::string::npos) << r.err;
+  EXPECT_TRUE(monitors().empty());
 }
 
 TEST_F(EngineTest, CommandsThatCannotRunGetDockersStatuses) {

@@ -71,11 +71,17 @@ if [[ -n $itests ]]; then
 fi
 if [[ -n $imgtests && -n $cli ]]; then
   cp "$imgtests" "$root/bin/berth-image-tests"
-  # berth (BERTH_TEST_CLI tells the tests), with both binaries' libraries.
+  # berth (BERTH_TEST_CLI tells the tests) and berth-full, which it execs for
+  # the image verbs (a static berth has no libraries; the others' are copied).
   cp "$cli" "$root/bin/berth"
+  full=
+  if [[ -x $(dirname "$cli")/berth-full ]]; then
+    full=$(dirname "$cli")/berth-full
+    cp "$full" "$root/bin/berth-full"
+  fi
   # The monitor (static), for the engine's check under systemd.
   [[ -x $(dirname "$cli")/berth-monitor ]] && cp "$(dirname "$cli")/berth-monitor" "$root/bin/berth-monitor"
-  for lib in $(ldd "$imgtests" "$cli" | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
+  for lib in $(ldd "$imgtests" "$cli" $full 2>/dev/null | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
   done

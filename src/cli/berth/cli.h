@@ -75,6 +75,13 @@ struct Failure {
   int status = 1;
 };
 
+// Thrown by the static `berth` (BERTH_LITE) when a command turns out to need
+// what only berth-full has (an image to make from its template): run() returns
+// kRunInFull once everything the command made is undone, and main execs
+// berth-full with the same command line.
+struct RunInFull {};
+constexpr int kRunInFull = 1 << 16;
+
 // Throws Failure on error; the verbs are callbacks that cannot return one.
 template <class T>
 T check(Result<T> r) {

@@ -4,8 +4,10 @@
 #include <sys/mman.h>
 #include <malloc.h>
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 
 #include <climits>
@@ -31,8 +33,13 @@ Result<image::ImageRecord> Context::image(std::string_view name) {
   if (rec) return rec;
   auto ref = image::Reference::parse(name);
   if (ref && ref->domain == "docker.io" && ref->tag == "latest" && !ref->digest &&
-      ref->path.starts_with("library/") && image::is_template(ref->path.substr(8)))
+      ref->path.starts_with("library/") && image::is_template(ref->path.substr(8))) {
+#ifdef BERTH_LITE
+    // Making it writes layers: berth-full's work, and it runs the whole command.
+    throw RunInFull{};
+#endif
     return image::create_from_template(*s, ref->path.substr(8), *ref);
+  }
   return rec;
 }
 
@@ -112,6 +119,61 @@ int groups_for(std::string_view verb) {
   return kAll;
 }
 
+// The verb and sub-verb: the first two words that are not global options
+// (nor their values); `debug`: -D/--debug came before the verb.
+struct CommandLine {
+  std::string verb, subverb;
+  bool debug = false;
+};
+CommandLine command_line(int argc, char** argv) {
+  CommandLine cl;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--root" || a == "--runroot" || a == "--config" || a == "--storage-opt" || a == "--cgroup-manager") {
+      ++i;
+      continue;
+    }
+    if ((a == "-D" || a == "--debug") && cl.verb.empty()) cl.debug = true;
+    if (a.starts_with("-")) continue;
+    if (cl.verb.empty()) cl.verb = a;
+    else {
+      cl.subverb = a;
+      break;
+    }
+  }
+  return cl;
+}
+
+#ifdef BERTH_LITE
+// The static `berth` (src/CMakeLists.txt) runs a command itself unless it
+// needs what only berth-full links: libcurl (the registry), ISA-L's gzip and
+// libarchive's disk side with its ACLs (archives in and out, layers written).
+bool full_only(const CommandLine& cl) {
+  static const std::string_view full[] = {"pull", "push", "login", "logout", "save", "load", "import",
+                                          "export", "cp", "diff", "commit"};
+  auto in = [](std::string_view w) {
+    for (auto f : full)
+      if (w == f) return true;
+    return false;
+  };
+  if (in(cl.verb)) return true;
+  // `image create` makes layers; the rest of `image` only reads and removes.
+  if (cl.verb == "image") return in(cl.subverb) || cl.subverb == "create";
+  if (cl.verb == "container") return in(cl.subverb);
+  return false;
+}
+
+[[noreturn]] void exec_full(char** argv) {
+  std::string dir = self_dir();
+  std::string exe = dir + "/berth-full";
+  if (!path_exists(exe)) exe = dir + "/../libexec/berth/berth-full";
+  std::fflush(nullptr);
+  ::execv(exe.c_str(), argv);
+  std::fprintf(stderr, "berth: exec %s: %s\n", exe.c_str(), std::strerror(errno));
+  std::exit(125);
+}
+#endif
+
 int run(int argc, char** argv) {
   // Never destroyed: freeing a hundred options' worth of CLI11 as the process
   // ends is time (0.1-0.2 ms of `run --rm` here) spent on nothing.
@@ -121,20 +183,10 @@ int run(int argc, char** argv) {
   app.set_version_flag("-v,--version", std::string("berth version ") + BERTH_VERSION + ", commit " + BERTH_COMMIT);
   Context ctx;
   ctx.args.assign(argv + 1, argv + argc);
-  for (int i = 1; i < argc; ++i) {
-    std::string_view a = argv[i];
-    if (a == "--root" || a == "--runroot" || a == "--config" || a == "--storage-opt" || a == "--cgroup-manager") {
-      ++i;
-      continue;
-    }
-    if ((a == "-D" || a == "--debug") && ctx.verb.empty()) log::init("", log::Format::text, true);
-    if (a.starts_with("-")) continue;
-    if (ctx.verb.empty()) ctx.verb = a;
-    else {
-      ctx.subverb = a;
-      break;
-    }
-  }
+  CommandLine cl = command_line(argc, argv);
+  if (cl.debug) log::init("", log::Format::text, true);
+  ctx.verb = cl.verb;
+  ctx.subverb = cl.subverb;
   const char* env_root = std::getenv("BERTH_ROOT");
   ctx.root = env_root && *env_root ? env_root : "/var/lib/berth";
   app.add_option("--root", ctx.root, "Where berth keeps images and containers")->capture_default_str();
@@ -180,6 +232,8 @@ int run(int argc, char** argv) {
   } catch (const TemplateError& e) {
     std::fprintf(stderr, "berth: template: %s\n", e.what());
     return 1;
+  } catch (const RunInFull&) {
+    return kRunInFull;
   } catch (const Failure& f) {
     // An empty error is a status to pass on (the container's exit code).
     if (f.error.err || !f.error.msg.empty()) std::fprintf(stderr, "berth: %s\n", f.error.str().c_str());
@@ -214,8 +268,16 @@ void prefault_heap() {
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifdef BERTH_LITE
+  if (berth::cli::full_only(berth::cli::command_line(argc, argv))) berth::cli::exec_full(argv);
+#endif
   prefault_heap();
   int status = berth::cli::run(argc, argv);
+#ifdef BERTH_LITE
+  // Everything this process made is undone (the early monitor, the store
+  // closed): berth-full runs the command from the start.
+  if (status == berth::cli::kRunInFull) berth::cli::exec_full(argv);
+#endif
   // Removed containers' files, off the caller's path.
   berth::empty_trash_detached();
   return status;
