@@ -51,8 +51,10 @@ class Manager {
  public:
   virtual ~Manager() = default;
   // Creates the cgroup (all missing levels) and applies `res`. On error nothing the
-  // call created is left behind.
-  virtual Result<> create(const oci::Resources* res) = 0;
+  // call created is left behind. `adopt`: the cgroup was made, empty, for this
+  // container a moment ago by create(nullptr) in another process (berth's early
+  // monitor): it is limited as a new one and goes on error as if made here.
+  virtual Result<> create(const oci::Resources* res, bool adopt = false) = 0;
   // Applies `res` to the existing cgroup, live. Fields `res` leaves out stay as
   // they are. On error (one line naming the field and the value) every control
   // file the call wrote holds its old value again.

@@ -220,7 +220,8 @@ class SystemdManager final : public Manager {
       : layout_(layout), unit_(std::move(unit)), path_(std::move(path)), fs_(std::move(fs)) {}
 
   // (Where systemd does not run, the caller said so already: runtime's systemd_cgroup.)
-  Result<> create(const oci::Resources* res) override {
+  // (Nothing is made ahead of a systemd unit: `adopt` never applies.)
+  Result<> create(const oci::Resources* res, bool) override {
     Systemd sd = TRY(Systemd::connect());
     bool scope = !ends_with(unit_.name, ".slice");
     dbus::Properties props = {{"Description", std::string("berth container ") + unit_.name}};

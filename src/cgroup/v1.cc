@@ -56,11 +56,14 @@ class V1Manager final : public Manager {
     if (!v1_hugetlb && !l.unified_root.empty()) unified_ = l.unified_root + path_;
   }
 
-  Result<> create(const oci::Resources* res) override {
+  Result<> create(const oci::Resources* res, bool adopt) override {
     std::vector<std::string> made;
     auto r = [&]() -> Result<> {
-      for (auto& h : hier_)
-        if (!optional(h) || (res && needs(h, *res))) TRY(make_levels(h, made));
+      for (auto& h : hier_) {
+        if (optional(h) && !(res && needs(h, *res))) continue;
+        if (adopt && path_exists(h.mountpoint + path_)) made.push_back(h.mountpoint + path_);
+        else TRY(make_levels(h, made));
+      }
       if (res && !res->hugepage_limits.empty()) TRY(make_unified(made));
       // A cgroup this call made goes away on error: nothing to put back.
       if (res) TRY(apply_limits(*res, made.empty()));

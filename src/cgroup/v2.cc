@@ -51,9 +51,10 @@ class V2Manager final : public Manager {
  public:
   V2Manager(std::string root, std::string path) : root_(std::move(root)), path_(std::move(path)) {}
 
-  Result<> create(const oci::Resources* res) override {
+  Result<> create(const oci::Resources* res, bool adopt) override {
     auto levels = missing_levels(root_, path_);
     std::vector<std::string> made;
+    if (adopt && levels.empty()) made.push_back(root_ + path_);
     auto r = [&]() -> Result<> {
       for (auto& dir : levels) {
         std::string parent = dir.substr(0, dir.find_last_of('/'));

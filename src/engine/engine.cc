@@ -558,7 +558,8 @@ static Result<pid_t> spawn_monitor(const std::string& exe, std::vector<std::stri
 }
 
 Result<EarlyMonitor> EarlyMonitor::spawn(const std::string& monitor_exe, const std::string& id,
-                                         const std::string& dir, int attach_fd, bool netns) {
+                                         const std::string& dir, int attach_fd, bool netns,
+                                         const std::string& cgroup) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");
   EarlyMonitor m;
@@ -568,6 +569,7 @@ Result<EarlyMonitor> EarlyMonitor::spawn(const std::string& monitor_exe, const s
   std::vector<std::string> args = {monitor_exe, "--args-on-sync", "--id", id, "--dir", dir, "--sync-fd", "3"};
   if (attach_fd >= 0) args.insert(args.end(), {"--attach-fd", "4"});
   if (netns) args.push_back("--netns-early");
+  if (!cgroup.empty()) args.insert(args.end(), {"--cgroup-early", cgroup});
   m.id_ = id;
   m.pid_ = TRY(spawn_monitor(monitor_exe, std::move(args), theirs.get(), attach_fd));
   m.start_ = runtime::process_start_time(m.pid_);

@@ -82,9 +82,11 @@ class EarlyMonitor {
   // `dir` is where its directory will be (containers/<id>), also for ps.
   // `netns`: the container will have a new network namespace (its
   // --network is neither host nor container:NAME): the monitor makes it
-  // while it waits (runtime::CreateOptions::netns_fd).
+  // while it waits (runtime::CreateOptions::netns_fd). `cgroup`: its cgroup
+  // under the cgroupfs driver (spec.h's container_cgroup_path), made the same way
+  // (CreateOptions::cgroup_made); empty for none.
   static Result<EarlyMonitor> spawn(const std::string& monitor_exe, const std::string& id, const std::string& dir,
-                                    int attach_fd, bool netns);
+                                    int attach_fd, bool netns, const std::string& cgroup);
   EarlyMonitor(EarlyMonitor&& o) noexcept;
   EarlyMonitor& operator=(EarlyMonitor&&) = delete;
   ~EarlyMonitor();

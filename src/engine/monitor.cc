@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "cgroup/cgroup.h"
 #include "engine/attach.h"
 #include "engine/logfile.h"
 #include "runtime/container.h"
@@ -53,6 +54,10 @@ struct Args {
   int health_retries = 3;
   int out_fd = -1, err_fd = -1, in_fd = -1, master_fd = -1, listen_fd = -1;
   int netns_fd = -1;  // made while waiting for the command line (--netns-early)
+  // The container's cgroup, made empty while waiting (--cgroup-early PATH):
+  // its path and directories (one per v1 hierarchy, or the v2 one).
+  std::string cgroup_made;
+  std::vector<std::string> cgroup_dirs;
   // --loop: what the first image knew of the health checks and its timers
   // (CLOCK_MONOTONIC, which an exec keeps).
   std::string health_status;
@@ -118,6 +123,13 @@ Result<Args> parse_args(int argc, char** argv) {
 }
 
 void set_nonblock(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+// Removes the cgroup directories made early (--cgroup-early) that no process
+// uses: rmdir fails on one that holds any (another command's start of the
+// container found them there and went on), so nothing is killed or taken.
+void remove_empty_dirs(const std::vector<std::string>& dirs) {
+  for (auto& d : dirs) ::rmdir(d.c_str());
+}
 
 // Output waiting for a client, or input waiting for the container, beyond
 // which the monitor stops reading the side that produces it (backpressure
@@ -316,8 +328,12 @@ Result<> Monitor::start_container() {
   o.bundle = a_.dir;
   o.config_in_bundle = true;  // the container's directory holds it
   o.netns_fd = a_.netns_fd;
+  o.cgroup_made = a_.cgroup_made;
   auto launched = runtime::launch(g, o);
   if (a_.netns_fd >= 0) ::close(std::exchange(a_.netns_fd, -1));
+  // Not taken over (a failed start, another path in the config): gone, as
+  // far as it is still empty.
+  if (!launched || !launched->cgroup_adopted) remove_empty_dirs(a_.cgroup_dirs);
   for (int fd = 0; fd <= 2; ++fd) ::dup2(null.get(), fd);
   if (!launched) return std::unexpected(std::move(launched).error());
   pid_ = launched->pid;
@@ -900,6 +916,22 @@ bool read_args_on_sync(std::vector<std::string>& args) {
   return true;
 }
 
+// --cgroup-early PATH: the container's cgroup (cgroupfs driver), made empty
+// while the CLI creates the container, so the start only limits it
+// (runtime::CreateOptions::cgroup_made). Its directories, or none if it
+// could not be made (the start then makes it as usual).
+std::vector<std::string> make_cgroup_early(const std::string& path) {
+  auto layout = cgroup::detect_layout();
+  if (!layout) return {};
+  auto m = cgroup::open(*layout, path);
+  if (!m || !(*m)->create(nullptr)) return {};
+  std::vector<std::string> dirs;
+  if (layout->mode == cgroup::Mode::unified) dirs.push_back(layout->unified_root + path);
+  for (auto& h : layout->v1)
+    if (path_exists(h.mountpoint + path)) dirs.push_back(h.mountpoint + path);
+  return dirs;
+}
+
 }  // namespace
 
 int monitor_main(int argc, char** argv) {
@@ -907,11 +939,14 @@ int monitor_main(int argc, char** argv) {
   std::vector<std::string> early;
   std::vector<char*> early_argv;
   UniqueFd netns;
+  std::vector<std::string> cgroup_dirs;
+  std::string cgroup_path;
   if (argc > 1 && std::string(argv[1]) == "--args-on-sync") {
     early.emplace_back(argv[0]);
     bool make_netns = false;
     for (int i = 2; i < argc; ++i) {
       if (std::string_view(argv[i]) == "--netns-early") make_netns = true;
+      else if (std::string_view(argv[i]) == "--cgroup-early" && i + 1 < argc) cgroup_path = argv[++i];
       else early.emplace_back(argv[i]);
     }
     // The container's network namespace, made while the CLI creates the
@@ -921,7 +956,11 @@ int monitor_main(int argc, char** argv) {
       if (auto n = runtime::make_netns(); n) netns = std::move(*n);
       else log::debug(n.error().str());
     }
-    if (!read_args_on_sync(early)) return 0;
+    if (!cgroup_path.empty()) cgroup_dirs = make_cgroup_early(cgroup_path);
+    if (!read_args_on_sync(early)) {
+      remove_empty_dirs(cgroup_dirs);
+      return 0;
+    }
     // Before the exit command's "--", where flags are read; closed once the
     // container has started (start_container).
     if (netns) early.insert(early.begin() + 1, {"--netns-fd", std::to_string(netns.release())});
@@ -933,7 +972,12 @@ int monitor_main(int argc, char** argv) {
   auto a = parse_args(argc, argv);
   if (!a) {
     std::fprintf(stderr, "berth-monitor: %s\n", a.error().str().c_str());
+    remove_empty_dirs(cgroup_dirs);
     return 2;
+  }
+  if (!cgroup_dirs.empty()) {
+    a->cgroup_made = cgroup_path;
+    a->cgroup_dirs = std::move(cgroup_dirs);
   }
   bool loop = a->loop;
   Monitor m(std::move(*a));

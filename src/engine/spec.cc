@@ -135,6 +135,10 @@ Result<std::vector<std::string>> container_command(std::string_view body_text, s
   return command_of(body, img.contains("config") && img["config"].is_object() ? img["config"] : json::object());
 }
 
+std::string container_cgroup_path(const std::string& id, bool systemd) {
+  return systemd ? "system.slice:berth:" + id : "/berth-" + id;
+}
+
 Result<std::string> make_spec(const SpecInput& in) {
   json body = parse(in.body, "body");
   json host = body.contains("HostConfig") && body["HostConfig"].is_object() ? body["HostConfig"] : json::object();
@@ -392,7 +396,7 @@ Result<std::string> make_spec(const SpecInput& in) {
   res["devices"] = devrules;
   linux["resources"] = res;
   // The systemd form tells the runtime (launch) which driver the container has.
-  linux["cgroupsPath"] = in.systemd_cgroup ? "system.slice:berth:" + in.id : "/berth-" + in.id;
+  linux["cgroupsPath"] = container_cgroup_path(in.id, in.systemd_cgroup);
 
   json sysctl = json::object();
   // A named copy: iterating over a temporary's items() would dangle.

@@ -31,6 +31,9 @@ struct SpecInput {
 // Every capability the running kernel knows ("CAP_CHOWN", ...).
 std::vector<std::string> all_capabilities();
 
+// The linux.cgroupsPath of container `id` under the cgroupfs or the systemd driver.
+std::string container_cgroup_path(const std::string& id, bool systemd);
+
 // The config.json text; errors name the flag at fault.
 Result<std::string> make_spec(const SpecInput& in);
 

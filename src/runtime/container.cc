@@ -109,6 +109,7 @@ struct Created {
   State st;
   UniqueFd pidfd;
   oci::Spec spec;
+  bool cgroup_adopted = false;  // CreateOptions::cgroup_made was taken over
 };
 
 struct NsPlan {
@@ -335,8 +336,9 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   // container runs anything of its own.
   oci::Resources late_devices;
   if (v2) late_devices.devices = std::move(res.devices), res.devices.clear();
+  bool adopt = !g.systemd_cgroup && !o.cgroup_made.empty() && clean_path("/" + o.cgroup_made) == clean_path("/" + cg_path);
   auto make_cgroup = [&]() -> Result<> {
-    if (auto r = cg->create(&res); !r) {
+    if (auto r = cg->create(&res, adopt); !r) {
       if (!g.rootless) return std::unexpected(std::move(r).error().context("cgroup " + cg_path));
       log::debug("rootless: no cgroup: " + r.error().str());
       cg.reset();
@@ -541,7 +543,7 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   if (!inline_start && !init_alive(st)) return fail("container process exited during create");
   TRY(write_pid_file(pid_file, st.pid));
   TRY(send_pidfd(pidfd_socket, real_pidfd ? real_pidfd.get() : pfd.get()));
-  Created c{std::move(st), real_pidfd ? std::move(real_pidfd) : std::move(pfd), std::move(spec)};
+  Created c{std::move(st), real_pidfd ? std::move(real_pidfd) : std::move(pfd), std::move(spec), adopt && cg};
   return c;
 }
 
@@ -709,6 +711,7 @@ Result<Launched> launch(const Globals& global, const CreateOptions& o) {
   }
   l.pid = c.st.pid;
   l.pidfd = std::move(c.pidfd);
+  l.cgroup_adopted = c.cgroup_adopted;
   return l;
 }
 

@@ -38,6 +38,11 @@ struct CreateOptions {
   // making (the slowest of the namespaces, ~0.5 ms) is then off the start's
   // path. berth's early monitor makes it while the CLI creates the container.
   int netns_fd = -1;
+  // The config's linux.cgroupsPath, made empty for this container by the
+  // caller a moment ago (cgroup::Manager::create(nullptr), cgroupfs driver):
+  // taken over as if made here (limited as new, removed on error). berth's
+  // early monitor makes it while the CLI creates the container.
+  std::string cgroup_made;
 };
 
 Result<> create(const Globals& g, const CreateOptions& o);
@@ -55,6 +60,7 @@ struct Launched {
   pid_t pid = 0;
   UniqueFd pidfd;
   UniqueFd console;  // the pty master (process.terminal), else empty
+  bool cgroup_adopted = false;  // CreateOptions::cgroup_made was taken over
 };
 Result<Launched> launch(const Globals& g, const CreateOptions& o);
 

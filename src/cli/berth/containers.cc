@@ -625,8 +625,10 @@ struct EarlyStart {
   EarlyStart(Context& ctx, bool attached, const std::string& network) {
     if (attached) attach.emplace();
     bool netns = network != "host" && !network.starts_with("container:");
+    // Its cgroup too, under the cgroupfs driver (a systemd unit is made in one call).
+    std::string cgroup = ctx.cgroup_manager == "cgroupfs" ? engine::container_cgroup_path(id, false) : "";
     auto m = engine::EarlyMonitor::spawn(ctx.monitor_exe(), id, ctx.root + "/containers/" + id,
-                                         attach ? attach->theirs.get() : -1, netns);
+                                         attach ? attach->theirs.get() : -1, netns, cgroup);
     if (m) monitor.emplace(std::move(*m));
     if (attach) attach->theirs.reset();  // the monitor's now, or made again by start()
   }
