@@ -456,12 +456,19 @@ Result<UniqueFd> oldest(const std::string& path) {
 
 Result<LogWriter> LogWriter::open(const std::string& path, uint64_t max_size, int max_files) {
   LogWriter w;
-  w.fd_ = UniqueFd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
-  if (!w.fd_) return sys_error("open " + path);
-  struct stat st;
-  if (::fstat(w.fd_.get(), &st) < 0) return sys_error("stat " + path);
   w.path_ = path;
-  w.size_ = static_cast<uint64_t>(st.st_size);
+  // Made with the first entry: a container that prints nothing (`run --rm
+  // IMAGE true`) has no file to make and remove (readers take a missing
+  // file for an empty one).
+  w.fd_ = UniqueFd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+  if (!w.fd_) {
+    if (errno != ENOENT) return sys_error("open " + path);
+    w.size_ = 0;
+  } else {
+    struct stat st;
+    if (::fstat(w.fd_.get(), &st) < 0) return sys_error("stat " + path);
+    w.size_ = static_cast<uint64_t>(st.st_size);
+  }
   w.max_size_ = max_size;
   w.max_files_ = std::max(max_files, 1);
   return w;
@@ -533,6 +540,10 @@ Result<> LogWriter::put(std::string_view stream, std::string_view text, bool new
   // A file is never left empty by rotation: an entry larger than max_size
   // goes to a file of its own.
   if (max_size_ > 0 && size_ > 0 && size_ + out_.size() > max_size_) TRY(rotate());
+  if (!fd_) {
+    fd_ = UniqueFd(::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+    if (!fd_) return sys_error("open " + path_);
+  }
   std::string_view rest = out_;
   while (!rest.empty()) {
     ssize_t n = ::write(fd_.get(), rest.data(), rest.size());

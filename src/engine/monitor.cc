@@ -158,7 +158,8 @@ class Monitor {
 
  private:
   Result<> start_container();
-  void remove_client_trash();
+  // Whether the client handed over the trash (so it removed the container).
+  bool remove_client_trash();
   Result<> listen_attach();
   void setup_process();
   [[noreturn]] void serve();
@@ -562,7 +563,6 @@ void Monitor::finish() {
   // file, a new inode, was on the path of every `run --rm`).
   std::string exit = std::to_string(code) + " " + std::to_string(ns);
   broadcast(Frame::kExit, exit);
-  if (auto r = atomic_write_file(a_.dir + "/exit", exit + "\n"); !r) log::error("record exit: " + r.error().str());
   // Give clients a moment to take the last frames; a client that reads
   // nothing does not hold the exit up.
   for (int i = 0; i < 50; ++i) {
@@ -597,7 +597,13 @@ void Monitor::finish() {
   ::close(a_.sync_fd);
   listener_.reset();
   ::unlink("attach.sock");
-  if (client_cleans) remove_client_trash();
+  // The exit record, unless the client recorded it (from the frame) and
+  // removed the container, as it says when it hands over the trash: one file
+  // fewer to make and remove on every foreground `run --rm`. A client that
+  // went away before saying so may not have recorded it.
+  bool removed = client_cleans && remove_client_trash();
+  if (!removed)
+    if (auto r = atomic_write_file(a_.dir + "/exit", exit + "\n"); !r) log::error("record exit: " + r.error().str());
   if (a_.exit_command.empty() || client_cleans) ::_exit(0);
   // Attached clients stay connected through the exit command: a foreground
   // `run --rm` returns once their socket closes, when the removal is done.
@@ -620,7 +626,7 @@ void Monitor::finish() {
 // The client that cleans up sends the container's removed files (kRemoveTrash)
 // or closes the connection: the removal is ours, off its path, for each path
 // that is this container's trash beside its directory.
-void Monitor::remove_client_trash() {
+bool Monitor::remove_client_trash() {
   std::string parent = a_.dir.substr(0, a_.dir.find_last_of('/'));
   std::string prefix = ".trash-" + a_.id + ".";
   for (auto& c : clients_) {
@@ -636,16 +642,16 @@ void Monitor::remove_client_trash() {
         if (type == Frame::kRemoveTrash) c.trash = payload.empty() ? "\n" : payload;
         continue;
       }
-      if (c.in.bad()) return;
+      if (c.in.bad()) return false;
       ssize_t n = ::read(c.fd.get(), buf, sizeof buf);
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return;
+      if (n <= 0) return false;
       c.in.feed(buf, static_cast<size_t>(n));
     }
     // In a child: `wait`, `stop` and `rm -f` wait for this monitor to end,
     // not for a big upper dir to be removed.
     pid_t child = ::fork();
-    if (child != 0) return;  // (or it failed: the next command's repair removes the trash)
+    if (child != 0) return true;  // (or it failed: the next command's repair removes the trash)
     (void)::setpriority(PRIO_PROCESS, 0, 10);
     for (auto& p : split(c.trash, '\n')) {
       // An --rm container's runtime state and cgroup: its row is gone.
@@ -663,6 +669,7 @@ void Monitor::remove_client_trash() {
     }
     ::_exit(0);
   }
+  return false;
 }
 
 // Creating the container touched most of this binary and left its heap

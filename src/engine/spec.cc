@@ -419,7 +419,8 @@ Result<std::string> make_spec(const SpecInput& in) {
   for (auto& [k, v] : annotations.items())
     if (v.is_string()) ann[k] = v;
   if (!ann.empty()) spec["annotations"] = ann;
-  return spec.dump(2);
+  // Compact: written by every create and read by every start (4 KB less than indented).
+  return spec.dump();
 }
 
 }  // namespace berth::engine

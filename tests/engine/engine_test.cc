@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -96,6 +97,28 @@ class EngineTest : public ::testing::Test {
     json j = json::parse(r.out, nullptr, false);
     return j.is_array() && !j.empty() ? j[0] : json::object();
   }
+  // The cgroup directories left of any container this store ever made (the
+  // IDs its event log names), a moment after they all went: none.
+  std::vector<std::string> cgroups_of_made_containers() {
+    std::set<std::string> ids;
+    for (auto& line : split(read_file(root_ + "/events.log").value_or(""), '\n')) {
+      json e = json::parse(line, nullptr, false);
+      if (e.is_object() && e.value("Type", "") == "container") ids.insert(e.value("id", ""));
+    }
+    std::vector<std::string> left;
+    for (int i = 0; i < 200; ++i) {  // the last monitors remove theirs as they exit
+      left.clear();
+      std::error_code ec;
+      std::vector<fs::path> roots = {"/sys/fs/cgroup"};  // v2, then each v1 hierarchy
+      for (auto& h : fs::directory_iterator("/sys/fs/cgroup", ec)) roots.push_back(h.path());
+      for (auto& r : roots)
+        for (auto& id : ids)
+          if (!id.empty() && fs::exists(r / ("berth-" + id))) left.push_back((r / ("berth-" + id)).string());
+      if (left.empty()) break;
+      ::usleep(20000);
+    }
+    return left;
+  }
   size_t count_containers() {
     auto r = berth({"ps", "-aq"});
     size_t n = 0;
@@ -163,24 +186,50 @@ TEST_F(EngineTest, TheStaticBerthHandsArchiveAndRegistryWorkToBerthFull) {
   EXPECT_TRUE(monitors().empty());
 }
 
-// The empty cgroups named like a container's (berth-<64 hex>) in the pids
-// hierarchy (v1) or the unified one: what a run that failed could leave.
-std::set<std::string> empty_container_cgroups() {
-  std::string base = fs::exists("/sys/fs/cgroup/pids") ? "/sys/fs/cgroup/pids" : "/sys/fs/cgroup";
-  std::set<std::string> out;
-  std::error_code ec;
-  for (auto& e : fs::directory_iterator(base, ec)) {
-    std::string n = e.path().filename().string();
-    if (n.size() != 70 || !n.starts_with("berth-")) continue;
-    if (read_file(e.path().string() + "/cgroup.procs").value_or("x").empty()) out.insert(e.path().string());
+// `run`'s early monitor makes the container's cgroup while the CLI creates
+// the container; one that is never told to start it (the run failed) removes
+// it as it goes.
+TEST_F(EngineTest, AnUnusedEarlyMonitorRemovesTheCgroupItMade) {
+  std::string monitor = fs::path(BERTH_CLI).parent_path().string() + "/berth-monitor";
+  std::srand(static_cast<unsigned>(::getpid() ^ ::time(nullptr)));
+  std::string id;
+  for (int i = 0; i < 64; ++i) id += "0123456789abcdef"[std::rand() % 16];
+  std::string cg = fs::exists("/sys/fs/cgroup/pids") ? "/sys/fs/cgroup/pids/berth-" + id : "/sys/fs/cgroup/berth-" + id;
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  std::string dir = dir_ + "/containers/" + id, path = "/berth-" + id;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(sv[1], 3);
+    ::execl(monitor.c_str(), monitor.c_str(), "--args-on-sync", "--id", id.c_str(), "--dir", dir.c_str(), "--sync-fd",
+            "3", "--netns-early", "--cgroup-early", path.c_str(), nullptr);
+    ::_exit(127);
   }
-  return out;
+  ::close(sv[1]);
+  struct Guard {
+    pid_t pid;
+    int fd;
+    std::string cg;
+    ~Guard() {  // never leave it behind, whatever failed
+      if (fd >= 0) ::close(fd);
+      if (pid > 0) ::kill(pid, SIGKILL), ::waitpid(pid, nullptr, 0);
+      ::rmdir(cg.c_str());
+    }
+  } guard{pid, sv[0], cg};
+  bool made = false;
+  for (int i = 0; i < 500 && !made; ++i) made = fs::exists(cg) || (::usleep(10000), false);
+  EXPECT_TRUE(made) << cg;
+  ::close(std::exchange(guard.fd, -1));
+  int st = 0;
+  ASSERT_EQ(::waitpid(pid, &st, 0), pid);
+  guard.pid = -1;
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+  EXPECT_FALSE(fs::exists(cg));
+  std::error_code ec;
+  for (auto& h : fs::directory_iterator("/sys/fs/cgroup", ec)) EXPECT_FALSE(fs::exists(h.path() / ("berth-" + id)));
 }
 
 TEST_F(EngineTest, CommandsThatCannotRunGetDockersStatuses) {
-  // `run` makes the container's cgroup before it looks at its arguments
-  // (EarlyMonitor); none of the runs below may leave one.
-  auto cgroups_before = empty_container_cgroups();
   auto r = berth({"run", "--rm", "busybox", "nosuchcmd"});
   EXPECT_EQ(r.code, 127) << r.err;
   EXPECT_NE(r.err.find("nosuchcmd"), std::string::npos) << r.err;
@@ -207,16 +256,9 @@ TEST_F(EngineTest, CommandsThatCannotRunGetDockersStatuses) {
   // looks at its arguments (EarlyMonitor).
   EXPECT_EQ(count_containers(), 0u);
   EXPECT_EQ(monitors(), std::vector<std::string>{});
-  // (One that another test's container is starting in is empty for moments only.)
-  std::set<std::string> left;
-  for (int i = 0; i < 3; ++i) {
-    left.clear();
-    for (auto& c : empty_container_cgroups())
-      if (!cgroups_before.count(c)) left.insert(c);
-    if (left.empty()) break;
-    ::usleep(300000);
-  }
-  EXPECT_TRUE(left.empty()) << "a failed run left its cgroup: " << *left.begin();
+  // `run` makes the container's cgroup before it looks at its arguments
+  // (EarlyMonitor): those that failed after their create left none.
+  EXPECT_EQ(cgroups_of_made_containers(), std::vector<std::string>{});
   run_d({"--name", "taken", "busybox", "sleep", "60"});
   r = berth({"run", "--name", "taken", "busybox", "true"});
   EXPECT_EQ(r.code, 125);
@@ -909,14 +951,6 @@ TEST_F(EngineTest, RunRmCyclesLeakNothing) {
   // container dirs, runtime state and cgroups; here the rows and processes.
   int cycles = 1000;
   if (const char* n = std::getenv("BERTH_LEAK_CYCLES")) cycles = std::atoi(n);
-  auto cgroups = [] {
-    std::set<std::string> out;
-    std::error_code ec;
-    for (auto& e : fs::directory_iterator("/sys/fs/cgroup/pids", ec))
-      if (e.path().filename().string().starts_with("berth-")) out.insert(e.path().filename().string());
-    return out;
-  };
-  auto before = cgroups();
   for (int i = 0; i < cycles; ++i) {
     auto r = berth({"run", "--rm", "busybox", "true"});
     ASSERT_EQ(r.code, 0) << "cycle " << i << ": " << r.err;
@@ -925,8 +959,7 @@ TEST_F(EngineTest, RunRmCyclesLeakNothing) {
   // No monitor of ours lives on (the last removers have finished first), and
   // no cgroup of ours is left (the monitors remove them as they exit).
   EXPECT_TRUE(test::wait_for_trash(root_));
-  if (fs::exists("/sys/fs/cgroup/pids"))
-    for (auto& cg : cgroups()) EXPECT_TRUE(before.count(cg)) << "cgroup left: " << cg;
+  EXPECT_EQ(cgroups_of_made_containers(), std::vector<std::string>{});
   // A monitor may be a moment from its exit (it removed the trash last).
   std::string left;
   for (int i = 0; i < 200; ++i) {
