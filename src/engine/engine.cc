@@ -19,6 +19,7 @@
 #include <set>
 #include <thread>
 
+#include "cgroup/cgroup.h"
 #include "cgroup/systemd.h"
 #include "engine/monitor.h"
 #include "engine/spec.h"
@@ -377,7 +378,7 @@ std::string new_container_id() { return random_hex(32); }
 
 Result<Container> Engine::create(std::string_view name_in, std::string_view body_text,
                                  std::vector<std::string>* warnings, std::string id,
-                                 const image::ImageRecord* resolved) {
+                                 const image::ImageRecord* resolved, EarlyMonitor* early) {
   (void)warnings;
   json body = json::parse(body_text, nullptr, false);
   if (body.is_discarded() || !body.is_object()) return fail("create: the request is not a JSON object");
@@ -505,6 +506,7 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   in.mounts = TRY(volumes.prepare(c.id, work, body_text, image_config, rootfd.get(),
                                   [this](const std::string& n) -> Result<std::string> { return TRY(find(n)).dir; }));
   std::string spec = TRY(make_spec(in));
+  if (early && early->pid_ > 0 && early->id_ == c.id) (void)early->send_spec(spec);
   TRY(write_new_file(work + "/config.json", spec, 0600));
   for (int tries = 0;; ++tries) {
     auto inserted = db_->exec(std::string("INSERT INTO containers (") + kColumns +
@@ -593,6 +595,24 @@ void EarlyMonitor::reap() {
   pid_ = -1;
 }
 
+bool EarlyMonitor::send_frame(const char* kind, const std::string& body) {
+  char head[17];
+  std::snprintf(head, sizeof head, "%.4s %010zu\n", kind, body.size());
+  std::string msg = head + body;
+  for (size_t off = 0; off < msg.size();) {
+    ssize_t n = ::send(sync_.get(), msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool EarlyMonitor::send_spec(const std::string& spec) {
+  if (pid_ <= 0 || spec.empty() || spec.size() > kEarlyArgsMax) return false;
+  return send_frame("spec", spec);
+}
+
 // Never told what to run: the end of its socket ends it at once.
 EarlyMonitor::~EarlyMonitor() { reap(); }
 
@@ -649,6 +669,8 @@ Result<Container> Engine::start(const std::string& key, int attach_fd, bool fres
       return fail("--log-opt max-file=" + n + ": expected a positive number");
     args.insert(args.end(), {"--log-max-files", n});
   }
+  // A --rm container's log goes with it: made only if it prints something.
+  if (host.value("AutoRemove", false)) args.push_back("--log-lazy");
   if (body.value("OpenStdin", false)) args.push_back("--stdin");
   // The health check (the image's merged in at create), Docker's defaults for what is unset.
   json hc = body.value("Healthcheck", json::object());
@@ -677,24 +699,11 @@ Result<Container> Engine::start(const std::string& key, int attach_fd, bool fres
   pid_t mpid = 0;
   uint64_t mstart = 0;
   if (early) {
-    // The header (monitor.h), then each argument with its NUL.
+    // Each argument with its NUL.
     std::string body;
     for (auto& a : args) body.append(a).push_back('\0');
     if (body.size() > kEarlyArgsMax) return fail("start " + c.id.substr(0, 12) + ": the monitor's command line is too long");
-    char head[17];
-    std::snprintf(head, sizeof head, "args %010zu\n", body.size());
-    std::string msg = head + body;
-    bool sent = true;
-    for (size_t off = 0; off < msg.size();) {
-      ssize_t n = ::send(early->sync_.get(), msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        sent = false;
-        break;
-      }
-      off += static_cast<size_t>(n);
-    }
-    if (!sent) {
+    if (!early->send_frame("args", body)) {
       // It died (killed) before it was told what to run: reaped, and a
       // monitor of our own instead, unless it held the attach socket.
       early->reap();
@@ -840,12 +849,25 @@ Result<int> Engine::wait(const std::string& key) {
   }
 }
 
+// rmdir of the container's cgroup at `path` in every hierarchy: removes it
+// only where it is empty, never one that holds a process.
+static void remove_empty_cgroup(const std::string& path) {
+  auto layout = cgroup::detect_layout();
+  if (!layout) return;
+  if (layout->mode == cgroup::Mode::unified) ::rmdir((layout->unified_root + path).c_str());
+  for (auto& h : layout->v1) ::rmdir((h.mountpoint + path).c_str());
+}
+
 Result<> Engine::remove_locked(Container& c, bool volumes, bool keep_runtime) {
   runtime::Globals g;
   g.root = runtime_root();
-  if (!keep_runtime)
+  if (!keep_runtime) {
     if (auto r = runtime::remove(g, c.id, true); !r && runtime::load_state(g.root, c.id))
       return std::unexpected(std::move(r).error());
+    // A cgroup made early for a start that never came (its early monitor
+    // killed): empty, under the cgroupfs path, and no runtime state names it.
+    if (!opt_.systemd_cgroup) remove_empty_cgroup(container_cgroup_path(c.id, false));
+  }
   TRY(store_->remove_rootfs(c.id, c.dir, opt_.defer_removal));
   failpoint("remove-after-rootfs");
   TRY(db_->exec("DELETE FROM containers WHERE id = ?1", c.id));

@@ -92,11 +92,16 @@ class EarlyMonitor {
   ~EarlyMonitor();
   // start() found it dead (and reaped it) before it could take it over.
   bool lost() const { return lost_; }
+  // The config.json create() made for its container: the monitor parses it
+  // while the CLI finishes (monitor.h). False if it could not be sent (the
+  // monitor reads the bundle's file then, or start() finds it dead).
+  bool send_spec(const std::string& spec);
 
  private:
   EarlyMonitor() = default;
   friend class Engine;
   void reap();  // closes its socket (it exits, if it waits there) and waits for it
+  bool send_frame(const char* kind, const std::string& body);  // monitor.h's header, then body
   pid_t pid_ = -1;
   uint64_t start_ = 0;  // its start time (process_alive)
   std::string id_;
@@ -114,8 +119,10 @@ class Engine {
   // HostConfig). Returns the new container; nothing is left on failure.
   // `id`: one drawn with new_container_id() (an EarlyMonitor's), else a new one.
   // `image`: the body's Image, if the caller has resolved it already.
+  // `early`: the monitor started for `id` (EarlyMonitor), sent the config.json.
   Result<Container> create(std::string_view name, std::string_view body, std::vector<std::string>* warnings,
-                           std::string id = {}, const image::ImageRecord* image = nullptr);
+                           std::string id = {}, const image::ImageRecord* image = nullptr,
+                           EarlyMonitor* early = nullptr);
   // Starts a created or exited container under a new monitor. `attach_fd`, if
   // >= 0, is handed to the monitor as an attached client from the first byte.
   // `fresh`: the container was created by this process a moment ago (run):

@@ -454,15 +454,14 @@ Result<UniqueFd> oldest(const std::string& path) {
 
 // ---- LogWriter ----
 
-Result<LogWriter> LogWriter::open(const std::string& path, uint64_t max_size, int max_files) {
+Result<LogWriter> LogWriter::open(const std::string& path, uint64_t max_size, int max_files, bool lazy) {
   LogWriter w;
   w.path_ = path;
-  // Made with the first entry: a container that prints nothing (`run --rm
-  // IMAGE true`) has no file to make and remove (readers take a missing
-  // file for an empty one).
-  w.fd_ = UniqueFd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+  // Lazily, the file is made with the first entry (put); readers take a
+  // missing file for an empty one.
+  w.fd_ = UniqueFd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC | (lazy ? 0 : O_CREAT), 0640));
   if (!w.fd_) {
-    if (errno != ENOENT) return sys_error("open " + path);
+    if (errno != ENOENT || !lazy) return sys_error("open " + path);
     w.size_ = 0;
   } else {
     struct stat st;

@@ -24,7 +24,10 @@ class LogWriter {
   // otherwise when the file would exceed max_size bytes it is rotated:
   // path -> path.1 -> ... -> path.(max_files-1) (the oldest dropped), as
   // Docker's max-size/max-file options do. max_files >= 1.
-  static Result<LogWriter> open(const std::string& path, uint64_t max_size = 0, int max_files = 1);
+  // `lazy`: the file is made with the first entry, not now (a `run --rm`
+  // container that prints nothing has none to make and remove).
+  static Result<LogWriter> open(const std::string& path, uint64_t max_size = 0, int max_files = 1,
+                                bool lazy = false);
   // Data read from the container's "stdout" or "stderr" (any chunk size).
   // Complete lines become entries at once; a partial line is kept until its
   // newline arrives or flush() is called (then it is written without "\n").

@@ -40,6 +40,7 @@ struct Args {
   uint64_t log_max_size = 0;
   int log_max_files = 1;
   bool open_stdin = false;
+  bool log_lazy = false;  // --log-lazy: the log file made with its first entry (LogWriter)
   int sync_fd = -1;
   std::vector<int> attach_fds;  // the starting client (foreground `run`, `start -a`)
   std::vector<int> client_fds;  // --loop: clients that attached since
@@ -58,6 +59,9 @@ struct Args {
   // its path and directories (one per v1 hierarchy, or the v2 one).
   std::string cgroup_made;
   std::vector<std::string> cgroup_dirs;
+  // config.json as the CLI sent it before the arguments, and parsed (monitor.h).
+  std::string spec_text;
+  std::optional<oci::Spec> spec;
   // --loop: what the first image knew of the health checks and its timers
   // (CLOCK_MONOTONIC, which an exec keeps).
   std::string health_status;
@@ -93,6 +97,7 @@ Result<Args> parse_args(int argc, char** argv) {
     else if (f == "--log-max-size") a.log_max_size = TRY(number("--log-max-size"));
     else if (f == "--log-max-files") a.log_max_files = static_cast<int>(TRY(number("--log-max-files")));
     else if (f == "--stdin") a.open_stdin = true;
+    else if (f == "--log-lazy") a.log_lazy = true;
     else if (f == "--sync-fd") a.sync_fd = static_cast<int>(TRY(number("--sync-fd")));
     else if (f == "--attach-fd") a.attach_fds.push_back(static_cast<int>(TRY(number("--attach-fd"))));
     else if (f == "--client-fd") a.client_fds.push_back(static_cast<int>(TRY(number("--client-fd"))));
@@ -330,6 +335,7 @@ Result<> Monitor::start_container() {
   o.config_in_bundle = true;  // the container's directory holds it
   o.netns_fd = a_.netns_fd;
   o.cgroup_made = a_.cgroup_made;
+  if (a_.spec) o.config_spec = &*a_.spec, o.config_text = &a_.spec_text;
   auto launched = runtime::launch(g, o);
   if (a_.netns_fd >= 0) ::close(std::exchange(a_.netns_fd, -1));
   // Not taken over (a failed start, another path in the config): gone, as
@@ -688,6 +694,7 @@ void Monitor::relaunch() {
   if (!a_.log_path.empty())
     args.insert(args.end(), {"--log", a_.log_path, "--log-max-size", std::to_string(a_.log_max_size),
                              "--log-max-files", std::to_string(a_.log_max_files)});
+  if (a_.log_lazy) args.push_back("--log-lazy");
   auto pass = [&](const char* flag, const UniqueFd& fd) {
     if (!fd) return;
     ::fcntl(fd.get(), F_SETFD, 0);
@@ -780,7 +787,7 @@ int Monitor::run() {
   };
   auto started = [&]() -> Result<> {
     if (!a_.log_path.empty()) {
-      log_.emplace(TRY_CTX(LogWriter::open(a_.log_path, a_.log_max_size, a_.log_max_files), "log " + a_.log_path));
+      log_.emplace(TRY_CTX(LogWriter::open(a_.log_path, a_.log_max_size, a_.log_max_files, a_.log_lazy), "log " + a_.log_path));
     }
     // attach.sock is bound relative to the container directory (its
     // absolute path may be longer than a socket address holds), once the
@@ -790,6 +797,8 @@ int Monitor::run() {
     return start_container();
   }();
   if (!started) {
+    // (A failure before the launch leaves the cgroup made early: gone too.)
+    remove_empty_dirs(a_.cgroup_dirs);
     std::string msg = started.error().msg;
     for (char& ch : msg)
       if (ch == '\n') ch = ' ';
@@ -838,7 +847,7 @@ int Monitor::resume() {
   take(a_.out_fd, out_), take(a_.err_fd, err_), take(a_.in_fd, in_), take(a_.master_fd, master_);
   take(a_.listen_fd, listener_);
   if (!a_.log_path.empty())
-    if (auto w = LogWriter::open(a_.log_path, a_.log_max_size, a_.log_max_files); w) log_.emplace(std::move(*w));
+    if (auto w = LogWriter::open(a_.log_path, a_.log_max_size, a_.log_max_files, a_.log_lazy); w) log_.emplace(std::move(*w));
   serve();
 }
 
@@ -894,7 +903,7 @@ namespace {
 // --args-on-sync (EarlyMonitor): the rest of the command line comes on the
 // sync socket (monitor.h). Appended to ours; false if the socket ended first
 // (the command that started us gave up: we exit without a word).
-bool read_args_on_sync(std::vector<std::string>& args) {
+bool read_args_on_sync(std::vector<std::string>& args, std::string& spec_text, std::optional<oci::Spec>& spec) {
   int fd = -1;
   for (size_t i = 0; i + 1 < args.size(); ++i)
     if (args[i] == "--sync-fd") fd = std::atoi(args[i + 1].c_str());
@@ -908,19 +917,30 @@ bool read_args_on_sync(std::vector<std::string>& args) {
     }
     return true;
   };
-  char head[17] = {};
-  if (!read_all(head, 16) || std::memcmp(head, "args ", 5) != 0 || head[15] != '\n') return false;
-  char* end = nullptr;
-  size_t want = std::strtoull(head + 5, &end, 10);
-  if (end != head + 15 || want == 0 || want > kEarlyArgsMax) return false;
-  std::string body(want, '\0');
-  if (!read_all(body.data(), want) || body.back() != '\0') return false;
-  for (size_t at = 0; at < body.size();) {
-    size_t end = body.find('\0', at);
-    args.emplace_back(body, at, end - at);
-    at = end + 1;
+  for (bool have_spec = false;;) {
+    char head[17] = {};
+    if (!read_all(head, 16) || head[4] != ' ' || head[15] != '\n') return false;
+    std::string_view kind(head, 4);
+    char* end = nullptr;
+    size_t want = std::strtoull(head + 5, &end, 10);
+    if (end != head + 15 || want == 0 || want > kEarlyArgsMax) return false;
+    std::string body(want, '\0');
+    if (!read_all(body.data(), want)) return false;
+    if (kind == "spec" && !have_spec) {
+      // Parsed now, while the CLI finishes the create; one that does not
+      // parse is left to the start, which reads the file and says why.
+      have_spec = true;
+      if (auto s = oci::parse_spec(body); s) spec.emplace(std::move(*s)), spec_text = std::move(body);
+      continue;
+    }
+    if (kind != "args" || body.back() != '\0') return false;
+    for (size_t at = 0; at < body.size();) {
+      size_t end = body.find('\0', at);
+      args.emplace_back(body, at, end - at);
+      at = end + 1;
+    }
+    return true;
   }
-  return true;
 }
 
 // --cgroup-early PATH: the container's cgroup (cgroupfs driver), made empty
@@ -947,7 +967,8 @@ int monitor_main(int argc, char** argv) {
   std::vector<char*> early_argv;
   UniqueFd netns;
   std::vector<std::string> cgroup_dirs;
-  std::string cgroup_path;
+  std::string cgroup_path, spec_text;
+  std::optional<oci::Spec> spec;
   if (argc > 1 && std::string(argv[1]) == "--args-on-sync") {
     early.emplace_back(argv[0]);
     bool make_netns = false;
@@ -964,7 +985,7 @@ int monitor_main(int argc, char** argv) {
       else log::debug(n.error().str());
     }
     if (!cgroup_path.empty()) cgroup_dirs = make_cgroup_early(cgroup_path);
-    if (!read_args_on_sync(early)) {
+    if (!read_args_on_sync(early, spec_text, spec)) {
       remove_empty_dirs(cgroup_dirs);
       return 0;
     }
@@ -986,6 +1007,8 @@ int monitor_main(int argc, char** argv) {
     a->cgroup_made = cgroup_path;
     a->cgroup_dirs = std::move(cgroup_dirs);
   }
+  a->spec_text = std::move(spec_text);
+  a->spec = std::move(spec);
   bool loop = a->loop;
   Monitor m(std::move(*a));
   return loop ? m.resume() : m.run();

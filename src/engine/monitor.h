@@ -18,15 +18,18 @@
 // is a monitor started before its container exists (EarlyMonitor in
 // engine.h): the rest of the command line above comes on the sync socket,
 // a 16-byte header "args %010zu\n" and that many bytes of NUL-ended
-// arguments (none may hold a NUL: start() refuses one). If the socket ends
-// first, it exits 0 having done nothing.
+// arguments (none may hold a NUL: start() refuses one). Before it may come
+// "spec %010zu\n" and the container's config.json, sent by create() as soon
+// as it is made: the monitor parses it while the CLI finishes, and starts
+// the container from it. If the socket ends first, it exits 0 having done
+// nothing.
 #pragma once
 
 #include <cstddef>
 
 namespace berth::engine {
 
-// The most bytes of arguments an early monitor takes on its sync socket.
+// The most bytes of arguments (or of config.json) an early monitor takes on its sync socket.
 constexpr size_t kEarlyArgsMax = 1 << 20;
 
 int monitor_main(int argc, char** argv);

@@ -684,7 +684,14 @@ Result<int> run(const Globals& g, const CreateOptions& o, bool detach, bool keep
 
 Result<Launched> launch(const Globals& global, const CreateOptions& o) {
   TRY(check_id(o.id));
-  Bundle b = TRY(load_bundle(o.bundle));
+  Bundle b;
+  if (o.config_spec && o.config_text) {
+    b.dir = absolute(o.bundle);
+    b.text = *o.config_text;
+    b.spec = std::move(*o.config_spec);
+  } else {
+    b = TRY(load_bundle(o.bundle));
+  }
   // The engine's bundle says which cgroup driver it was made for: only the
   // systemd driver takes "slice:prefix:name".
   Globals g = global;

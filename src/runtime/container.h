@@ -43,6 +43,12 @@ struct CreateOptions {
   // taken over as if made here (limited as new, removed on error). berth's
   // early monitor makes it while the CLI creates the container.
   std::string cgroup_made;
+  // launch(): the bundle's config.json as the caller has it already, read
+  // and parsed (berth's early monitor, sent it by the CLI as soon as it was
+  // made, parses it while the CLI finishes): taken (moved) in place of
+  // reading the file, which holds the same text.
+  oci::Spec* config_spec = nullptr;
+  const std::string* config_text = nullptr;
 };
 
 Result<> create(const Globals& g, const CreateOptions& o);

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -159,8 +160,14 @@ TEST_F(EngineTest, TheStaticBerthHandsArchiveAndRegistryWorkToBerthFull) {
   EXPECT_FALSE(interp) << BERTH_CLI << " is dynamically linked";
   EXPECT_EQ(eh->e_type, ET_DYN) << "not a PIE";
 
-  // The image the containers below need, made (berth-full's work) first.
-  ASSERT_EQ(berth({"image", "create", "busybox"}).code, 0);
+  // The image the containers below need is made from its template by
+  // berth-full, which runs the whole `run` then (berth reads nothing, not
+  // its --env-file, before it hands it over).
+  std::string env = dir_ + "/env";
+  ASSERT_TRUE(atomic_write_file(env, "A=from-stdin\n"));
+  auto first = berth({"run", "--rm", "--env-file", "/dev/stdin", "busybox", "sh", "-c", "echo $A"}, env);
+  ASSERT_EQ(first.code, 0) << first.err;
+  EXPECT_EQ(first.out, "from-stdin\n");
   std::string alone = dir_ + "/alone";
   fs::create_directories(alone);
   for (auto* f : {"berth", "berth-monitor", "berth-init"}) fs::copy_file(bin + "/" + f, alone + "/" + f);
@@ -176,7 +183,7 @@ TEST_F(EngineTest, TheStaticBerthHandsArchiveAndRegistryWorkToBerthFull) {
                                         {"login", "localhost:1"}}) {
     r = lone(args);
     EXPECT_EQ(r.code, 125) << args[0];
-    EXPECT_NE(r.err.find(alone + "/../libexec/berth/berth-full"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("exec " + alone + "/berth-full"), std::string::npos) << r.err;
   }
   // A run whose image must first be made from its template runs in berth-full
   // from the start, and nothing of the attempt is left (TearDown checks).
@@ -184,6 +191,11 @@ TEST_F(EngineTest, TheStaticBerthHandsArchiveAndRegistryWorkToBerthFull) {
   EXPECT_EQ(r.code, 125);
   EXPECT_NE(r.err.find("berth-full"), std::string::npos) << r.err;
   EXPECT_TRUE(monitors().empty());
+  // A berth-full that is the static berth again is refused, not exec'd in a loop.
+  fs::copy_file(alone + "/berth", alone + "/berth-full");
+  r = lone({"save", "busybox"});
+  EXPECT_EQ(r.code, 125);
+  EXPECT_NE(r.err.find("is not the full build"), std::string::npos) << r.err;
 }
 
 // `run`'s early monitor makes the container's cgroup while the CLI creates

@@ -130,6 +130,10 @@ TEST_F(FlagsTest, EachContainerHasItsOwnNetworkNamespace) {
     std::string pid = berth({"inspect", "-f", "{{.State.Pid}}", name}).out;
     pid.pop_back();
     nets.push_back(fs::read_symlink("/proc/" + pid + "/ns/net").string());
+    // Docker's LogPath is there from the start, also for one that prints nothing.
+    std::string log = berth({"inspect", "-f", "{{.LogPath}}", name}).out;
+    log.pop_back();
+    EXPECT_TRUE(fs::exists(log)) << log;
     EXPECT_NE(nets.back(), host_net);
     // Its parent is its monitor, back in the host's namespace.
     std::ifstream status("/proc/" + pid + "/status");

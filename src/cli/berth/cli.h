@@ -55,6 +55,10 @@ struct Context {
   // An image by name or ID; a missing "busybox" or "debian" (with the tag
   // latest) is made from its template first, so berth works offline at once.
   Result<image::ImageRecord> image(std::string_view name);
+  // The static berth hands the whole command to berth-full (throws
+  // RunInFull) when image `name` must first be made from its template;
+  // berth-full, which makes it, goes on.
+  void here_or_in_full(std::string_view name);
   Result<engine::Engine*> engine();
   // berth-monitor beside us (or in ../libexec/berth), without opening anything.
   std::string monitor_exe() const;

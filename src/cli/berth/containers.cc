@@ -397,16 +397,18 @@ json create_body(const RunFlags& f) {
   return b;
 }
 
-Container do_create(Context& ctx, const RunFlags& f, std::string id = {}) {
+Container do_create(Context& ctx, const RunFlags& f, std::string id = {}, engine::EarlyMonitor* early = nullptr) {
   if (!f.publish.empty())
     die("-p/--publish: port publishing needs the bridge network, which berth does not have yet (use --network host)",
         125);
+  // Before anything is read (an --env-file may be a pipe).
+  ctx.here_or_in_full(f.command[0]);
   json body = create_body(f);
   // A missing busybox/debian image is made from its template first.
   auto img = ctx.image(f.command[0]);
   if (!img) throw Failure{img.error(), 125};
   std::vector<std::string> warnings;
-  auto c = eng(ctx).create(f.name, body.dump(), &warnings, std::move(id), &*img);
+  auto c = eng(ctx).create(f.name, body.dump(), &warnings, std::move(id), &*img, early);
   if (!c) throw Failure{c.error(), 125};
   for (auto& w : warnings) std::fprintf(stderr, "WARNING: %s\n", w.c_str());
   return *c;
@@ -675,15 +677,20 @@ int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty, co
       exit_ns = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
     }
     engine::Engine::Exit exit{code, exit_ns};
-    if (auto r = eng(ctx).cleanup(c.id, &runtime_left, &exit); !r)
+    bool recorded = true;
+    if (auto r = eng(ctx).cleanup(c.id, &runtime_left, &exit); !r) {
       std::fprintf(stderr, "berth: %s\n", r.error().str().c_str());
+      recorded = false;
+    }
     // The removed files (and an --rm container's runtime state and cgroup) go
     // to the monitor, which is about to exit anyway: off our path, and no
     // remover of our own to start (main's empty_trash_detached has the rest).
     std::vector<std::string> trash = take_trash();
     std::string list = runtime_left ? "runtime\n" : "";
     for (auto& p : trash) list += p + "\n";
-    if (!list.empty() && !send_all(ours.get(), engine::frame(Frame::kRemoveTrash, list))) {
+    // Handing it over tells the monitor the exit is recorded (it then writes
+    // no exit file): not after a cleanup that failed.
+    if (!list.empty() && (!recorded || !send_all(ours.get(), engine::frame(Frame::kRemoveTrash, list)))) {
       restore_trash(std::move(trash));
       if (runtime_left) (void)eng(ctx).remove_runtime(c.id);
     }
@@ -1163,7 +1170,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
       reject_unknown(c);
       EarlyStart early(ctx, !f->detach, f->network);
       std::string detach = detach_keys(ctx, *keys);
-      Container ct = do_create(ctx, *f, early.id);
+      Container ct = do_create(ctx, *f, early.id, early.get());
       if (f->detach) {
         auto s = eng(ctx).start(ct.id, -1, true, early.get());
         if (!s) {

@@ -27,13 +27,22 @@ Result<image::ImageStore*> Context::store() {
   return store_.get();
 }
 
+// The template a missing image `name` is made from (busybox, debian), or "".
+static std::string template_for(image::ImageStore& s, std::string_view name) {
+  if (s.resolve(name)) return "";
+  auto ref = image::Reference::parse(name);
+  if (ref && ref->domain == "docker.io" && ref->tag == "latest" && !ref->digest &&
+      ref->path.starts_with("library/") && image::is_template(ref->path.substr(8)))
+    return ref->path.substr(8);
+  return "";
+}
+
 Result<image::ImageRecord> Context::image(std::string_view name) {
   image::ImageStore* s = TRY(store());
   auto rec = s->resolve(name);
   if (rec) return rec;
   auto ref = image::Reference::parse(name);
-  if (ref && ref->domain == "docker.io" && ref->tag == "latest" && !ref->digest &&
-      ref->path.starts_with("library/") && image::is_template(ref->path.substr(8))) {
+  if (ref && !template_for(*s, name).empty()) {
 #ifdef BERTH_LITE
     // Making it writes layers: berth-full's work, and it runs the whole command.
     throw RunInFull{};
@@ -41,6 +50,14 @@ Result<image::ImageRecord> Context::image(std::string_view name) {
     return image::create_from_template(*s, ref->path.substr(8), *ref);
   }
   return rec;
+}
+
+void Context::here_or_in_full(std::string_view name) {
+#ifdef BERTH_LITE
+  if (auto s = store(); s && !template_for(**s, name).empty()) throw RunInFull{};
+#else
+  (void)name;
+#endif
 }
 
 std::string Context::config_dir() const {
@@ -163,10 +180,16 @@ bool full_only(const CommandLine& cl) {
   return false;
 }
 
+// berth-full is installed beside berth: its monitors' exit command is
+// the berth beside it. $BERTH_FULL_EXEC marks the exec, so that a berth-full
+// that is this binary again (a copy, a link) is an error, not a loop.
 [[noreturn]] void exec_full(char** argv) {
-  std::string dir = self_dir();
-  std::string exe = dir + "/berth-full";
-  if (!path_exists(exe)) exe = dir + "/../libexec/berth/berth-full";
+  std::string exe = self_dir() + "/berth-full";
+  if (std::getenv("BERTH_FULL_EXEC")) {
+    std::fprintf(stderr, "berth: %s is not the full build of berth (it execs itself)\n", exe.c_str());
+    std::exit(125);
+  }
+  ::setenv("BERTH_FULL_EXEC", "1", 1);
   std::fflush(nullptr);
   ::execv(exe.c_str(), argv);
   std::fprintf(stderr, "berth: exec %s: %s\n", exe.c_str(), std::strerror(errno));
@@ -270,6 +293,10 @@ void prefault_heap() {
 int main(int argc, char** argv) {
 #ifdef BERTH_LITE
   if (berth::cli::full_only(berth::cli::command_line(argc, argv))) berth::cli::exec_full(argv);
+#else
+  // (Exec'd by berth: what it runs from here, monitors and their exit
+  // commands included, may exec berth-full again.)
+  ::unsetenv("BERTH_FULL_EXEC");
 #endif
   prefault_heap();
   int status = berth::cli::run(argc, argv);
