@@ -298,6 +298,13 @@ Result<std::unique_ptr<Manager>> open(const Layout& layout, const std::string& p
   return detail::make_v1(layout, p);
 }
 
+void remove_if_empty(const std::string& path) {
+  auto layout = detect_layout();
+  if (!layout) return;
+  if (!layout->unified_root.empty()) ::rmdir((layout->unified_root + path).c_str());
+  for (auto& h : layout->v1) ::rmdir((h.mountpoint + path).c_str());
+}
+
 Result<std::unique_ptr<Manager>> open_existing(const Layout& layout, const std::string& path, bool systemd) {
   if (systemd) return reopen_systemd(layout, path);
   return open(layout, path);

@@ -89,6 +89,10 @@ class Manager {
 
 // A manager for `path` ("/a/b", relative paths are taken from the hierarchy root).
 Result<std::unique_ptr<Manager>> open(const Layout& layout, const std::string& path);
+// rmdir of the cgroup `path` ("/a") in every hierarchy of this host: it goes
+// where it is empty and stays where it holds a process or a child cgroup.
+// For one made ahead of a start that did not take it (berth's early monitor).
+void remove_if_empty(const std::string& path);
 // The manager of an existing container's cgroup at `path`: the systemd
 // driver's (systemd.h) when `systemd` made it, else cgroupfs's.
 Result<std::unique_ptr<Manager>> open_existing(const Layout& layout, const std::string& path, bool systemd);

@@ -506,7 +506,7 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   in.mounts = TRY(volumes.prepare(c.id, work, body_text, image_config, rootfd.get(),
                                   [this](const std::string& n) -> Result<std::string> { return TRY(find(n)).dir; }));
   std::string spec = TRY(make_spec(in));
-  if (early && early->pid_ > 0 && early->id_ == c.id) (void)early->send_spec(spec);
+  if (early && early->id_ == c.id) (void)early->send_spec(spec);
   TRY(write_new_file(work + "/config.json", spec, 0600));
   for (int tries = 0;; ++tries) {
     auto inserted = db_->exec(std::string("INSERT INTO containers (") + kColumns +
@@ -849,15 +849,6 @@ Result<int> Engine::wait(const std::string& key) {
   }
 }
 
-// rmdir of the container's cgroup at `path` in every hierarchy: removes it
-// only where it is empty, never one that holds a process.
-static void remove_empty_cgroup(const std::string& path) {
-  auto layout = cgroup::detect_layout();
-  if (!layout) return;
-  if (layout->mode == cgroup::Mode::unified) ::rmdir((layout->unified_root + path).c_str());
-  for (auto& h : layout->v1) ::rmdir((h.mountpoint + path).c_str());
-}
-
 Result<> Engine::remove_locked(Container& c, bool volumes, bool keep_runtime) {
   runtime::Globals g;
   g.root = runtime_root();
@@ -865,8 +856,8 @@ Result<> Engine::remove_locked(Container& c, bool volumes, bool keep_runtime) {
     if (auto r = runtime::remove(g, c.id, true); !r && runtime::load_state(g.root, c.id))
       return std::unexpected(std::move(r).error());
     // A cgroup made early for a start that never came (its early monitor
-    // killed): empty, under the cgroupfs path, and no runtime state names it.
-    if (!opt_.systemd_cgroup) remove_empty_cgroup(container_cgroup_path(c.id, false));
+    // killed): empty, and no runtime state names it.
+    if (!opt_.systemd_cgroup && c.started == 0) cgroup::remove_if_empty(container_cgroup_path(c.id, false));
   }
   TRY(store_->remove_rootfs(c.id, c.dir, opt_.defer_removal));
   failpoint("remove-after-rootfs");

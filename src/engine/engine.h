@@ -92,16 +92,16 @@ class EarlyMonitor {
   ~EarlyMonitor();
   // start() found it dead (and reaped it) before it could take it over.
   bool lost() const { return lost_; }
-  // The config.json create() made for its container: the monitor parses it
-  // while the CLI finishes (monitor.h). False if it could not be sent (the
-  // monitor reads the bundle's file then, or start() finds it dead).
-  bool send_spec(const std::string& spec);
 
  private:
   EarlyMonitor() = default;
   friend class Engine;
   void reap();  // closes its socket (it exits, if it waits there) and waits for it
   bool send_frame(const char* kind, const std::string& body);  // monitor.h's header, then body
+  // The config.json create() made for its container: the monitor parses it
+  // while the CLI finishes (monitor.h). False if it could not be sent (the
+  // monitor reads the bundle's file then, or start() finds it dead).
+  bool send_spec(const std::string& spec);
   pid_t pid_ = -1;
   uint64_t start_ = 0;  // its start time (process_alive)
   std::string id_;

@@ -54,11 +54,10 @@ struct Args {
   int64_t health_interval_ms = 30000, health_timeout_ms = 30000, health_start_ms = 0;
   int health_retries = 3;
   int out_fd = -1, err_fd = -1, in_fd = -1, master_fd = -1, listen_fd = -1;
-  int netns_fd = -1;  // made while waiting for the command line (--netns-early)
-  // The container's cgroup, made empty while waiting (--cgroup-early PATH):
-  // its path and directories (one per v1 hierarchy, or the v2 one).
+  // Made while waiting for the command line (--netns-early, --cgroup-early
+  // PATH): the container's network namespace, and the path of its empty cgroup.
+  int netns_fd = -1;
   std::string cgroup_made;
-  std::vector<std::string> cgroup_dirs;
   // config.json as the CLI sent it before the arguments, and parsed (monitor.h).
   std::string spec_text;
   std::optional<oci::Spec> spec;
@@ -118,7 +117,6 @@ Result<Args> parse_args(int argc, char** argv) {
     else if (f == "--in-fd") a.in_fd = static_cast<int>(TRY(number("--in-fd")));
     else if (f == "--master-fd") a.master_fd = static_cast<int>(TRY(number("--master-fd")));
     else if (f == "--listen-fd") a.listen_fd = static_cast<int>(TRY(number("--listen-fd")));
-    else if (f == "--netns-fd") a.netns_fd = static_cast<int>(TRY(number("--netns-fd")));
     else return fail("unknown flag " + f);
   }
   if (a.id.empty() || a.runtime_root.empty() || a.dir.empty() || a.sync_fd < 0)
@@ -128,13 +126,6 @@ Result<Args> parse_args(int argc, char** argv) {
 }
 
 void set_nonblock(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
-
-// Removes the cgroup directories made early (--cgroup-early) that no process
-// uses: rmdir fails on one that holds any (another command's start of the
-// container found them there and went on), so nothing is killed or taken.
-void remove_empty_dirs(const std::vector<std::string>& dirs) {
-  for (auto& d : dirs) ::rmdir(d.c_str());
-}
 
 // Output waiting for a client, or input waiting for the container, beyond
 // which the monitor stops reading the side that produces it (backpressure
@@ -339,8 +330,8 @@ Result<> Monitor::start_container() {
   auto launched = runtime::launch(g, o);
   if (a_.netns_fd >= 0) ::close(std::exchange(a_.netns_fd, -1));
   // Not taken over (a failed start, another path in the config): gone, as
-  // far as it is still empty.
-  if (!launched || !launched->cgroup_adopted) remove_empty_dirs(a_.cgroup_dirs);
+  // far as it is still empty (another command's start may be in it).
+  if (!a_.cgroup_made.empty() && (!launched || !launched->cgroup_adopted)) cgroup::remove_if_empty(a_.cgroup_made);
   for (int fd = 0; fd <= 2; ++fd) ::dup2(null.get(), fd);
   if (!launched) return std::unexpected(std::move(launched).error());
   pid_ = launched->pid;
@@ -798,7 +789,7 @@ int Monitor::run() {
   }();
   if (!started) {
     // (A failure before the launch leaves the cgroup made early: gone too.)
-    remove_empty_dirs(a_.cgroup_dirs);
+    if (!a_.cgroup_made.empty()) cgroup::remove_if_empty(a_.cgroup_made);
     std::string msg = started.error().msg;
     for (char& ch : msg)
       if (ch == '\n') ch = ' ';
@@ -945,18 +936,13 @@ bool read_args_on_sync(std::vector<std::string>& args, std::string& spec_text, s
 
 // --cgroup-early PATH: the container's cgroup (cgroupfs driver), made empty
 // while the CLI creates the container, so the start only limits it
-// (runtime::CreateOptions::cgroup_made). Its directories, or none if it
-// could not be made (the start then makes it as usual).
-std::vector<std::string> make_cgroup_early(const std::string& path) {
+// (runtime::CreateOptions::cgroup_made). False if it could not be made (the
+// start then makes it as usual).
+bool make_cgroup_early(const std::string& path) {
   auto layout = cgroup::detect_layout();
-  if (!layout) return {};
+  if (!layout) return false;
   auto m = cgroup::open(*layout, path);
-  if (!m || !(*m)->create(nullptr)) return {};
-  std::vector<std::string> dirs;
-  if (layout->mode == cgroup::Mode::unified) dirs.push_back(layout->unified_root + path);
-  for (auto& h : layout->v1)
-    if (path_exists(h.mountpoint + path)) dirs.push_back(h.mountpoint + path);
-  return dirs;
+  return m && (*m)->create(nullptr);
 }
 
 }  // namespace
@@ -966,7 +952,6 @@ int monitor_main(int argc, char** argv) {
   std::vector<std::string> early;
   std::vector<char*> early_argv;
   UniqueFd netns;
-  std::vector<std::string> cgroup_dirs;
   std::string cgroup_path, spec_text;
   std::optional<oci::Spec> spec;
   if (argc > 1 && std::string(argv[1]) == "--args-on-sync") {
@@ -984,14 +969,11 @@ int monitor_main(int argc, char** argv) {
       if (auto n = runtime::make_netns(); n) netns = std::move(*n);
       else log::debug(n.error().str());
     }
-    if (!cgroup_path.empty()) cgroup_dirs = make_cgroup_early(cgroup_path);
+    if (!cgroup_path.empty() && !make_cgroup_early(cgroup_path)) cgroup_path.clear();
     if (!read_args_on_sync(early, spec_text, spec)) {
-      remove_empty_dirs(cgroup_dirs);
+      if (!cgroup_path.empty()) cgroup::remove_if_empty(cgroup_path);
       return 0;
     }
-    // Before the exit command's "--", where flags are read; closed once the
-    // container has started (start_container).
-    if (netns) early.insert(early.begin() + 1, {"--netns-fd", std::to_string(netns.release())});
     for (auto& s : early) early_argv.push_back(s.data());
     early_argv.push_back(nullptr);
     argc = static_cast<int>(early.size());
@@ -1000,13 +982,12 @@ int monitor_main(int argc, char** argv) {
   auto a = parse_args(argc, argv);
   if (!a) {
     std::fprintf(stderr, "berth-monitor: %s\n", a.error().str().c_str());
-    remove_empty_dirs(cgroup_dirs);
+    if (!cgroup_path.empty()) cgroup::remove_if_empty(cgroup_path);
     return 2;
   }
-  if (!cgroup_dirs.empty()) {
-    a->cgroup_made = cgroup_path;
-    a->cgroup_dirs = std::move(cgroup_dirs);
-  }
+  // Closed once the container has started (start_container).
+  a->netns_fd = netns.release();
+  a->cgroup_made = cgroup_path;
   a->spec_text = std::move(spec_text);
   a->spec = std::move(spec);
   bool loop = a->loop;

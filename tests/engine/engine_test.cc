@@ -221,13 +221,15 @@ TEST_F(EngineTest, AnUnusedEarlyMonitorRemovesTheCgroupItMade) {
   struct Guard {
     pid_t pid;
     int fd;
-    std::string cg;
-    ~Guard() {  // never leave it behind, whatever failed
+    std::string id;
+    ~Guard() {  // never leave it behind, whatever failed: the cgroup in every hierarchy
       if (fd >= 0) ::close(fd);
       if (pid > 0) ::kill(pid, SIGKILL), ::waitpid(pid, nullptr, 0);
-      ::rmdir(cg.c_str());
+      ::rmdir(("/sys/fs/cgroup/berth-" + id).c_str());
+      std::error_code ec;
+      for (auto& h : fs::directory_iterator("/sys/fs/cgroup", ec)) ::rmdir((h.path() / ("berth-" + id)).c_str());
     }
-  } guard{pid, sv[0], cg};
+  } guard{pid, sv[0], id};
   bool made = false;
   for (int i = 0; i < 500 && !made; ++i) made = fs::exists(cg) || (::usleep(10000), false);
   EXPECT_TRUE(made) << cg;
