@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/file.h>
@@ -529,35 +531,89 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   return c;
 }
 
-// posix_spawn (vfork-like, fast) of the monitor into a session of its own,
-// with fds 3 (the sync socket) and 4 (the attached client) only.
-static Result<pid_t> spawn_monitor(const std::string& exe, std::vector<std::string> args, int sync_fd,
-                                   int attach_fd) {
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
+// posix_spawn's attributes for a monitor: a session of its own, signals
+// unblocked and at their defaults, /dev/null on 0-2, and fds 3 (the sync
+// socket) and 4 (the attached client) only.
+struct MonitorSpawnAttrs {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDWR, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_RDWR, 0);
-  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_RDWR, 0);
-  posix_spawn_file_actions_adddup2(&fa, sync_fd, 3);
-  if (attach_fd >= 0) posix_spawn_file_actions_adddup2(&fa, attach_fd, 4);
+  MonitorSpawnAttrs(int sync_fd, int attach_fd) {
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    for (int fd = 0; fd < 3; ++fd) posix_spawn_file_actions_addopen(&fa, fd, "/dev/null", O_RDWR, 0);
+    posix_spawn_file_actions_adddup2(&fa, sync_fd, 3);
+    if (attach_fd >= 0) posix_spawn_file_actions_adddup2(&fa, attach_fd, 4);
+  }
+  ~MonitorSpawnAttrs() {
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+  }
+  MonitorSpawnAttrs(const MonitorSpawnAttrs&) = delete;
+  MonitorSpawnAttrs& operator=(const MonitorSpawnAttrs&) = delete;
+};
+
+struct Argv {
+  std::vector<std::string> args;
+  std::vector<char*> ptrs;
+  explicit Argv(std::vector<std::string> a) : args(std::move(a)) {
+    for (auto& s : args) ptrs.push_back(s.data());
+    ptrs.push_back(nullptr);
+  }
+};
+
+// posix_spawn (vfork-like, fast) of the monitor.
+static Result<pid_t> spawn_monitor(const std::string& exe, std::vector<std::string> args, int sync_fd,
+                                   int attach_fd) {
+  Argv argv(std::move(args));
+  MonitorSpawnAttrs sa(sync_fd, attach_fd);
   pid_t pid = 0;
-  int rc = ::posix_spawn(&pid, exe.c_str(), &fa, &attr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
+  int rc = ::posix_spawn(&pid, exe.c_str(), &sa.fa, &sa.attr, argv.ptrs.data(), environ);
   if (rc != 0) return sys_error(rc, "start monitor " + exe);
   return pid;
 }
+
+// The early monitor's spawn, on a thread of its own. Everything it needs is
+// made here before the thread starts (it allocates nothing), and it closes
+// the monitor's ends of the sockets once the monitor has them.
+struct EarlyMonitor::Spawner {
+  Argv argv;
+  UniqueFd theirs, attach;
+  MonitorSpawnAttrs attrs;
+  pthread_t thread{};
+  bool running = false;
+  // The CPUs it may use (ours), when it is started away from ours (steer).
+  cpu_set_t cpus{};
+  bool steer = false;
+  int rc = 0;
+  pid_t pid = -1;
+  uint64_t start = 0;
+  Spawner(std::vector<std::string> a, UniqueFd sync, UniqueFd att)
+      : argv(std::move(a)), theirs(std::move(sync)), attach(std::move(att)), attrs(theirs.get(), attach.get()) {}
+  static void* run(void* p) {
+    auto* s = static_cast<Spawner*>(p);
+    s->rc = ::posix_spawn(&s->pid, s->argv.ptrs[0], &s->attrs.fa, &s->attrs.attr, s->argv.ptrs.data(), environ);
+    if (s->rc == 0) {
+      // Away from our CPU it was born; from here on, wherever ours may run.
+      // (Before the monitor is told anything: it makes the container only
+      // after spawned() has joined us.)
+      if (s->steer) (void)::sched_setaffinity(s->pid, sizeof s->cpus, &s->cpus);
+      s->start = runtime::process_start_time(s->pid);
+    } else {
+      s->pid = -1;
+    }
+    ::close(s->theirs.release());
+    if (s->attach) ::close(s->attach.release());
+    return nullptr;
+  }
+};
+
+EarlyMonitor::EarlyMonitor() = default;
 
 Result<EarlyMonitor> EarlyMonitor::spawn(const std::string& monitor_exe, const std::string& id,
                                          const std::string& dir, int attach_fd, bool netns,
@@ -567,16 +623,52 @@ Result<EarlyMonitor> EarlyMonitor::spawn(const std::string& monitor_exe, const s
   EarlyMonitor m;
   m.sync_.reset(sv[0]);
   UniqueFd theirs(sv[1]);
+  // The caller closes its attach end when this returns: the thread has its own.
+  UniqueFd attach(attach_fd >= 0 ? ::fcntl(attach_fd, F_DUPFD_CLOEXEC, 5) : -1);
+  if (attach_fd >= 0 && !attach) return sys_error("dup attach socket");
   // The rest of its command line (start()) says --dir again, and that one counts.
   std::vector<std::string> args = {monitor_exe, "--args-on-sync", "--id", id, "--dir", dir, "--sync-fd", "3"};
   if (attach_fd >= 0) args.insert(args.end(), {"--attach-fd", "4"});
   if (netns) args.push_back("--netns-early");
   if (!cgroup.empty()) args.insert(args.end(), {"--cgroup-early", cgroup});
   m.id_ = id;
-  m.pid_ = TRY(spawn_monitor(monitor_exe, std::move(args), theirs.get(), attach_fd));
-  m.start_ = runtime::process_start_time(m.pid_);
   m.attached_ = attach_fd >= 0;
+  m.spawner_ = std::make_unique<Spawner>(std::move(args), std::move(theirs), std::move(attach));
+  // A small stack: posix_spawn runs the child on one of its own.
+  pthread_attr_t ta;
+  pthread_attr_init(&ta);
+  pthread_attr_setstacksize(&ta, 64 << 10);
+  // On a CPU other than ours: the scheduler often queues a new thread behind
+  // its creator, and then the monitor starts only when we next sleep. The
+  // monitor is born there too, and gets our CPUs back at once.
+  Spawner& sp = *m.spawner_;
+  int here = ::sched_getcpu();
+  if (here >= 0 && ::sched_getaffinity(0, sizeof sp.cpus, &sp.cpus) == 0 && CPU_ISSET(here, &sp.cpus) &&
+      CPU_COUNT(&sp.cpus) > 1) {
+    cpu_set_t away = sp.cpus;
+    CPU_CLR(here, &away);
+    sp.steer = pthread_attr_setaffinity_np(&ta, sizeof away, &away) == 0;
+  }
+  int rc = ::pthread_create(&m.spawner_->thread, &ta, &Spawner::run, m.spawner_.get());
+  pthread_attr_destroy(&ta);
+  if (rc != 0) {
+    // No thread: spawned here, as before.
+    Spawner::run(m.spawner_.get());
+  } else {
+    m.spawner_->running = true;
+  }
+  m.pid_ = 0;  // not known until spawned()
   return m;
+}
+
+bool EarlyMonitor::spawned() {
+  if (spawner_) {
+    if (spawner_->running) ::pthread_join(spawner_->thread, nullptr);
+    pid_ = spawner_->pid;
+    start_ = spawner_->start;
+    spawner_.reset();
+  }
+  return pid_ > 0;
 }
 
 EarlyMonitor::EarlyMonitor(EarlyMonitor&& o) noexcept
@@ -584,10 +676,11 @@ EarlyMonitor::EarlyMonitor(EarlyMonitor&& o) noexcept
       start_(o.start_),
       id_(std::move(o.id_)),
       attached_(o.attached_),
-      sync_(std::move(o.sync_)) {}
+      sync_(std::move(o.sync_)),
+      spawner_(std::move(o.spawner_)) {}
 
 void EarlyMonitor::reap() {
-  if (pid_ <= 0) return;
+  if (!spawned()) return;
   sync_.reset();
   int ws;
   while (::waitpid(pid_, &ws, 0) < 0 && errno == EINTR) {
@@ -609,7 +702,7 @@ bool EarlyMonitor::send_frame(const char* kind, const std::string& body) {
 }
 
 bool EarlyMonitor::send_spec(const std::string& spec) {
-  if (pid_ <= 0 || spec.empty() || spec.size() > kEarlyArgsMax) return false;
+  if (!spawned() || spec.empty() || spec.size() > kEarlyArgsMax) return false;
   return send_frame("spec", spec);
 }
 
@@ -618,7 +711,7 @@ EarlyMonitor::~EarlyMonitor() { reap(); }
 
 Result<Container> Engine::start(const std::string& key, int attach_fd, bool fresh, EarlyMonitor* early) {
   // With `early`, the caller's attach socket (if any) went to it: attach_fd is -1.
-  if (early && early->pid_ <= 0) early = nullptr;
+  if (early && !early->spawned()) early = nullptr;
   if (fresh) failpoint("start-fresh");
   // Fresh: `key` is the id this process just made, and its directory follows.
   std::string id = key;

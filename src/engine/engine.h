@@ -74,6 +74,10 @@ std::string new_container_id();
 // container, then waits on its sync socket for the rest of its command line,
 // which Engine::start sends. One never handed to start closes the socket as
 // it goes, and the monitor exits without a trace.
+//
+// spawn() returns at once: a thread of ours posix_spawns it (posix_spawn's
+// vfork stops its caller until the exec is done, some 0.4 ms here), and the
+// first use waits for that thread (spawned()).
 class EarlyMonitor {
  public:
   // For the container `id` (new_container_id(), then create()'s: its
@@ -90,11 +94,14 @@ class EarlyMonitor {
   EarlyMonitor(EarlyMonitor&& o) noexcept;
   EarlyMonitor& operator=(EarlyMonitor&&) = delete;
   ~EarlyMonitor();
+  // Waits for the spawning thread: false if the monitor could not be started.
+  bool spawned();
   // start() found it dead (and reaped it) before it could take it over.
   bool lost() const { return lost_; }
 
  private:
-  EarlyMonitor() = default;
+  struct Spawner;
+  EarlyMonitor();
   friend class Engine;
   void reap();  // closes its socket (it exits, if it waits there) and waits for it
   bool send_frame(const char* kind, const std::string& body);  // monitor.h's header, then body
@@ -108,6 +115,7 @@ class EarlyMonitor {
   bool attached_ = false;
   bool lost_ = false;
   UniqueFd sync_;
+  std::unique_ptr<Spawner> spawner_;  // until spawned() has joined it
 };
 
 class Engine {

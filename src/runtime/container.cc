@@ -320,7 +320,7 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   // user namespace takes its rights on cgroupfs, and then the parent places it.
   // Shared with the cleanup, which may run after this function returned.
   std::shared_ptr<cgroup::Manager> cg;
-  cgroup::Layout layout = TRY(cgroup::detect_layout());
+  cgroup::Layout layout = o.cgroup_layout ? *o.cgroup_layout : TRY(cgroup::detect_layout());
   std::string cg_path = spec.linux && !spec.linux->cgroups_path.empty() ? spec.linux->cgroups_path
                                                                          : default_cgroup_path(o.id);
   if (g.systemd_cgroup)

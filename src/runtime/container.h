@@ -10,6 +10,10 @@
 #include "util/error.h"
 #include "util/fd.h"
 
+namespace berth::cgroup {
+struct Layout;
+}
+
 namespace berth::runtime {
 
 struct Globals {
@@ -43,6 +47,9 @@ struct CreateOptions {
   // taken over as if made here (limited as new, removed on error). berth's
   // early monitor makes it while the CLI creates the container.
   std::string cgroup_made;
+  // The host's cgroup layout as the caller found it a moment ago (berth's
+  // early monitor, making cgroup_made): not read again from mountinfo.
+  const cgroup::Layout* cgroup_layout = nullptr;
   // launch(): the bundle's config.json as the caller has it already, read
   // and parsed (berth's early monitor, sent it by the CLI as soon as it was
   // made, parses it while the CLI finishes): taken (moved) in place of

@@ -103,17 +103,22 @@ std::vector<std::string> list_ids(const std::string& root) {
 
 uint64_t process_start_time(pid_t pid) {
   if (pid <= 0) return 0;
-  char path[64];
+  // Read into a buffer of ours: this runs on EarlyMonitor's spawning thread,
+  // which allocates nothing.
+  char path[64], text[1024];
   std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  auto text = read_file(path);
-  if (!text) return 0;
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = ::read(fd, text, sizeof text - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  std::string_view all(text, static_cast<size_t>(n));
   // The command name (field 2) may hold spaces and parentheses: skip past the last ')'.
-  auto close = text->rfind(')');
-  if (close == std::string::npos) return 0;
-  std::string_view rest(*text);
-  rest.remove_prefix(close + 2);
+  auto close = all.rfind(')');
+  if (close == std::string_view::npos || close + 2 >= all.size()) return 0;
+  std::string_view rest = all.substr(close + 2);
   // rest starts at field 3 (state); start time is field 22.
-  char state = rest.empty() ? '?' : rest[0];
+  char state = rest[0];
   if (state == 'Z' || state == 'X') return 0;
   int field = 3;
   size_t pos = 0;
@@ -123,7 +128,9 @@ uint64_t process_start_time(pid_t pid) {
     ++pos;
     ++field;
   }
-  return std::strtoull(std::string(rest.substr(pos, rest.find(' ', pos) - pos)).c_str(), nullptr, 10);
+  uint64_t v = 0;
+  for (; pos < rest.size() && rest[pos] >= '0' && rest[pos] <= '9'; ++pos) v = v * 10 + static_cast<uint64_t>(rest[pos] - '0');
+  return v;
 }
 
 bool init_alive(const State& st) {

@@ -121,8 +121,21 @@ TEST_F(FlagsTest, NamespacesHostAndShared) {
 // The network namespace of a container started by `run` is made by its
 // monitor while the CLI creates the container (runtime's netns_fd): each
 // container still has one of its own, and the monitor stays in the host's.
+// A status line of /proc/PID/status ("self" for ours), its value.
+static std::string proc_status(const std::string& pid, const std::string& key) {
+  std::ifstream status("/proc/" + pid + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.starts_with(key + ":")) return line.substr(line.find_first_not_of(" \t", key.size() + 1));
+  return "";
+}
+
 TEST_F(FlagsTest, EachContainerHasItsOwnNetworkNamespace) {
   std::string host_net = fs::read_symlink("/proc/self/ns/net").string();
+  // The early monitor is started on a CPU other than the CLI's and then
+  // given the CLI's CPUs back: it and its container may run on all of ours.
+  std::string cpus = proc_status("self", "Cpus_allowed_list");
+  ASSERT_FALSE(cpus.empty());
   std::vector<std::string> nets;
   for (const char* name : {"neta", "netb"}) {
     auto r = berth({"run", "-d", "--name", name, "busybox", "sleep", "60"});
@@ -136,11 +149,10 @@ TEST_F(FlagsTest, EachContainerHasItsOwnNetworkNamespace) {
     EXPECT_TRUE(fs::exists(log)) << log;
     EXPECT_NE(nets.back(), host_net);
     // Its parent is its monitor, back in the host's namespace.
-    std::ifstream status("/proc/" + pid + "/status");
-    std::string line, ppid;
-    while (std::getline(status, line))
-      if (line.starts_with("PPid:")) ppid = line.substr(line.find_first_not_of(" \t", 5));
+    std::string ppid = proc_status(pid, "PPid");
     ASSERT_FALSE(ppid.empty());
+    EXPECT_EQ(proc_status(ppid, "Cpus_allowed_list"), cpus);
+    EXPECT_EQ(proc_status(pid, "Cpus_allowed_list"), cpus);
     std::ifstream comm("/proc/" + ppid + "/comm");
     std::string c;
     std::getline(comm, c);
@@ -151,6 +163,9 @@ TEST_F(FlagsTest, EachContainerHasItsOwnNetworkNamespace) {
   // What the container sees under /sys is its own namespace's: lo alone.
   auto r = berth({"exec", "neta", "ls", "/sys/class/net"});
   EXPECT_EQ(r.out, "lo\n") << r.err;
+  // A foreground run's container too.
+  r = berth({"run", "--rm", "busybox", "grep", "Cpus_allowed_list", "/proc/self/status"});
+  EXPECT_EQ(r.out, "Cpus_allowed_list:\t" + cpus + "\n") << r.err;
 }
 
 TEST_F(FlagsTest, LabelsAnnotationsAndFilters) {

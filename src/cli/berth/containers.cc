@@ -634,7 +634,10 @@ struct EarlyStart {
     if (m) monitor.emplace(std::move(*m));
     if (attach) attach->theirs.reset();  // the monitor's now, or made again by start()
   }
-  engine::EarlyMonitor* get() { return monitor ? &*monitor : nullptr; }
+  // Started (its spawning thread joined), or null.
+  engine::EarlyMonitor* get() { return monitor && monitor->spawned() ? &*monitor : nullptr; }
+  // Not waited for: create() only sends it the spec, which waits then.
+  engine::EarlyMonitor* pending() { return monitor ? &*monitor : nullptr; }
 };
 
 // Starts `c` attached (foreground run, start -a): returns its exit code.
@@ -1170,7 +1173,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
       reject_unknown(c);
       EarlyStart early(ctx, !f->detach, f->network);
       std::string detach = detach_keys(ctx, *keys);
-      Container ct = do_create(ctx, *f, early.id, early.get());
+      Container ct = do_create(ctx, *f, early.id, early.pending());
       if (f->detach) {
         auto s = eng(ctx).start(ct.id, -1, true, early.get());
         if (!s) {

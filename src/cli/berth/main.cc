@@ -1,7 +1,6 @@
 // berth: Docker's verbs and habits, daemonless. This file holds the global
 // options and the one place errors are printed; the verbs live in one file per
 // group (images.cc, system.cc).
-#include <sys/mman.h>
 #include <malloc.h>
 #include <CLI/CLI.hpp>
 #include <cerrno>
@@ -272,20 +271,14 @@ int run(int argc, char** argv) {
 namespace {
 
 // A command touches a few hundred KB of heap (CLI11's options, SQLite's page
-// cache, JSON documents), and on a VM a page fault costs ~15 us: some 100
-// faults, 1.5 ms of a `berth run`. The heap is grown once, by more than that,
-// and faulted in with one madvise (a few tens of us for 256 pages). Kernels
-// without MADV_POPULATE_WRITE (before 5.14) just fault as before.
-void prefault_heap() {
+// cache, JSON documents): the heap grows 512 KiB at a time and is never
+// trimmed, so a few brk calls in all. (It was also faulted in at once with
+// MADV_POPULATE_WRITE; a fault costs ~1.5 us here, and populating the whole
+// pad cost more than the ~60 faults it saved.)
+void tune_heap() {
   constexpr size_t kPad = 512 << 10;
   ::mallopt(M_TOP_PAD, kPad);
   ::mallopt(M_TRIM_THRESHOLD, 2 * kPad);
-  void* p = std::malloc(64 << 10);
-  if (!p) return;
-  auto lo = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{4095};
-  auto hi = reinterpret_cast<uintptr_t>(::sbrk(0));
-  if (hi > lo && hi - lo <= 4 * kPad) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_WRITE);
-  std::free(p);
 }
 
 }  // namespace
@@ -298,7 +291,7 @@ int main(int argc, char** argv) {
   // commands included, may exec berth-full again.)
   ::unsetenv("BERTH_FULL_EXEC");
 #endif
-  prefault_heap();
+  tune_heap();
   int status = berth::cli::run(argc, argv);
 #ifdef BERTH_LITE
   // Everything this process made is undone (the early monitor, the store
