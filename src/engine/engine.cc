@@ -3,8 +3,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/file.h>
@@ -32,6 +30,7 @@
 #include "runtime/state.h"
 #include "util/fs.h"
 #include "util/syscalls.h"
+#include "util/thread.h"
 
 extern char** environ;
 
@@ -634,28 +633,16 @@ Result<EarlyMonitor> EarlyMonitor::spawn(const std::string& monitor_exe, const s
   m.id_ = id;
   m.attached_ = attach_fd >= 0;
   m.spawner_ = std::make_unique<Spawner>(std::move(args), std::move(theirs), std::move(attach));
-  // A small stack: posix_spawn runs the child on one of its own.
-  pthread_attr_t ta;
-  pthread_attr_init(&ta);
-  pthread_attr_setstacksize(&ta, 64 << 10);
-  // On a CPU other than ours: the scheduler often queues a new thread behind
-  // its creator, and then the monitor starts only when we next sleep. The
-  // monitor is born there too, and gets our CPUs back at once.
+  // On a CPU other than ours (util/thread.h), with a small stack (posix_spawn
+  // runs the child on one of its own): the monitor is born there too, and
+  // gets our CPUs back once it has exec'd.
   Spawner& sp = *m.spawner_;
-  int here = ::sched_getcpu();
-  if (here >= 0 && ::sched_getaffinity(0, sizeof sp.cpus, &sp.cpus) == 0 && CPU_ISSET(here, &sp.cpus) &&
-      CPU_COUNT(&sp.cpus) > 1) {
-    cpu_set_t away = sp.cpus;
-    CPU_CLR(here, &away);
-    sp.steer = pthread_attr_setaffinity_np(&ta, sizeof away, &away) == 0;
-  }
-  int rc = ::pthread_create(&m.spawner_->thread, &ta, &Spawner::run, m.spawner_.get());
-  pthread_attr_destroy(&ta);
-  if (rc != 0) {
-    // No thread: spawned here, as before.
-    Spawner::run(m.spawner_.get());
+  if (start_thread_elsewhere(&sp.thread, &Spawner::run, &sp, 64 << 10, &sp.cpus, &sp.steer)) {
+    sp.running = true;
   } else {
-    m.spawner_->running = true;
+    // No thread: spawned here, as before.
+    sp.steer = false;
+    Spawner::run(&sp);
   }
   m.pid_ = 0;  // not known until spawned()
   return m;

@@ -910,11 +910,6 @@ bool read_args_on_sync(std::vector<std::string>& args, std::string& spec_text, s
     }
     return true;
   };
-  // While nothing has come yet: a spec of our own parsed once, so that the
-  // parser's code and heap are in (the real one, on the start's path, then
-  // takes ~190 us here instead of ~280).
-  struct pollfd p = {fd, POLLIN, 0};
-  if (::poll(&p, 1, 0) == 0) (void)oci::parse_spec(oci::default_spec_json(false));
   for (bool have_spec = false;;) {
     char head[17] = {};
     if (!read_all(head, 16) || head[4] != ' ' || head[15] != '\n') return false;
