@@ -483,6 +483,9 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   in.id = c.id;
   in.body = std::string(body_text);
   in.image_config = image_config;
+  // (body has the image's health check merged in since: make_spec reads none.)
+  in.body_json = &body;
+  in.image_json = &image_cfg;
   in.dir = c.dir;
   in.staging = work;
   in.init_path = opt_.init_exe;
@@ -1049,9 +1052,9 @@ std::string Engine::stopped_marker(const Container& c) const { return c.dir + "/
 Result<> Engine::cleanup(const std::string& id, bool* runtime_left, const Exit* exit) {
   int64_t delay_ms = 0;
   {
-    auto first = load(id);
-    if (!first) return {};  // removed meanwhile
-    DirLock lock = TRY(DirLock::take(first->dir));
+    auto locked = DirLock::take(container_dir(id));
+    if (!locked && locked.error().err == ENOENT) return {};  // removed meanwhile
+    DirLock lock = TRY(std::move(locked));
     auto loaded = load(id);
     if (!loaded) return {};
     Container c = std::move(*loaded);

@@ -144,11 +144,10 @@ Result<json> from_file(const std::string& path, const std::vector<std::string>& 
 
 }  // namespace
 
-Result<std::optional<std::string>> seccomp_profile(std::string_view profile, const std::vector<std::string>& caps) {
-  if (profile == "unconfined") return std::optional<std::string>();
-  if (profile.empty()) return std::optional<std::string>(default_profile(caps).dump());
-  json p = TRY(from_file(std::string(profile), caps));
-  return std::optional<std::string>(p.dump());
+Result<std::optional<json>> seccomp_profile(std::string_view profile, const std::vector<std::string>& caps) {
+  if (profile == "unconfined") return std::optional<json>();
+  if (profile.empty()) return std::optional<json>(default_profile(caps));
+  return std::optional<json>(TRY(from_file(std::string(profile), caps)));
 }
 
 }  // namespace berth::engine

@@ -7,7 +7,7 @@
 //   - `--security-opt seccomp=FILE`: a profile in Docker's format (archMap,
 //     includes/excludes by capability and architecture, minKernel) or OCI's;
 //   - `seccomp=unconfined` and --privileged: none.
-// The result is the runtime spec's linux.seccomp object, as JSON text.
+// The result is the runtime spec's linux.seccomp object.
 #pragma once
 
 #include <optional>
@@ -15,12 +15,14 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "util/error.h"
 
 namespace berth::engine {
 
 // `profile`: "" (the default), "unconfined", or a file path. `caps`: the
 // container's bounding set ("CAP_SYS_ADMIN", ...). nullopt: no filter.
-Result<std::optional<std::string>> seccomp_profile(std::string_view profile, const std::vector<std::string>& caps);
+Result<std::optional<nlohmann::json>> seccomp_profile(std::string_view profile, const std::vector<std::string>& caps);
 
 }  // namespace berth::engine

@@ -140,9 +140,11 @@ std::string container_cgroup_path(const std::string& id, bool systemd) {
 }
 
 Result<std::string> make_spec(const SpecInput& in) {
-  json body = parse(in.body, "body");
+  json body_text, img_text;
+  const json& body = in.body_json && in.body_json->is_object() ? *in.body_json : (body_text = parse(in.body, "body"));
   json host = body.contains("HostConfig") && body["HostConfig"].is_object() ? body["HostConfig"] : json::object();
-  json img = parse(in.image_config, "image config");
+  const json& img = in.image_json && in.image_json->is_object() ? *in.image_json
+                                                                : (img_text = parse(in.image_config, "image config"));
   json ic = img.contains("config") && img["config"].is_object() ? img["config"] : json::object();
   bool privileged = flag(host, "Privileged");
   bool tty = flag(body, "Tty");
@@ -160,7 +162,7 @@ Result<std::string> make_spec(const SpecInput& in) {
     if (in.init_path.empty() || !path_exists(in.init_path)) return fail("--init: berth-init is not installed");
     args.insert(args.begin(), {"/sbin/berth-init", "--"});
   }
-  proc["args"] = args;
+  proc["args"] = std::move(args);
   std::string hostname = str(body, "Hostname");
   if (hostname.empty()) hostname = in.id.substr(0, 12);
   std::vector<std::string> env = strings(ic, "Env");
@@ -230,7 +232,7 @@ Result<std::string> make_spec(const SpecInput& in) {
       continue;  // no LSM on this host's containers
     else return fail("--security-opt \"" + o + "\": unknown option");
   }
-  std::optional<std::string> filter;
+  std::optional<json> filter;
   if (!privileged) filter = TRY(seccomp_profile(seccomp, caps));
   proc["noNewPrivileges"] = nnp;
   json rl = json::array();
@@ -245,7 +247,7 @@ Result<std::string> make_spec(const SpecInput& in) {
     else return fail("--ulimit \"" + name + "\": unknown limit");
   }
   if (!rl.empty()) proc["rlimits"] = rl;
-  spec["process"] = proc;
+  spec["process"] = std::move(proc);
 
   spec["root"] = {{"path", "rootfs"}, {"readonly", flag(host, "ReadonlyRootfs")}};
   spec["hostname"] = hostname;
@@ -305,7 +307,7 @@ Result<std::string> make_spec(const SpecInput& in) {
     mounts.push_back({{"destination", std::string("/etc/") + f}, {"type", "bind"}, {"source", src},
                       {"options", {"rbind", "rprivate", ro_root ? "ro" : "rw"}}});
   }
-  spec["mounts"] = mounts;
+  spec["mounts"] = std::move(mounts);
 
   // linux
   json linux;
@@ -333,7 +335,7 @@ Result<std::string> make_spec(const SpecInput& in) {
   TRY(ns_mode("UTSMode", "uts", true));
   TRY(ns_mode("NetworkMode", "network", true));
   ns.push_back({{"type", "cgroup"}});
-  linux["namespaces"] = ns;
+  linux["namespaces"] = std::move(ns);
   // A shared uts namespace has no hostname of ours to set.
   if (str(host, "UTSMode") == "host" || str(host, "UTSMode").starts_with("container:")) spec.erase("hostname");
 
@@ -392,9 +394,9 @@ Result<std::string> make_spec(const SpecInput& in) {
     devrules.push_back({{"allow", true}, {"type", type}, {"major", major(st.st_rdev)}, {"minor", minor(st.st_rdev)},
                         {"access", perms}});
   }
-  if (!devices.empty()) linux["devices"] = devices;
-  res["devices"] = devrules;
-  linux["resources"] = res;
+  if (!devices.empty()) linux["devices"] = std::move(devices);
+  res["devices"] = std::move(devrules);
+  linux["resources"] = std::move(res);
   // The systemd form tells the runtime (launch) which driver the container has.
   linux["cgroupsPath"] = container_cgroup_path(in.id, in.systemd_cgroup);
 
@@ -410,8 +412,8 @@ Result<std::string> make_spec(const SpecInput& in) {
                             "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"};
     linux["readonlyPaths"] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"};
   }
-  if (filter) linux["seccomp"] = json::parse(*filter);
-  spec["linux"] = linux;
+  if (filter) linux["seccomp"] = std::move(*filter);
+  spec["linux"] = std::move(linux);
 
   json ann = json::object();
   // A named copy: iterating over a temporary's items() would dangle.

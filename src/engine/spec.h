@@ -1,11 +1,14 @@
 // Docker's create body + the image config -> the OCI runtime config of the
 // container's bundle, with Docker's defaults (capabilities, masked paths,
-// /dev/shm, device rules). JSON stays in spec.cc.
+// /dev/shm, device rules). JSON stays in spec.cc (callers may hand it
+// documents they parsed already: json_fwd only).
 #pragma once
 
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "engine/volumes.h"
 #include "util/error.h"
@@ -16,6 +19,9 @@ struct SpecInput {
   std::string id;
   std::string body;          // Docker's create body (Config fields + HostConfig)
   std::string image_config;  // the image's config blob
+  // The same two parsed already (objects), or null: then the texts are not read.
+  const nlohmann::json* body_json = nullptr;
+  const nlohmann::json* image_json = nullptr;
   int rootfs_fd = -1;        // the container's mounted rootfs (users, workdir)
   std::string dir;           // containers/<id>: hostname, hosts, resolv.conf live here
   std::string staging;       // where they are while the container is made, if not yet in dir

@@ -69,6 +69,7 @@ struct Context {
   std::function<std::optional<std::string>(const std::string&)> inspect_volume;
 
  private:
+  std::optional<std::pair<std::string, image::ImageRecord>> resolved_;  // here_or_in_full's
   std::unique_ptr<image::ImageStore> store_;
   std::unique_ptr<engine::Engine> engine_;
 };

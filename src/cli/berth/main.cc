@@ -26,9 +26,9 @@ Result<image::ImageStore*> Context::store() {
   return store_.get();
 }
 
-// The template a missing image `name` is made from (busybox, debian), or "".
-static std::string template_for(image::ImageStore& s, std::string_view name) {
-  if (s.resolve(name)) return "";
+// The template a missing image `name` would be made from (busybox, debian
+// with the tag latest), or "".
+static std::string template_for(std::string_view name) {
   auto ref = image::Reference::parse(name);
   if (ref && ref->domain == "docker.io" && ref->tag == "latest" && !ref->digest &&
       ref->path.starts_with("library/") && image::is_template(ref->path.substr(8)))
@@ -38,22 +38,29 @@ static std::string template_for(image::ImageStore& s, std::string_view name) {
 
 Result<image::ImageRecord> Context::image(std::string_view name) {
   image::ImageStore* s = TRY(store());
+  // here_or_in_full() has just found it.
+  if (resolved_ && resolved_->first == name) return resolved_->second;
   auto rec = s->resolve(name);
   if (rec) return rec;
-  auto ref = image::Reference::parse(name);
-  if (ref && !template_for(*s, name).empty()) {
+  if (std::string t = template_for(name); !t.empty()) {
 #ifdef BERTH_LITE
     // Making it writes layers: berth-full's work, and it runs the whole command.
     throw RunInFull{};
 #endif
-    return image::create_from_template(*s, ref->path.substr(8), *ref);
+    return image::create_from_template(*s, t, *image::Reference::parse(name));
   }
   return rec;
 }
 
 void Context::here_or_in_full(std::string_view name) {
 #ifdef BERTH_LITE
-  if (auto s = store(); s && !template_for(**s, name).empty()) throw RunInFull{};
+  auto s = store();
+  if (!s) return;
+  if (auto rec = (*s)->resolve(name)) {
+    resolved_.emplace(std::string(name), std::move(*rec));
+    return;
+  }
+  if (!template_for(name).empty()) throw RunInFull{};
 #else
   (void)name;
 #endif
