@@ -367,12 +367,22 @@ Result<> Engine::reconcile(Container& c) {
   return {};
 }
 
+constexpr std::string_view kSaveState =
+    "UPDATE containers SET state = ?2, pid = ?3, monitor_pid = ?4, monitor_start = ?5, exit_code = ?6, "
+    "started = ?7, finished = ?8, restart_count = ?9, error = ?10 WHERE id = ?1";
+constexpr std::string_view kDeleteContainer = "DELETE FROM containers WHERE id = ?1";
+
 Result<> Engine::save_state(const Container& c) {
   return db_->exec(
-      "UPDATE containers SET state = ?2, pid = ?3, monitor_pid = ?4, monitor_start = ?5, exit_code = ?6, "
-      "started = ?7, finished = ?8, restart_count = ?9, error = ?10 WHERE id = ?1",
-      c.id, c.state, c.pid, c.monitor_pid, static_cast<int64_t>(c.monitor_start), c.exit_code, c.started, c.finished,
+      kSaveState, c.id, c.state, c.pid, c.monitor_pid, static_cast<int64_t>(c.monitor_start), c.exit_code, c.started, c.finished,
       c.restart_count, c.error);
+}
+
+void Engine::prepare_for_exit() {
+  db_->prepare(kSaveState);
+  db_->prepare(kDeleteContainer);
+  store_->prepare_remove_rootfs();
+  Volumes(*db_, opt_.root).prepare_release();
 }
 
 std::string new_container_id() { return random_hex(32); }
@@ -525,7 +535,7 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   failpoint("create-after-row");
   if (::rename(work.c_str(), c.dir.c_str()) < 0) {
     Error e{errno, "rename " + work + " to " + c.dir};
-    (void)db_->exec("DELETE FROM containers WHERE id = ?1", c.id);
+    (void)db_->exec(kDeleteContainer, c.id);
     return std::unexpected(std::move(e));
   }
   ok = true;
@@ -812,6 +822,8 @@ Result<Container> Engine::start(const std::string& key, int attach_fd, bool fres
     mstart = runtime::process_start_time(mpid);
   }
 
+  // The monitor takes some ms to answer, and we have nothing else to do.
+  prepare_for_exit();
   std::string line;
   char buf[4096];
   for (;;) {
@@ -944,7 +956,7 @@ Result<> Engine::remove_locked(Container& c, bool volumes, bool keep_runtime) {
   }
   TRY(store_->remove_rootfs(c.id, c.dir, opt_.defer_removal));
   failpoint("remove-after-rootfs");
-  TRY(db_->exec("DELETE FROM containers WHERE id = ?1", c.id));
+  TRY(db_->exec(kDeleteContainer, c.id));
   // Its anonymous volumes go with rm -v, and always with --rm (Docker).
   json body = json::parse(c.config, nullptr, false);
   volumes = volumes || (body.is_object() && body.value("HostConfig", json::object()).value("AutoRemove", false));

@@ -212,6 +212,9 @@ class Engine {
   std::string container_dir(std::string_view id) const;  // containers/<id> in the store root
   Result<> reconcile(Container& c);
   Result<> save_state(const Container& c);
+  // The statements a start's record and its container's cleanup will run,
+  // parsed while the monitor launches the container (Db::prepare).
+  void prepare_for_exit();
   // volumes: its anonymous volumes too; keep_runtime: its runtime state and
   // cgroup are someone else's to remove.
   Result<> remove_locked(Container& c, bool volumes = false, bool keep_runtime = false);

@@ -520,13 +520,16 @@ Result<PruneResult> Volumes::prune(bool all, const std::function<bool(const Volu
   return out;
 }
 
+constexpr std::string_view kHeldVolumes =
+    "SELECT u.volume, v.anonymous FROM volume_users u LEFT JOIN volumes v ON v.name = u.volume WHERE u.container = ?1";
+
+void Volumes::prepare_release() { db_.prepare(kHeldVolumes); }
+
 Result<> Volumes::release(const std::string& id, bool remove_anonymous) {
   // Most containers hold no volume: one read, no lock, no write.
   std::vector<std::string> anonymous;
   int64_t held = 0;
-  TRY(db_.run("SELECT u.volume, v.anonymous FROM volume_users u LEFT JOIN volumes v ON v.name = u.volume "
-              "WHERE u.container = ?1",
-              {id}, [&](const Row& r) {
+  TRY(db_.run(kHeldVolumes, {id}, [&](const Row& r) {
                 ++held;
                 if (r.integer(1) != 0) anonymous.push_back(r.text(0));
               }));

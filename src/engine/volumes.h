@@ -89,6 +89,8 @@ class Volumes {
   // The container is gone: it holds its volumes no more; its anonymous ones
   // that nothing else holds are removed when `remove_anonymous` (rm -v, --rm).
   Result<> release(const std::string& id, bool remove_anonymous);
+  // What release will ask of the database first, parsed now (Db::prepare).
+  void prepare_release();
 
  private:
   Result<Volume> hold(std::string name, const std::map<std::string, std::string>& labels,

@@ -1011,6 +1011,8 @@ Result<std::vector<Digest>> ImageStore::blobs(const ImageRecord& image) const {
 
 // ------------------------------------------------------ container rootfs --
 
+constexpr std::string_view kDropImageUser = "DELETE FROM image_users WHERE user = ?1";
+
 Result<std::string> ImageStore::create_rootfs(const std::string& user, const ImageRecord& image,
                                               const std::string& dir, bool transient) {
   UniqueFd held = TRY(lock());
@@ -1063,6 +1065,8 @@ Result<std::string> ImageStore::mount_rootfs(const ImageRecord& image, const std
   return rootfs;
 }
 
+void ImageStore::prepare_remove_rootfs() { db_->prepare(kDropImageUser); }
+
 Result<> ImageStore::remove_rootfs(const std::string& user, const std::string& dir, bool later) {
   UniqueFd held = TRY(lock());
   std::string rootfs = dir + "/rootfs";
@@ -1071,7 +1075,7 @@ Result<> ImageStore::remove_rootfs(const std::string& user, const std::string& d
   if (::umount2(rootfs.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
     return sys_error("umount " + rootfs);
   TRY(later ? trash_tree(dir) : remove_tree(dir));
-  return db_->exec("DELETE FROM image_users WHERE user = ?1", user);
+  return db_->exec(kDropImageUser, user);
 }
 
 Result<std::string> ImageStore::read_config(const ImageRecord& image) const { return content_->read(image.id); }

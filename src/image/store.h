@@ -236,6 +236,8 @@ class ImageStore {
   // Unmounts and removes `dir`, and lets the image go. `later`: `dir` goes to
   // the trash (trash_tree), removed by whoever empties it.
   Result<> remove_rootfs(const std::string& user, const std::string& dir, bool later = false);
+  // What remove_rootfs will ask of the database, parsed now (Db::prepare).
+  void prepare_remove_rootfs();
 
   // Every blob the store keeps for an image: its manifests (an image loaded or
   // pulled in several forms has several), config and layer blobs.
