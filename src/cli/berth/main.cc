@@ -210,7 +210,10 @@ int run(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show every command's options");
   app.set_version_flag("-v,--version", std::string("berth version ") + BERTH_VERSION + ", commit " + BERTH_COMMIT);
-  Context ctx;
+  // Not destroyed either, but where the command goes on in berth-full:
+  // closing the store (SQLite's statements and connection) and the rest took
+  // ~0.12 ms of every `run` here, as the process was about to end anyway.
+  Context& ctx = *new Context;
   ctx.args.assign(argv + 1, argv + argc);
   CommandLine cl = command_line(argc, argv);
   if (cl.debug) log::init("", log::Format::text, true);
@@ -262,6 +265,7 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "berth: template: %s\n", e.what());
     return 1;
   } catch (const RunInFull&) {
+    delete &ctx;  // (berth-full opens the store afresh)
     return kRunInFull;
   } catch (const Failure& f) {
     // An empty error is a status to pass on (the container's exit code).
