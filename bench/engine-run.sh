@@ -12,6 +12,7 @@
 #
 # Environment: BERTH (build/src/berth)  BERTH_RUNTIME (build/src/berth-runtime)
 #   RUNS (50)  WARMUP (5)  PAR_RUNS (3)  PSS_COUNT (50: the binary's shared pages divide among them)
+#   SETTLE (65: seconds between the set-up and the first timing, after `sync`)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -98,6 +99,14 @@ else
     note "docker skipped: no daemon running"
 fi
 command -v ctr >/dev/null || note "ctr (containerd) is not installed: skipped"
+
+# The set-up (stores, images, podman's load and test run) made and removed
+# thousands of files under /var/tmp. On an ext4 without a journal (this VM's)
+# the inode allocator then steps over every inode freed in the last minute,
+# which slows whatever makes files there next (berth's containers; the
+# runtime's state is on tmpfs): the timings start on a settled disk.
+sync
+sleep "${SETTLE:-65}"
 
 args=()
 for i in "${!cmds[@]}"; do args+=(-n "${names[$i]}" "${cmds[$i]}"); done
