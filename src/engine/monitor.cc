@@ -25,6 +25,7 @@
 #include "cgroup/cgroup.h"
 #include "engine/attach.h"
 #include "engine/logfile.h"
+#include "engine/spec.h"
 #include "runtime/container.h"
 #include "runtime/namespaces.h"
 #include "runtime/sealed.h"
@@ -59,6 +60,7 @@ struct Args {
   int netns_fd = -1;
   std::string cgroup_made;
   std::optional<cgroup::Layout> cgroup_layout;  // found making it, for the start
+  std::optional<std::vector<oci::DeviceCgroupRule>> cgroup_devices;  // the rules put on it
   // config.json as the CLI sent it before the arguments, and parsed (monitor.h).
   std::string spec_text;
   std::optional<oci::Spec> spec;
@@ -328,6 +330,7 @@ Result<> Monitor::start_container() {
   o.netns_fd = a_.netns_fd;
   o.cgroup_made = a_.cgroup_made;
   if (a_.cgroup_layout) o.cgroup_layout = &*a_.cgroup_layout;
+  if (a_.cgroup_devices) o.cgroup_devices_applied = &*a_.cgroup_devices;
   if (a_.spec) o.config_spec = &*a_.spec, o.config_text = &a_.spec_text;
   auto launched = runtime::launch(g, o);
   if (a_.netns_fd >= 0) ::close(std::exchange(a_.netns_fd, -1));
@@ -939,14 +942,26 @@ bool read_args_on_sync(std::vector<std::string>& args, std::string& spec_text, s
 // --cgroup-early PATH: the container's cgroup (cgroupfs driver), made empty
 // while the CLI creates the container, so the start only limits it
 // (runtime::CreateOptions::cgroup_made), and the host's cgroup layout it
-// found (CreateOptions::cgroup_layout: not read twice). Nothing if it could
-// not be made (the start then makes it as usual).
-std::optional<cgroup::Layout> make_cgroup_early(const std::string& path) {
+// found (CreateOptions::cgroup_layout: not read twice). The device rules of
+// a container without --device or --privileged go on it too (ten v1 writes,
+// or v2's eBPF program): the start, finding its own the same, leaves them
+// (CreateOptions::cgroup_devices_applied). Nothing if it could not be made
+// (the start then makes it as usual).
+struct EarlyCgroup {
+  cgroup::Layout layout;
+  std::optional<std::vector<oci::DeviceCgroupRule>> devices;
+};
+std::optional<EarlyCgroup> make_cgroup_early(const std::string& path) {
   auto layout = cgroup::detect_layout();
   if (!layout) return std::nullopt;
   auto m = cgroup::open(*layout, path);
   if (!m || !(*m)->create(nullptr)) return std::nullopt;
-  return std::move(*layout);
+  EarlyCgroup made{std::move(*layout), std::nullopt};
+  oci::Resources res;
+  res.devices = base_device_rules(false);
+  runtime::add_default_device_rules(res, oci::Spec{});
+  if ((*m)->apply(res)) made.devices = std::move(res.devices);
+  return made;
 }
 
 }  // namespace
@@ -957,7 +972,7 @@ int monitor_main(int argc, char** argv) {
   std::vector<char*> early_argv;
   UniqueFd netns;
   std::string cgroup_path, spec_text;
-  std::optional<cgroup::Layout> layout;
+  std::optional<EarlyCgroup> early_cgroup;
   std::optional<oci::Spec> spec;
   if (argc > 1 && std::string(argv[1]) == "--args-on-sync") {
     early.emplace_back(argv[0]);
@@ -974,7 +989,7 @@ int monitor_main(int argc, char** argv) {
       if (auto n = runtime::make_netns(); n) netns = std::move(*n);
       else log::debug(n.error().str());
     }
-    if (!cgroup_path.empty() && !(layout = make_cgroup_early(cgroup_path))) cgroup_path.clear();
+    if (!cgroup_path.empty() && !(early_cgroup = make_cgroup_early(cgroup_path))) cgroup_path.clear();
     if (!read_args_on_sync(early, spec_text, spec)) {
       if (!cgroup_path.empty()) cgroup::remove_if_empty(cgroup_path);
       return 0;
@@ -993,7 +1008,10 @@ int monitor_main(int argc, char** argv) {
   // Closed once the container has started (start_container).
   a->netns_fd = netns.release();
   a->cgroup_made = cgroup_path;
-  a->cgroup_layout = std::move(layout);
+  if (early_cgroup) {
+    a->cgroup_layout = std::move(early_cgroup->layout);
+    a->cgroup_devices = std::move(early_cgroup->devices);
+  }
   a->spec_text = std::move(spec_text);
   a->spec = std::move(spec);
   bool loop = a->loop;

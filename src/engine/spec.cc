@@ -378,8 +378,8 @@ Result<std::string> make_spec(const SpecInput& in) {
   TRY(throttle("BlkioDeviceReadIOps", "throttleReadIOPSDevice", "Rate"));
   TRY(throttle("BlkioDeviceWriteIOps", "throttleWriteIOPSDevice", "Rate"));
 
-  json devrules = json::array({{{"allow", false}, {"access", "rwm"}}});
-  if (privileged) devrules = json::array({{{"allow", true}, {"access", "rwm"}}});
+  json devrules = json::array();
+  for (auto& r : base_device_rules(privileged)) devrules.push_back({{"allow", r.allow}, {"access", r.access}});
   json devices = json::array();
   for (auto& d : host.value("Devices", json::array())) {
     std::string src = d.value("PathOnHost", ""), dst = d.value("PathInContainer", "");

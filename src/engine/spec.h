@@ -11,6 +11,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "engine/volumes.h"
+#include "oci/spec.h"
 #include "util/error.h"
 
 namespace berth::engine {
@@ -39,6 +40,18 @@ std::vector<std::string> all_capabilities();
 
 // The linux.cgroupsPath of container `id` under the cgroupfs or the systemd driver.
 std::string container_cgroup_path(const std::string& id, bool systemd);
+
+// The device cgroup rules make_spec gives a container before its --device
+// ones: everything denied, or with --privileged allowed (the runtime adds
+// the devices every container may use). berth's early monitor puts a
+// container's on the cgroup it makes ahead of the start (inline: the monitor
+// links no spec.cc).
+inline std::vector<oci::DeviceCgroupRule> base_device_rules(bool privileged) {
+  oci::DeviceCgroupRule all;
+  all.allow = privileged;
+  all.access = "rwm";
+  return {all};
+}
 
 // The config.json text; errors name the flag at fault.
 Result<std::string> make_spec(const SpecInput& in);

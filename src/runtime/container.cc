@@ -53,31 +53,6 @@ class Cleanup {
   bool armed_ = true;
 };
 
-// Devices every container may use whatever its rules say, as runc allows them.
-void add_default_device_rules(oci::Resources& r, const oci::Spec& spec) {
-  auto allow = [&](const char* type, int64_t maj, int64_t min) {
-    oci::DeviceCgroupRule d;
-    d.allow = true;
-    d.type = type;
-    if (maj >= 0) d.major = maj;
-    if (min >= 0) d.minor = min;
-    d.access = "rwm";
-    r.devices.push_back(d);
-  };
-  allow("c", 1, 3);    // null
-  allow("c", 1, 5);    // zero
-  allow("c", 1, 7);    // full
-  allow("c", 1, 8);    // random
-  allow("c", 1, 9);    // urandom
-  allow("c", 5, 0);    // tty
-  allow("c", 5, 1);    // console
-  allow("c", 5, 2);    // ptmx
-  allow("c", 136, -1); // pts/*
-  if (spec.linux)
-    for (auto& d : spec.linux->devices)
-      if (d.type == "c" || d.type == "b" || d.type == "u") allow(d.type == "b" ? "b" : "c", d.major, d.minor);
-}
-
 std::string absolute(const std::string& p) {
   if (!p.empty() && p[0] == '/') return clean_path(p);
   char cwd[4096];
@@ -198,6 +173,39 @@ Result<Bundle> load_bundle(const std::string& path) {
 }
 
 }  // namespace
+
+void add_default_device_rules(oci::Resources& r, const oci::Spec& spec) {
+  auto allow = [&](const char* type, int64_t maj, int64_t min) {
+    oci::DeviceCgroupRule d;
+    d.allow = true;
+    d.type = type;
+    if (maj >= 0) d.major = maj;
+    if (min >= 0) d.minor = min;
+    d.access = "rwm";
+    r.devices.push_back(d);
+  };
+  allow("c", 1, 3);    // null
+  allow("c", 1, 5);    // zero
+  allow("c", 1, 7);    // full
+  allow("c", 1, 8);    // random
+  allow("c", 1, 9);    // urandom
+  allow("c", 5, 0);    // tty
+  allow("c", 5, 1);    // console
+  allow("c", 5, 2);    // ptmx
+  allow("c", 136, -1); // pts/*
+  if (spec.linux)
+    for (auto& d : spec.linux->devices)
+      if (d.type == "c" || d.type == "b" || d.type == "u") allow(d.type == "b" ? "b" : "c", d.major, d.minor);
+}
+
+bool same_device_rules(const std::vector<oci::DeviceCgroupRule>& a, const std::vector<oci::DeviceCgroupRule>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].allow != b[i].allow || a[i].type != b[i].type || a[i].major != b[i].major || a[i].minor != b[i].minor ||
+        a[i].access != b[i].access)
+      return false;
+  return true;
+}
 
 // The config a container was created with: the state's copy, or the bundle's
 // where the state keeps none (CreateOptions::config_in_bundle).
@@ -329,6 +337,11 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
     cg = TRY(cgroup::open(layout, cg_path));
   oci::Resources res = spec.linux && spec.linux->resources ? *spec.linux->resources : oci::Resources{};
   if (!res.devices.empty()) add_default_device_rules(res, spec);
+  bool adopt = !g.systemd_cgroup && !o.cgroup_made.empty() && clean_path("/" + o.cgroup_made) == clean_path("/" + cg_path);
+  // The very rules the caller put on the cgroup it made for us a moment ago
+  // (empty then, and still: nothing runs in it): not written again.
+  if (adopt && o.cgroup_devices_applied && same_device_rules(res.devices, *o.cgroup_devices_applied))
+    res.devices.clear();
   bool v2 = layout.mode == cgroup::Mode::unified;
   // On v2 the device rules are an eBPF program whose load (the verifier) is
   // the slowest step of making the cgroup: it is loaded and attached after the
@@ -336,7 +349,6 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   // container runs anything of its own.
   oci::Resources late_devices;
   if (v2) late_devices.devices = std::move(res.devices), res.devices.clear();
-  bool adopt = !g.systemd_cgroup && !o.cgroup_made.empty() && clean_path("/" + o.cgroup_made) == clean_path("/" + cg_path);
   auto make_cgroup = [&]() -> Result<> {
     if (auto r = cg->create(&res, adopt); !r) {
       if (!g.rootless) return std::unexpected(std::move(r).error().context("cgroup " + cg_path));

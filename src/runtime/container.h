@@ -50,6 +50,11 @@ struct CreateOptions {
   // The host's cgroup layout as the caller found it a moment ago (berth's
   // early monitor, making cgroup_made): not read again from mountinfo.
   const cgroup::Layout* cgroup_layout = nullptr;
+  // The device rules the caller has applied to cgroup_made already, in order
+  // (berth's early monitor: those of a container without --device or
+  // --privileged): when the config's, with the runtime's defaults added
+  // (add_default_device_rules), are the same, they are not applied again.
+  const std::vector<oci::DeviceCgroupRule>* cgroup_devices_applied = nullptr;
   // launch(): the bundle's config.json as the caller has it already, read
   // and parsed (berth's early monitor, sent it by the CLI as soon as it was
   // made, parses it while the CLI finishes): taken (moved) in place of
@@ -57,6 +62,11 @@ struct CreateOptions {
   oci::Spec* config_spec = nullptr;
   const std::string* config_text = nullptr;
 };
+
+// The devices every container may use whatever its config's rules say (as
+// runc allows them), added after those rules when it has any.
+void add_default_device_rules(oci::Resources& r, const oci::Spec& spec);
+bool same_device_rules(const std::vector<oci::DeviceCgroupRule>& a, const std::vector<oci::DeviceCgroupRule>& b);
 
 Result<> create(const Globals& g, const CreateOptions& o);
 Result<> start(const Globals& g, const std::string& id);

@@ -79,7 +79,7 @@ if [[ -n $imgtests && -n $cli ]]; then
     full=$(dirname "$cli")/berth-full
     cp "$full" "$root/bin/berth-full"
   fi
-  # The monitor (static), for the engine's check under systemd.
+  # The monitor (static), for the engine's checks (cgroupfs, and under systemd).
   [[ -x $(dirname "$cli")/berth-monitor ]] && cp "$(dirname "$cli")/berth-monitor" "$root/bin/berth-monitor"
   for lib in $(ldd "$imgtests" "$cli" $full 2>/dev/null | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
     mkdir -p "$root$(dirname "$lib")"
@@ -123,6 +123,7 @@ want=9
 [[ -n $itests && -x /lib/systemd/systemd ]] && want=$((want + 1))
 [[ -n $itests && -x /lib/systemd/systemd && -n $cli && -x $(dirname "$cli")/berth-monitor ]] && want=$((want + 1))
 [[ -n $imgtests && -n $cli ]] && want=$((want + 2))
+[[ -n $imgtests && -n $cli && -x $(dirname "$cli")/berth-monitor ]] && want=$((want + 1))
 if grep -q 'BERTH-V2 FAIL' <<<"$results" || ! grep -q 'BERTH-V2 DONE' <<<"$results" || ((passed != want)); then
   echo "--- guest console (tail) ---"
   tail -n 60 "$out"

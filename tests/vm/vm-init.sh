@@ -109,6 +109,21 @@ if [ -x /bin/berth-image-tests ]; then
   sed 's/^/BERTH-V2-GT /' /tmp/gi.log
   dmesg | grep -iE 'overlay|erofs' | sed 's/^/BERTH-V2-GT dmesg: /'
   if [ $rc -eq 0 ]; then pass gtest-image-store-dir; else failc gtest-image-store-dir "exit $rc"; fi
+  # 7b. The engine under the cgroupfs driver: a default container's device
+  # rules are the eBPF program its early monitor attached, which the start
+  # keeps; --device and --privileged get the start's own.
+  if [ -x /bin/berth-monitor ]; then
+    B="/bin/berth --root /tmp/dev-store --runroot /tmp/dev-run"
+    P='mknod /tmp/n c 1 3 && echo n; mknod /tmp/k c 1 11 2>/dev/null && echo k || echo no-k; mknod /tmp/s b 8 0 2>/dev/null && echo s || echo no-s'
+    d1=$($B run --rm busybox sh -c "$P" 2>&1 | tr '\n' ' ')
+    d2=$($B run --rm --device /dev/kmsg busybox sh -c "$P" 2>&1 | tr '\n' ' ')
+    d3=$($B run --rm --privileged busybox sh -c "$P" 2>&1 | tr '\n' ' ')
+    if [ "$d1" = "n no-k no-s " ] && [ "$d2" = "n k no-s " ] && [ "$d3" = "n k s " ]; then
+      pass engine-device-rules
+    else
+      failc engine-device-rules "default: $d1; --device: $d2; --privileged: $d3"
+    fi
+  fi
 fi
 
 # 8. The systemd cgroup driver, against a real systemd: started as PID 1 of a
