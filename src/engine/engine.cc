@@ -602,15 +602,13 @@ struct EarlyMonitor::Spawner {
   // The CPUs it may use (ours), when it is started away from ours (steer).
   cpu_set_t cpus{};
   bool steer = false;
-  int rc = 0;
-  pid_t pid = -1;
+  pid_t pid = -1;  // -1 if the spawn failed (start() then spawns one of its own)
   uint64_t start = 0;
   Spawner(std::vector<std::string> a, UniqueFd sync, UniqueFd att)
       : argv(std::move(a)), theirs(std::move(sync)), attach(std::move(att)), attrs(theirs.get(), attach.get()) {}
   static void* run(void* p) {
     auto* s = static_cast<Spawner*>(p);
-    s->rc = ::posix_spawn(&s->pid, s->argv.ptrs[0], &s->attrs.fa, &s->attrs.attr, s->argv.ptrs.data(), environ);
-    if (s->rc == 0) {
+    if (::posix_spawn(&s->pid, s->argv.ptrs[0], &s->attrs.fa, &s->attrs.attr, s->argv.ptrs.data(), environ) == 0) {
       // Away from our CPU it was born; from here on, wherever ours may run.
       // (Before the monitor is told anything: it makes the container only
       // after spawned() has joined us.)
@@ -657,7 +655,6 @@ Result<EarlyMonitor> EarlyMonitor::spawn(const std::string& monitor_exe, const s
     sp.steer = false;
     Spawner::run(&sp);
   }
-  m.pid_ = 0;  // not known until spawned()
   return m;
 }
 

@@ -117,6 +117,7 @@ struct DeviceCgroupRule {
   std::string type;  // a c b
   std::optional<int64_t> major, minor;
   std::string access;
+  bool operator==(const DeviceCgroupRule&) const = default;
 };
 
 struct WeightDevice {

@@ -198,15 +198,6 @@ void add_default_device_rules(oci::Resources& r, const oci::Spec& spec) {
       if (d.type == "c" || d.type == "b" || d.type == "u") allow(d.type == "b" ? "b" : "c", d.major, d.minor);
 }
 
-bool same_device_rules(const std::vector<oci::DeviceCgroupRule>& a, const std::vector<oci::DeviceCgroupRule>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (a[i].allow != b[i].allow || a[i].type != b[i].type || a[i].major != b[i].major || a[i].minor != b[i].minor ||
-        a[i].access != b[i].access)
-      return false;
-  return true;
-}
-
 // The config a container was created with: the state's copy, or the bundle's
 // where the state keeps none (CreateOptions::config_in_bundle).
 Result<std::string> saved_config(const std::string& root, const std::string& id) {
@@ -340,7 +331,7 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   bool adopt = !g.systemd_cgroup && !o.cgroup_made.empty() && clean_path("/" + o.cgroup_made) == clean_path("/" + cg_path);
   // The very rules the caller put on the cgroup it made for us a moment ago
   // (empty then, and still: nothing runs in it): not written again.
-  if (adopt && o.cgroup_devices_applied && same_device_rules(res.devices, *o.cgroup_devices_applied))
+  if (adopt && o.cgroup_devices_applied && res.devices == *o.cgroup_devices_applied)
     res.devices.clear();
   bool v2 = layout.mode == cgroup::Mode::unified;
   // On v2 the device rules are an eBPF program whose load (the verifier) is

@@ -66,7 +66,6 @@ struct CreateOptions {
 // The devices every container may use whatever its config's rules say (as
 // runc allows them), added after those rules when it has any.
 void add_default_device_rules(oci::Resources& r, const oci::Spec& spec);
-bool same_device_rules(const std::vector<oci::DeviceCgroupRule>& a, const std::vector<oci::DeviceCgroupRule>& b);
 
 Result<> create(const Globals& g, const CreateOptions& o);
 Result<> start(const Globals& g, const std::string& id);
