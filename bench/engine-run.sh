@@ -4,11 +4,14 @@
 #   1. `run --rm IMAGE /bin/true` (network none): berth, podman, docker and
 #      `ctr run` where installed and working, and `berth-runtime run` of the
 #      same bundle berth generates (the engine's overhead over its runtime)
-#   2. 50 containers `run -d` + `rm -f`, 8 at a time: berth vs podman
-#   3. monitor memory: PSS (/proc/PID/smaps_rollup) of berth-monitor vs conmon,
-#      N containers each
+#   2. 50 containers `run -d` + `rm -f`, 8 at a time: berth vs podman and docker
+#   3. monitor memory: PSS (/proc/PID/smaps_rollup) of berth-monitor vs conmon
+#      and Docker's shim, N containers each
 # Every engine gets its own private root under /var/tmp; everything is removed
-# on exit.
+# on exit. Docker is a dockerd of the bench's own (Debian's docker.io), with
+# its data, exec root, socket and cgroup parent private to this run, and the
+# containerd it starts serves `ctr run` too, in a namespace of its own: a
+# docker daemon already on the host is never used.
 #
 # Environment: BERTH (build/src/berth)  BERTH_RUNTIME (build/src/berth-runtime)
 #   RUNS (50)  WARMUP (5)  PAR_RUNS (3)  PSS_COUNT (50: the binary's shared pages divide among them)
@@ -48,8 +51,33 @@ P=(podman --root "$base/podman" --runroot "$run/podman" --tmpdir "$run/podman-tm
 # which this VM forbids (no CAP_SYS_RESOURCE: a hard limit cannot be raised),
 # and --ulimit host still failed at NPROC: limits below the host's are set instead.
 PR=(--ulimit nofile=1024:1024 --ulimit nproc=4096:4096)
+D=(docker -H "unix://$run/docker.sock")
+C=(ctr --address "$run/docker/containerd/containerd.sock" -n berth-bench)
+# containerd and dockerd also keep a few things at fixed paths (shim sockets
+# and FIFOs under /run/containerd, /run/docker/plugins, dockerd's key.json):
+# removed at the end when this run made them.
+docker_fixed=()
+for f in /run/containerd /run/docker /etc/docker/key.json; do [[ -e $f ]] || docker_fixed+=("$f"); done
+dockerd_pid=
 cleanup() {
     set +e
+    if [[ -n $dockerd_pid ]]; then
+        "${D[@]}" ps -aq | xargs -r "${D[@]}" rm -f >/dev/null 2>&1
+        local ctrd
+        ctrd=$(cat "$run/docker/containerd/containerd.pid" 2>/dev/null)
+        kill "$dockerd_pid" 2>/dev/null
+        wait "$dockerd_pid" 2>/dev/null
+        # dockerd stops the containerd it started; one left is ours too.
+        [[ -n $ctrd ]] && kill "$ctrd" 2>/dev/null
+        for _ in $(seq 50); do
+            [[ -n $ctrd && -d /proc/$ctrd ]] || break
+            sleep 0.1
+        done
+        for d in /sys/fs/cgroup/*/berth-bench-docker /sys/fs/cgroup/*/berth-bench-ctr; do
+            [[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+        done
+        ((${#docker_fixed[@]})) && rm -rf "${docker_fixed[@]}"
+    fi
     [[ -n ${B[*]} ]] && "${B[@]}" ps -aq --no-trunc 2>/dev/null | xargs -r "${B[@]}" rm -f >/dev/null 2>&1
     if command -v podman >/dev/null; then
         "${P[@]}" rm -af >/dev/null 2>&1
@@ -93,12 +121,41 @@ if command -v podman >/dev/null; then
 else
     note "podman is not installed: skipped"
 fi
-if docker info >/dev/null 2>&1; then
-    note "docker: a daemon answers, but it is not ours to load images into: skipped"
+if command -v dockerd >/dev/null && command -v docker >/dev/null; then
+    # No bridge, no iptables rules, no userland proxy: only `--network none`
+    # containers run, as for the others.
+    dockerd --data-root "$base/docker" --exec-root "$run/docker" --pidfile "$run/docker.pid" \
+        -H "unix://$run/docker.sock" --cgroup-parent berth-bench-docker --storage-driver overlay2 \
+        --bridge none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
+        --userland-proxy=false >"$base/dockerd.log" 2>&1 &
+    dockerd_pid=$!
+    for _ in $(seq 100); do
+        "${D[@]}" version >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    "${B[@]}" save busybox >"$base/busybox.tar"
+    if ! "${D[@]}" load -q -i "$base/busybox.tar" >/dev/null 2>"$base/docker.err"; then
+        note "docker skipped: $(tail -1 "$base/docker.err") (dockerd: $(tail -1 "$base/dockerd.log"))"
+    elif "${D[@]}" run --rm --network none busybox:latest /bin/true 2>"$base/docker.err"; then
+        cmds+=("${D[*]} run --rm --network none busybox:latest /bin/true")
+        names+=(docker)
+    else
+        note "docker skipped: $(head -1 "$base/docker.err")"
+    fi
+    # ctr on the containerd dockerd started; its own runc root and cgroup.
+    CR=(--runc-root "$run/ctr-runc" --cgroup /berth-bench-ctr/run)
+    if ! command -v ctr >/dev/null; then
+        note "ctr (containerd) is not installed: skipped"
+    elif "${C[@]}" images import "$base/busybox.tar" >/dev/null 2>"$base/ctr.err" &&
+        "${C[@]}" run "${CR[@]}" --rm docker.io/library/busybox:latest bench-ctr /bin/true 2>>"$base/ctr.err"; then
+        cmds+=("${C[*]} run ${CR[*]} --rm docker.io/library/busybox:latest bench-ctr /bin/true")
+        names+=(ctr)
+    else
+        note "ctr skipped: $(head -1 "$base/ctr.err")"
+    fi
 else
-    note "docker skipped: no daemon running"
+    note "docker and ctr skipped: docker.io (dockerd) is not installed"
 fi
-command -v ctr >/dev/null || note "ctr (containerd) is not installed: skipped"
 
 # The set-up (stores, images, podman's load and test run) made and removed
 # thousands of files under /var/tmp. On an ext4 without a journal (this VM's)
@@ -128,6 +185,7 @@ par_script() { # name, run flags, engine command...
 }
 pargs=(-n berth "$(par_script berth "" "${B[@]}")")
 [[ " ${names[*]} " == *" podman "* ]] && pargs+=(-n podman "$(par_script podman "${PR[*]}" "${P[@]}")")
+[[ " ${names[*]} " == *" docker "* ]] && pargs+=(-n docker "$(par_script docker "" "${D[@]}")")
 hyperfine -N -w 1 -r "$par_runs" --export-json "$out/engine-parallel.json" --export-markdown "$out/engine-parallel.md" \
     "${pargs[@]}" >&2
 
@@ -152,10 +210,17 @@ if [[ " ${names[*]} " == *" podman "* ]]; then
     conmon_pss=$(pss conmon)
     "${P[@]}" rm -af -t 0 >/dev/null
 fi
+shim_pss="skipped"
+if [[ " ${names[*]} " == *" docker "* ]]; then
+    seq "$pss_count" | xargs -P8 -I{} "${D[@]}" run -d --network none busybox:latest sleep 1000 >/dev/null
+    # comm is cut at 15 characters: containerd-shim-runc-v2
+    shim_pss=$(pss containerd-shim)
+    "${D[@]}" ps -q | xargs -r "${D[@]}" rm -f >/dev/null
+fi
 
-python3 - "$out" "$berth_pss" "$conmon_pss" <<'PY' | tee "$out/engine-ratios.txt"
+python3 - "$out" "$berth_pss" "$conmon_pss" "$shim_pss" <<'PY' | tee "$out/engine-ratios.txt"
 import json, sys
-out, berth_pss, conmon_pss = sys.argv[1:4]
+out, berth_pss, conmon_pss, shim_pss = sys.argv[1:5]
 def load(name):
     return {r["command"]: r for r in json.load(open(f"{out}/{name}.json"))["results"]}
 for case in ("engine-run", "engine-parallel"):
@@ -165,5 +230,5 @@ for case in ("engine-run", "engine-parallel"):
     for name, r in res.items():
         if name != "berth":
             print(f"  {name:14s} {r['mean']*1000:8.1f} ms  ratio {r['mean']/b:6.2f}x (peer / berth)")
-print(f"monitor PSS: berth-monitor {berth_pss}; conmon {conmon_pss}")
+print(f"monitor PSS: berth-monitor {berth_pss}; conmon {conmon_pss}; docker's containerd-shim {shim_pss}")
 PY
