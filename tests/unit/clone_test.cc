@@ -3,13 +3,17 @@
 #include <gtest/gtest.h>
 #include <linux/sched.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
+#include <string>
 
+#include "util/exit.h"
 #include "util/syscalls.h"
 
 namespace {
@@ -95,4 +99,52 @@ TEST(Clone3Fn, AFailedCloneReportsErrno) {
   EXPECT_EQ(pid, -1);
   EXPECT_EQ(errno, EINVAL);
   EXPECT_EQ(s.written, 0);
+}
+
+// exit_deferring_unmap: the status and stdio as from main's return, and the
+// keeper that takes the address space over ends with us, holding no copy of
+// our fds (the reader of our stdout sees its end at our exit).
+TEST(ExitDeferringUnmap, ExitsWithTheStatusAndTheKeeperEndsWithUs) {
+  // The keeper comes back here when our child is gone, so it can be counted.
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  struct Unreap {
+    ~Unreap() { ::prctl(PR_SET_CHILD_SUBREAPER, 0); }
+  } unreap;
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::dup2(p[1], 1);
+    ::close(p[0]);
+    ::close(p[1]);
+    std::printf("buffered");  // in stdio's buffer until the exit flushes it
+    berth::exit_deferring_unmap(7);
+  }
+  ::close(p[1]);
+  std::string out;
+  char buf[256];
+  for (ssize_t n; (n = ::read(p[0], buf, sizeof buf)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    ASSERT_GT(n, 0) << std::strerror(errno);
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(p[0]);
+  EXPECT_EQ(out, "buffered");
+  int ws = 0;
+  ASSERT_EQ(::waitpid(child, &ws, 0), child);
+  ASSERT_TRUE(WIFEXITED(ws));
+  EXPECT_EQ(WEXITSTATUS(ws), 7);
+  // The keeper: killed by our child's death (or, if that came before it
+  // armed the signal, done by itself); either way it does not stay.
+  pid_t keeper = -1;
+  for (int waited = 0; waited < 5000 && keeper <= 0; waited += 10) {
+    keeper = ::waitpid(-1, &ws, WNOHANG);
+    if (keeper == 0) ::usleep(10000);
+    if (keeper < 0) break;
+  }
+  if (!berth::sys::kHaveClone3Fn) return;
+  ASSERT_GT(keeper, 0) << "no keeper came back to be reaped: " << std::strerror(errno);
+  EXPECT_NE(keeper, child);
+  EXPECT_TRUE((WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL) || (WIFEXITED(ws) && WEXITSTATUS(ws) == 0)) << ws;
 }

@@ -16,6 +16,7 @@
 #include "cli/berth/format.h"
 #include "engine/engine.h"
 #include "image/template.h"
+#include "util/exit.h"
 #include "util/fs.h"
 #include "util/log.h"
 
@@ -311,5 +312,7 @@ int main(int argc, char** argv) {
 #endif
   // Removed containers' files, off the caller's path.
   berth::empty_trash_detached();
-  return status;
+  // And the unmapping of this 10 MB binary (~0.3 ms): after our caller has
+  // our exit status.
+  berth::exit_deferring_unmap(status);
 }
