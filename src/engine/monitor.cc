@@ -182,6 +182,9 @@ class Monitor {
   std::optional<LogWriter> log_;
   UniqueFd out_, err_, in_;  // our ends of the container's stdio pipes
   UniqueFd master_;          // pty master (process.terminal)
+  // The container's mount namespace (CreateOptions::keep_mount_ns): its
+  // teardown is ours, after the exit frame, not its last process's exit.
+  UniqueFd mount_ns_;
   UniqueFd listener_, sigfd_;
   std::string to_container_;  // stdin bytes not yet written
   bool close_stdin_ = false;
@@ -332,6 +335,7 @@ Result<> Monitor::start_container() {
   if (a_.cgroup_layout) o.cgroup_layout = &*a_.cgroup_layout;
   if (a_.cgroup_devices) o.cgroup_devices_applied = &*a_.cgroup_devices;
   if (a_.spec) o.config_spec = &*a_.spec, o.config_text = &a_.spec_text;
+  o.keep_mount_ns = true;
   auto launched = runtime::launch(g, o);
   if (a_.netns_fd >= 0) ::close(std::exchange(a_.netns_fd, -1));
   // Not taken over (a failed start, another path in the config): gone, as
@@ -340,6 +344,7 @@ Result<> Monitor::start_container() {
   for (int fd = 0; fd <= 2; ++fd) ::dup2(null.get(), fd);
   if (!launched) return std::unexpected(std::move(launched).error());
   pid_ = launched->pid;
+  mount_ns_ = std::move(launched->mount_ns);
   if (launched->console) {
     // A terminal: the pty is the container's stdio; the pipes are unused.
     master_ = std::move(launched->console);
@@ -565,6 +570,8 @@ void Monitor::finish() {
   // file, a new inode, was on the path of every `run --rm`).
   std::string exit = std::to_string(code) + " " + std::to_string(ns);
   broadcast(Frame::kExit, exit);
+  // The mount namespace goes now, while the client records the exit.
+  mount_ns_.reset();
   // Give clients a moment to take the last frames; a client that reads
   // nothing does not hold the exit up.
   for (int i = 0; i < 50; ++i) {

@@ -83,6 +83,7 @@ Result<UniqueFd> listen_unix(const std::string& dir, const char* name) {
 struct Created {
   State st;
   UniqueFd pidfd;
+  UniqueFd mount_ns;  // CreateOptions::keep_mount_ns
   oci::Spec spec;
   bool cgroup_adopted = false;  // CreateOptions::cgroup_made was taken over
 };
@@ -421,6 +422,10 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
                   (!cg || cgfd || self_join) && __libc_single_threaded;
   long pid = -1;
   int clone_errno = 0;
+  // The mount namespace for the caller: a direct start's child sends it
+  // before anything else, and we read it once it has exec'd.
+  ic.send_mount_ns = vfork_ok && o.keep_mount_ns && (ns.clone_flags & CLONE_NEWNS);
+  UniqueFd mount_ns;
   if (vfork_ok) {
     if (cg && !late_devices.devices.empty()) {
       // The cgroup is still empty: the device rules go on before the clone.
@@ -540,13 +545,18 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
       continue;
     }
     if (m.type == Msg::kCreated && !inline_start) break;
+    if (m.type == Msg::kMountNs && ic.send_mount_ns && !mount_ns && m.fd) {
+      mount_ns = std::move(m.fd);
+      continue;
+    }
     return fail("unexpected message from the container process");
   }
   // (`run`: it may have run to completion already; its status tells.)
   if (!inline_start && !init_alive(st)) return fail("container process exited during create");
   TRY(write_pid_file(pid_file, st.pid));
   TRY(send_pidfd(pidfd_socket, real_pidfd ? real_pidfd.get() : pfd.get()));
-  Created c{std::move(st), real_pidfd ? std::move(real_pidfd) : std::move(pfd), std::move(spec), adopt && cg};
+  Created c{std::move(st), real_pidfd ? std::move(real_pidfd) : std::move(pfd), std::move(mount_ns), std::move(spec),
+            adopt && cg};
   return c;
 }
 
@@ -721,6 +731,7 @@ Result<Launched> launch(const Globals& global, const CreateOptions& o) {
   }
   l.pid = c.st.pid;
   l.pidfd = std::move(c.pidfd);
+  l.mount_ns = std::move(c.mount_ns);
   l.cgroup_adopted = c.cgroup_adopted;
   return l;
 }

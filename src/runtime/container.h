@@ -61,6 +61,13 @@ struct CreateOptions {
   // reading the file, which holds the same text.
   oci::Spec* config_spec = nullptr;
   const std::string* config_text = nullptr;
+  // launch(): hand the caller the container's new mount namespace
+  // (Launched::mount_ns). Its holder outlives the container's last process,
+  // so that process's exit does not tear the namespace down (its mounts
+  // unmounted, an RCU grace period waited for, between its exit and our
+  // SIGCHLD); the holder does, when it closes the fd. Only a direct
+  // (vfork-style) start of a new mount namespace sends it; else it is empty.
+  bool keep_mount_ns = false;
 };
 
 // The devices every container may use whatever its config's rules say (as
@@ -82,6 +89,7 @@ struct Launched {
   pid_t pid = 0;
   UniqueFd pidfd;
   UniqueFd console;  // the pty master (process.terminal), else empty
+  UniqueFd mount_ns;  // CreateOptions::keep_mount_ns, when it could be had
   bool cgroup_adopted = false;  // CreateOptions::cgroup_made was taken over
 };
 Result<Launched> launch(const Globals& g, const CreateOptions& o);

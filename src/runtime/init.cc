@@ -144,6 +144,11 @@ Result<> setup(InitContext& c, std::string* exe) {
   // The extra fork of a new pid namespace must happen inside the cgroup.
   if (c.fork_for_pid) TRY(enter_cgroup());
   TRY(join_and_unshare(c));
+  if (c.send_mount_ns) {
+    // Through the host's /proc, still ours: the container's is not mounted yet.
+    UniqueFd ns(::open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC));
+    if (ns) TRY(send_msg(c.sync_fd, Msg::kMountNs, 0, {}, ns.get()));
+  }
   if (!c.no_new_keyring) {
     // A session keyring of its own, so containers don't share the host's keys.
     // Kernels or seccomp profiles without keyctl are fine: it is defence in depth.

@@ -24,6 +24,7 @@ enum class Msg : uint32_t {
   kGrandchild,      // child -> parent: value = pid of the real container process
   kCreated,         // child -> parent: ready and waiting for start
   kError,           // either way: text attached
+  kMountNs,         // child -> parent: its mount namespace's fd attached (CreateOptions::keep_mount_ns)
 };
 
 struct Message {

@@ -2,7 +2,11 @@
 // verbs' less common options (exec -d/-t/-w, logs -f/--since/--until, kill -s,
 // restart, top, ps filters and formats).
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -12,6 +16,7 @@
 #include <thread>
 
 #include "berth_run.h"
+#include "runtime/container.h"
 
 namespace berth {
 namespace {
@@ -166,6 +171,68 @@ TEST_F(FlagsTest, EachContainerHasItsOwnNetworkNamespace) {
   // A foreground run's container too.
   r = berth({"run", "--rm", "busybox", "grep", "Cpus_allowed_list", "/proc/self/status"});
   EXPECT_EQ(r.out, "Cpus_allowed_list:\t" + cpus + "\n") << r.err;
+}
+
+// runtime::launch (the monitor's start) with keep_mount_ns hands its caller
+// the container's mount namespace, which outlives the container's process
+// with its mounts: the monitor tears it down after the exit frame, not the
+// container's last exit on the way to it.
+TEST_F(FlagsTest, LaunchHandsTheContainersMountNamespaceToItsCaller) {
+  auto made = berth({"create", "busybox", "sleep", "60"});
+  ASSERT_EQ(made.code, 0) << made.err;
+  std::string id = made.out.substr(0, made.out.find('\n'));
+  runtime::Globals g;
+  g.root = runroot_ + "/runtime";
+  runtime::CreateOptions o;
+  o.id = id;
+  o.bundle = root_ + "/containers/" + id;
+  o.config_in_bundle = true;
+  o.keep_mount_ns = true;
+  // The container's stdio are the caller's 0-2: /dev/null for the launch.
+  int saved[3];
+  int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  for (int fd = 0; fd < 3; ++fd) saved[fd] = ::fcntl(fd, F_DUPFD_CLOEXEC, 10), ::dup2(null, fd);
+  auto l = runtime::launch(g, o);
+  for (int fd = 0; fd < 3; ++fd) ::dup2(saved[fd], fd), ::close(saved[fd]);
+  ::close(null);
+  ASSERT_TRUE(l) << l.error().str();
+  struct Remove {
+    runtime::Globals g;
+    std::string id;
+    ~Remove() { (void)runtime::remove(g, id, true); }
+  } remove{g, id};
+  ASSERT_TRUE(l->mount_ns) << "no mount namespace handed over";
+  struct stat held, theirs, ours;
+  ASSERT_EQ(::fstat(l->mount_ns.get(), &held), 0);
+  ASSERT_EQ(::stat(("/proc/" + std::to_string(l->pid) + "/ns/mnt").c_str(), &theirs), 0);
+  ASSERT_EQ(::stat("/proc/self/ns/mnt", &ours), 0);
+  EXPECT_EQ(held.st_ino, theirs.st_ino);
+  EXPECT_NE(held.st_ino, ours.st_ino);
+  // Its process gone (killed, reaped), the namespace is still there with the
+  // container's mounts: its /etc/hostname is the container's.
+  ASSERT_EQ(::kill(l->pid, SIGKILL), 0);
+  ASSERT_EQ(::waitpid(l->pid, nullptr, 0), l->pid);
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(p[0]);
+    if (::setns(l->mount_ns.get(), CLONE_NEWNS) != 0) _exit(2);
+    int fd = ::open("/etc/hostname", O_RDONLY);
+    char buf[128];
+    ssize_t n = fd < 0 ? -1 : ::read(fd, buf, sizeof buf);
+    if (n > 0) (void)!::write(p[1], buf, static_cast<size_t>(n));
+    _exit(n > 0 ? 0 : 3);
+  }
+  ::close(p[1]);
+  char buf[128];
+  ssize_t n = ::read(p[0], buf, sizeof buf);
+  ::close(p[0]);
+  int ws = 0;
+  ASSERT_EQ(::waitpid(child, &ws, 0), child);
+  EXPECT_TRUE(WIFEXITED(ws) && WEXITSTATUS(ws) == 0) << ws;
+  EXPECT_EQ(std::string(buf, n > 0 ? static_cast<size_t>(n) : 0), id.substr(0, 12) + "\n");
 }
 
 // The early monitor puts a default container's device rules on its cgroup
