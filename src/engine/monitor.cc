@@ -183,7 +183,8 @@ class Monitor {
   UniqueFd out_, err_, in_;  // our ends of the container's stdio pipes
   UniqueFd master_;          // pty master (process.terminal)
   // The container's mount namespace (CreateOptions::keep_mount_ns): its
-  // teardown is ours, after the exit frame, not its last process's exit.
+  // teardown is ours, once a client that cleans up is done (or as we exit
+  // or exec), not its last process's on the way to our exit frame.
   UniqueFd mount_ns_;
   UniqueFd listener_, sigfd_;
   std::string to_container_;  // stdin bytes not yet written
@@ -570,8 +571,6 @@ void Monitor::finish() {
   // file, a new inode, was on the path of every `run --rm`).
   std::string exit = std::to_string(code) + " " + std::to_string(ns);
   broadcast(Frame::kExit, exit);
-  // The mount namespace goes now, while the client records the exit.
-  mount_ns_.reset();
   // Give clients a moment to take the last frames; a client that reads
   // nothing does not hold the exit up.
   for (int i = 0; i < 50; ++i) {
@@ -657,6 +656,9 @@ bool Monitor::remove_client_trash() {
       if (n <= 0) return false;
       c.in.feed(buf, static_cast<size_t>(n));
     }
+    // The client is done (its unmount of the rootfs included, whose grace
+    // period ours would have lengthened): the container's namespace goes.
+    mount_ns_.reset();
     // In a child: `wait`, `stop` and `rm -f` wait for this monitor to end,
     // not for a big upper dir to be removed.
     pid_t child = ::fork();
