@@ -545,8 +545,10 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
       continue;
     }
     if (m.type == Msg::kCreated && !inline_start) break;
-    if (m.type == Msg::kMountNs && ic.send_mount_ns && !mount_ns && m.fd) {
-      mount_ns = std::move(m.fd);
+    if (m.type == Msg::kMountNs && ic.send_mount_ns) {
+      // One that came without its fd (ours at RLIMIT_NOFILE): the start goes
+      // on without it.
+      if (!mount_ns) mount_ns = std::move(m.fd);
       continue;
     }
     return fail("unexpected message from the container process");

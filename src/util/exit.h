@@ -12,8 +12,10 @@ namespace berth {
 // Here a second process sharing the address space (CLONE_VM), holding no
 // file and no signal handler, keeps it until we are gone; our exit then
 // only drops a reference, and the keeper, killed by our death
-// (PR_SET_PDEATHSIG), unmaps it off the caller's path. Without clone3 (or on
-// an architecture without sys::clone3_fn) it is a plain exit.
+// (PR_SET_PDEATHSIG), unmaps it off the caller's path. The keeper is reaped
+// by whoever reaps our orphans (init, a subreaper). A plain exit as PID 1,
+// where fds cannot be closed first (close_range), without clone3 or
+// CLONE_CLEAR_SIGHAND, or on an architecture without sys::clone3_fn.
 [[noreturn]] void exit_deferring_unmap(int status);
 
 }  // namespace berth
