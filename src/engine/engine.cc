@@ -491,11 +491,9 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
 
   SpecInput in;
   in.id = c.id;
-  in.body = std::string(body_text);
-  in.image_config = image_config;
   // (body has the image's health check merged in since: make_spec reads none.)
-  in.body_json = &body;
-  in.image_json = &image_cfg;
+  in.body = &body;
+  in.image = &image_cfg;
   in.dir = c.dir;
   in.staging = work;
   in.init_path = opt_.init_exe;
@@ -652,7 +650,6 @@ Result<EarlyMonitor> EarlyMonitor::spawn(const std::string& monitor_exe, const s
     sp.running = true;
   } else {
     // No thread: spawned here, as before.
-    sp.steer = false;
     Spawner::run(&sp);
   }
   return m;

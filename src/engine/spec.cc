@@ -140,11 +140,10 @@ std::string container_cgroup_path(const std::string& id, bool systemd) {
 }
 
 Result<std::string> make_spec(const SpecInput& in) {
-  json body_own, img_own;  // parsed here when the caller has not
-  const json& body = in.body_json && in.body_json->is_object() ? *in.body_json : (body_own = parse(in.body, "body"));
+  static const json none = json::object();
+  const json& body = in.body && in.body->is_object() ? *in.body : none;
   json host = body.contains("HostConfig") && body["HostConfig"].is_object() ? body["HostConfig"] : json::object();
-  const json& img = in.image_json && in.image_json->is_object() ? *in.image_json
-                                                                : (img_own = parse(in.image_config, "image config"));
+  const json& img = in.image && in.image->is_object() ? *in.image : none;
   json ic = img.contains("config") && img["config"].is_object() ? img["config"] : json::object();
   bool privileged = flag(host, "Privileged");
   bool tty = flag(body, "Tty");

@@ -1,7 +1,7 @@
 // Docker's create body + the image config -> the OCI runtime config of the
 // container's bundle, with Docker's defaults (capabilities, masked paths,
-// /dev/shm, device rules). JSON stays in spec.cc (callers may hand it
-// documents they parsed already: json_fwd only).
+// /dev/shm, device rules). The caller hands it the documents it parsed;
+// this header needs only json_fwd.
 #pragma once
 
 #include <string>
@@ -18,11 +18,10 @@ namespace berth::engine {
 
 struct SpecInput {
   std::string id;
-  std::string body;          // Docker's create body (Config fields + HostConfig)
-  std::string image_config;  // the image's config blob
-  // The same two parsed already (objects), or null: then the texts are not read.
-  const nlohmann::json* body_json = nullptr;
-  const nlohmann::json* image_json = nullptr;
+  // Docker's create body (Config fields + HostConfig) and the image's config
+  // blob, as the caller parsed them; one that is not an object reads as {}.
+  const nlohmann::json* body = nullptr;
+  const nlohmann::json* image = nullptr;
   int rootfs_fd = -1;        // the container's mounted rootfs (users, workdir)
   std::string dir;           // containers/<id>: hostname, hosts, resolv.conf live here
   std::string staging;       // where they are while the container is made, if not yet in dir

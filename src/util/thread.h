@@ -28,6 +28,7 @@ inline bool start_thread_elsewhere(pthread_t* t, void* (*fn)(void*), void* arg, 
   }
   int rc = ::pthread_create(t, &ta, fn, arg);
   pthread_attr_destroy(&ta);
+  if (rc != 0) *steered = false;
   return rc == 0;
 }
 
