@@ -597,9 +597,6 @@ struct EarlyMonitor::Spawner {
   MonitorSpawnAttrs attrs;
   pthread_t thread{};
   bool running = false;
-  // The CPUs it may use (ours), when it is started away from ours (steer).
-  cpu_set_t cpus{};
-  bool steer = false;
   pid_t pid = -1;  // -1 if the spawn failed (start() then spawns one of its own)
   uint64_t start = 0;
   Spawner(std::vector<std::string> a, UniqueFd sync, UniqueFd att)
@@ -607,10 +604,6 @@ struct EarlyMonitor::Spawner {
   static void* run(void* p) {
     auto* s = static_cast<Spawner*>(p);
     if (::posix_spawn(&s->pid, s->argv.ptrs[0], &s->attrs.fa, &s->attrs.attr, s->argv.ptrs.data(), environ) == 0) {
-      // Away from our CPU it was born; from here on, wherever ours may run.
-      // (Before the monitor is told anything: it makes the container only
-      // after spawned() has joined us.)
-      if (s->steer) (void)::sched_setaffinity(s->pid, sizeof s->cpus, &s->cpus);
       s->start = runtime::process_start_time(s->pid);
     } else {
       s->pid = -1;
@@ -639,14 +632,21 @@ Result<EarlyMonitor> EarlyMonitor::spawn(const std::string& monitor_exe, const s
   if (attach_fd >= 0) args.insert(args.end(), {"--attach-fd", "4"});
   if (netns) args.push_back("--netns-early");
   if (!cgroup.empty()) args.insert(args.end(), {"--cgroup-early", cgroup});
+  // Spawned from a thread on a CPU other than ours (util/thread.h), with a
+  // small stack (posix_spawn runs the child on one of its own): the monitor
+  // is born there too, and stays there until it has its command line, when
+  // it takes all of ours (--cpus-after). A socket's writer wakes its reader
+  // on its own CPU when it can (a "sync" wake-up, made for a writer about to
+  // wait): the spec we send while we go on with the create would otherwise
+  // be read only when we next sleep, with the other CPU idle.
+  cpu_set_t ours, away;
+  bool steer = cpus_elsewhere(&ours, &away);
+  if (steer) args.insert(args.end(), {"--cpus-after", cpu_list(ours)});
   m.id_ = id;
   m.attached_ = attach_fd >= 0;
   m.spawner_ = std::make_unique<Spawner>(std::move(args), std::move(theirs), std::move(attach));
-  // On a CPU other than ours (util/thread.h), with a small stack (posix_spawn
-  // runs the child on one of its own): the monitor is born there too, and
-  // gets our CPUs back once it has exec'd.
   Spawner& sp = *m.spawner_;
-  if (start_thread_elsewhere(&sp.thread, &Spawner::run, &sp, 64 << 10, &sp.cpus, &sp.steer)) {
+  if (start_thread_on(&sp.thread, &Spawner::run, &sp, 64 << 10, steer ? &away : nullptr)) {
     sp.running = true;
   } else {
     // No thread: spawned here, as before.

@@ -28,6 +28,7 @@
 #include "engine/spec.h"
 #include "runtime/container.h"
 #include "runtime/namespaces.h"
+#include "runtime/process.h"
 #include "runtime/sealed.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -986,9 +987,11 @@ int monitor_main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "--args-on-sync") {
     early.emplace_back(argv[0]);
     bool make_netns = false;
+    std::string cpus_after;
     for (int i = 2; i < argc; ++i) {
       if (std::string_view(argv[i]) == "--netns-early") make_netns = true;
       else if (std::string_view(argv[i]) == "--cgroup-early" && i + 1 < argc) cgroup_path = argv[++i];
+      else if (std::string_view(argv[i]) == "--cpus-after" && i + 1 < argc) cpus_after = argv[++i];
       else early.emplace_back(argv[i]);
     }
     // The container's network namespace, made while the CLI creates the
@@ -1003,6 +1006,11 @@ int monitor_main(int argc, char** argv) {
       if (!cgroup_path.empty()) cgroup::remove_if_empty(cgroup_path);
       return 0;
     }
+    // Born away from the CLI's CPU (EarlyMonitor::spawn), where its spec
+    // was read at once: the CLI now waits for us, and the container gets
+    // every CPU it may use.
+    if (!cpus_after.empty())
+      if (auto r = runtime::apply_cpu_affinity(cpus_after, "--cpus-after"); !r) log::debug(r.error().str());
     for (auto& s : early) early_argv.push_back(s.data());
     early_argv.push_back(nullptr);
     argc = static_cast<int>(early.size());
