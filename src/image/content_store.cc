@@ -122,11 +122,22 @@ Result<Digest> ContentStore::Writer::commit() {
 
 Result<ContentStore::Writer> ContentStore::writer(const std::optional<Digest>& expect, std::optional<uint64_t> size,
                                                   const std::string& what) {
-  std::string tmp = root_ + "/ingest/" + random_name();
-  UniqueFd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!out) return sys_error(what + ": create " + tmp);
-  // Held until the blob is committed or removed: marks the file as live.
-  ::flock(out.get(), LOCK_EX);
+  std::string dir = root_ + "/ingest", tmp = dir + "/" + random_name();
+  // The lock, held until the blob is committed or removed, marks the file
+  // as live: it is taken before the file has a name, or another berth's
+  // open() could find it unlocked in between and remove it (ContentStore::open).
+  UniqueFd out(::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600));
+  if (out) {
+    ::flock(out.get(), LOCK_EX);
+    std::string self = "/proc/self/fd/" + std::to_string(out.get());
+    if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, tmp.c_str(), AT_SYMLINK_FOLLOW) < 0)
+      return sys_error(what + ": create " + tmp);
+  } else {
+    // A filesystem without O_TMPFILE: named first, as close to its lock as can be.
+    out.reset(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!out) return sys_error(what + ": create " + tmp);
+    ::flock(out.get(), LOCK_EX);
+  }
   return Writer(root_, std::move(tmp), std::move(out), expect, size, what);
 }
 
