@@ -22,6 +22,7 @@
 #include "cgroup/cgroup.h"
 #include "cgroup/systemd.h"
 #include "engine/monitor.h"
+#include "engine/spare.h"
 #include "engine/spec.h"
 #include "engine/volumes.h"
 #include "image/db.h"
@@ -461,11 +462,14 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   std::string work = opt_.root + "/containers/.creating-" + c.id;
   std::string fresh = opt_.root + "/containers/.trash-new-" + c.id + "." + std::to_string(::time(nullptr)) + "." +
                       std::to_string(::getpid());
-  if (::mkdir(fresh.c_str(), 0700) < 0) return sys_error("mkdir " + fresh);
+  // A spare (engine/spare.h) when a monitor made one: its directories and
+  // files are there, empty.
+  if (!claim_spare(opt_.root + "/containers", fresh) && ::mkdir(fresh.c_str(), 0700) < 0)
+    return sys_error("mkdir " + fresh);
   UniqueFd work_fd(::open(fresh.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!work_fd || ::flock(work_fd.get(), LOCK_EX) != 0 || ::rename(fresh.c_str(), work.c_str()) != 0) {
     Error e{errno, "make " + work};
-    (void)::rmdir(fresh.c_str());
+    (void)remove_tree(fresh);
     return std::unexpected(std::move(e));
   }
   struct Undo {
@@ -485,9 +489,9 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   std::string hostname = body.value("Hostname", "");
   if (hostname.empty()) hostname = c.id.substr(0, 12);
   // A directory no one else sees yet: written in place, not through a rename.
-  TRY(write_new_file(work + "/hostname", hostname + "\n", 0644));
-  TRY(write_new_file(work + "/hosts", hosts_file(hostname), 0644));
-  TRY(write_new_file(work + "/resolv.conf", resolv_conf(), 0644));
+  TRY(write_container_file(work + "/hostname", hostname + "\n", 0644));
+  TRY(write_container_file(work + "/hosts", hosts_file(hostname), 0644));
+  TRY(write_container_file(work + "/resolv.conf", resolv_conf(), 0644));
 
   SpecInput in;
   in.id = c.id;
@@ -519,7 +523,7 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
                                   [this](const std::string& n) -> Result<std::string> { return TRY(find(n)).dir; }));
   std::string spec = TRY(make_spec(in));
   if (early && early->id_ == c.id) (void)early->send_spec(spec);
-  TRY(write_new_file(work + "/config.json", spec, 0600));
+  TRY(write_container_file(work + "/config.json", spec, 0600));
   for (int tries = 0;; ++tries) {
     auto inserted = db_->exec(std::string("INSERT INTO containers (") + kColumns +
                                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0, 0, 0, 0, 0, '')",

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
@@ -25,6 +26,7 @@
 #include "cgroup/cgroup.h"
 #include "engine/attach.h"
 #include "engine/logfile.h"
+#include "engine/spare.h"
 #include "engine/spec.h"
 #include "runtime/container.h"
 #include "runtime/namespaces.h"
@@ -664,7 +666,13 @@ bool Monitor::remove_client_trash() {
     // not for a big upper dir to be removed.
     pid_t child = ::fork();
     if (child != 0) return true;  // (or it failed: the next command's repair removes the trash)
-    (void)::setpriority(PRIO_PROCESS, 0, 10);
+    // Only on a CPU that has nothing else to do: a next `run` starts now.
+    struct sched_param idle = {};
+    (void)::sched_setscheduler(0, SCHED_IDLE, &idle);
+    // The next create's directory first (engine/spare.h): it may be starting
+    // now, and needs it more than this one needs to be gone.
+    if (c.trash.find(parent + "/" + prefix) != std::string::npos)
+      if (auto r = make_spare(parent); !r) log::debug("spare container directory: " + r.error().str());
     for (auto& p : split(c.trash, '\n')) {
       // An --rm container's runtime state and cgroup: its row is gone.
       if (p == "runtime") {

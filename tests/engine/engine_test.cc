@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "berth_run.h"
+#include "engine/spare.h"
 #include "util/fs.h"
 
 namespace berth {
@@ -50,9 +51,12 @@ class EngineTest : public ::testing::Test {
     EXPECT_TRUE(test::wait_for_trash(root_)) << "removed containers' files are left";
     test::expect_only_layer_mounts(dir_, root_);
     if (fs::exists(root_ + "/containers")) {
-      size_t n = 0;
-      for (auto& e : fs::directory_iterator(root_ + "/containers")) ++n, (void)e;
+      // Spare directories (engine/spare.h) are the store's, a few at most.
+      size_t n = 0, spares = 0;
+      for (auto& e : fs::directory_iterator(root_ + "/containers"))
+        ++(e.path().filename().string().starts_with(".spare-") ? spares : n);
       EXPECT_EQ(n, 0u) << "container directories are left";
+      EXPECT_LE(spares, static_cast<size_t>(engine::kSpareSlots)) << "spare directories pile up";
     }
     if (fs::exists(runroot_ + "/runtime")) {
       size_t n = 0;
@@ -920,6 +924,47 @@ TEST_F(EngineTest, KilledCliLeavesATruthfulStoreThatRmCleans) {
       EXPECT_EQ(berth({"rm", "-f", split(line, ' ')[0]}).code, 0);
     }
   EXPECT_EQ(berth({"ps", "-aq"}).out, "");
+}
+
+// A foreground `run --rm` leaves its monitor to make the next create's
+// directory (engine/spare.h): complete and empty when it shows, then taken
+// whole by the next create, which writes its own files into it.
+TEST_F(EngineTest, RunRmLeavesASpareDirectoryTheNextCreateTakes) {
+  ASSERT_EQ(berth({"run", "--rm", "busybox", "true"}).code, 0);
+  ASSERT_TRUE(test::wait_for_trash(root_));  // the spare is made under a trash name
+  std::string spare;
+  for (int n = 0; n < engine::kSpareSlots; ++n)
+    if (fs::exists(root_ + "/containers/.spare-" + std::to_string(n))) spare = root_ + "/containers/.spare-" + std::to_string(n);
+  ASSERT_FALSE(spare.empty()) << "no spare directory";
+  std::set<std::string> names;
+  for (auto& e : fs::directory_iterator(spare)) {
+    names.insert(e.path().filename().string());
+    if (e.is_directory()) EXPECT_TRUE(fs::is_empty(e.path())) << e.path();
+    else EXPECT_EQ(fs::file_size(e.path()), 0u) << e.path();
+  }
+  EXPECT_EQ(names, (std::set<std::string>{"config.json", "hostname", "hosts", "resolv.conf", "rootfs", "upper", "work"}));
+  struct stat before;
+  ASSERT_EQ(::stat(spare.c_str(), &before), 0);
+  std::string spare_inode = std::to_string(before.st_ino);
+  // Taken by the next create (both slots are tried, so take every spare there is).
+  std::string id;
+  for (int n = 0; n < engine::kSpareSlots && id.empty(); ++n) {
+    auto c = berth({"create", "--hostname", "spare-host", "busybox", "sh", "-c", "cat /etc/hostname; echo x > /f; cat /f"});
+    ASSERT_EQ(c.code, 0) << c.err;
+    std::string cid = c.out.substr(0, c.out.find('\n'));
+    struct stat st;
+    ASSERT_EQ(::stat((root_ + "/containers/" + cid).c_str(), &st), 0);
+    if (std::to_string(st.st_ino) == spare_inode) id = cid;
+    else EXPECT_EQ(berth({"rm", cid}).code, 0);
+  }
+  ASSERT_FALSE(id.empty()) << "the spare was not taken";
+  EXPECT_FALSE(fs::exists(spare));
+  EXPECT_EQ(read_file(root_ + "/containers/" + id + "/hostname").value_or(""), "spare-host\n");
+  EXPECT_TRUE(json::parse(read_file(root_ + "/containers/" + id + "/config.json").value_or(""), nullptr, false).is_object());
+  auto r = berth({"start", "-a", id});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "spare-host\nx\n");
+  EXPECT_EQ(berth({"rm", id}).code, 0);
 }
 
 TEST_F(EngineTest, ParallelRunsLeaveAConsistentStore) {

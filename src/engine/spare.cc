@@ -1,0 +1,89 @@
+#include "engine/spare.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <ctime>
+
+#include "util/fd.h"
+#include "util/fs.h"
+
+namespace berth::engine {
+
+namespace {
+
+// What create makes (Engine::create, ImageStore::create_rootfs), with its modes.
+struct Entry {
+  const char* name;
+  bool dir;
+  mode_t mode;
+};
+constexpr Entry kSkeleton[] = {
+    {"upper", true, 0755},       {"work", true, 0755},  {"rootfs", true, 0755},
+    {"hostname", false, 0644},   {"hosts", false, 0644}, {"resolv.conf", false, 0644},
+    {"config.json", false, 0600},
+};
+
+std::string slot_name(int n) { return ".spare-" + std::to_string(n); }
+
+}  // namespace
+
+Result<> make_spare(const std::string& containers) {
+  UniqueFd dir(::open(containers.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) return sys_error("open " + containers);
+  auto free_slot = [&] {
+    for (int n = 0; n < kSpareSlots; ++n)
+      if (::faccessat(dir.get(), slot_name(n).c_str(), F_OK, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT) return n;
+    return -1;
+  };
+  if (free_slot() < 0) return {};
+  // A trash name (trash_age's form): a maker that dies leaves it to repair().
+  std::string tmp = ".trash-spare." + std::to_string(::time(nullptr)) + "." + std::to_string(::getpid());
+  if (::mkdirat(dir.get(), tmp.c_str(), 0700) < 0) return sys_error("mkdir " + containers + "/" + tmp);
+  auto made = [&]() -> Result<> {
+    UniqueFd d(::openat(dir.get(), tmp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!d) return sys_error("open " + tmp);
+    for (auto& e : kSkeleton) {
+      if (e.dir) {
+        if (::mkdirat(d.get(), e.name, e.mode) < 0) return sys_error(std::string("mkdir ") + e.name);
+        continue;
+      }
+      UniqueFd f(::openat(d.get(), e.name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, e.mode));
+      if (!f) return sys_error(std::string("create ") + e.name);
+    }
+    // Published complete, in a slot still free (another monitor's may have
+    // taken the one we saw).
+    for (int n = 0; n < kSpareSlots; ++n)
+      if (::renameat2(dir.get(), tmp.c_str(), dir.get(), slot_name(n).c_str(), RENAME_NOREPLACE) == 0) return {};
+    return fail("no free slot");
+  }();
+  if (!made) (void)remove_tree(containers + "/" + tmp);
+  return made;
+}
+
+bool claim_spare(const std::string& containers, const std::string& to) {
+  for (int n = 0; n < kSpareSlots; ++n)
+    if (::renameat2(AT_FDCWD, (containers + "/" + slot_name(n)).c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0)
+      return true;
+  return false;
+}
+
+Result<> write_container_file(const std::string& path, std::string_view data, mode_t mode) {
+  // A spare's file is empty and ours: written as it is (no O_TRUNC, which
+  // on a file with blocks would free them, a discard here).
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    if (errno != ENOENT) return sys_error("open " + path);
+    return write_new_file(path, data, mode);
+  }
+  struct stat st;
+  if (::fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode) || st.st_size != 0)
+    return fail("create " + path + ": a file of another kind is in the way");
+  TRY_CTX(write_fd(fd.get(), data), "write " + path);
+  return {};
+}
+
+}  // namespace berth::engine
