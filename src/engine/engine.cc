@@ -416,13 +416,10 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   c.name = name_in.empty() ? random_name() : std::string(name_in.starts_with("/") ? name_in.substr(1) : name_in);
   if (!valid_name(c.name))
     return fail("invalid container name \"" + c.name + "\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed");
-  // A generated name that is taken is drawn again (with a number after a few
-  // tries, as Docker does); a chosen one is an error.
-  for (int tries = 0; TRY(db_->count("SELECT count(*) FROM containers WHERE name = ?1", c.name)) > 0; ++tries) {
-    if (!name_in.empty()) return fail("the container name \"/" + c.name + "\" is already in use");
-    c.name = random_name();
-    if (tries >= 3) c.name += std::to_string(tries);
-  }
+  // A chosen name that is taken is an error, found before anything is made;
+  // a generated one rarely is, and is drawn again when the row goes in.
+  if (!name_in.empty() && TRY(db_->count("SELECT count(*) FROM containers WHERE name = ?1", c.name)) > 0)
+    return fail("the container name \"/" + c.name + "\" is already in use");
   c.image_id = img.id.str();
   c.image_name = image_name;
   c.created = now_ns();

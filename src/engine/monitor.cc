@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
@@ -666,9 +665,7 @@ bool Monitor::remove_client_trash() {
     // not for a big upper dir to be removed.
     pid_t child = ::fork();
     if (child != 0) return true;  // (or it failed: the next command's repair removes the trash)
-    // Only on a CPU that has nothing else to do: a next `run` starts now.
-    struct sched_param idle = {};
-    (void)::sched_setscheduler(0, SCHED_IDLE, &idle);
+    (void)::setpriority(PRIO_PROCESS, 0, 10);
     // The next create's directory first (engine/spare.h): it may be starting
     // now, and needs it more than this one needs to be gone.
     if (c.trash.find(parent + "/" + prefix) != std::string::npos)

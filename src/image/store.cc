@@ -395,7 +395,15 @@ Result<> ImageStore::collect_garbage() {
 Result<std::optional<ImageRecord>> ImageStore::load(const std::string& id) const {
   std::optional<ImageRecord> rec;
   Error err;
-  TRY(db_->run("SELECT id, manifest, manifest_type, platform, created, added, size FROM images WHERE id = ?1",
+  // One statement (each is parsed anew by every process, the first use of
+  // SQLite's code in it): the image's tags, repo digests and layers come as
+  // lists with their sort keys, put in order here.
+  TRY(db_->run("SELECT id, manifest, manifest_type, platform, created, added, size,"
+               " (SELECT group_concat(t.added || ' ' || t.name, char(10)) FROM tags t WHERE t.image = i.id),"
+               " (SELECT group_concat(r.name, char(10)) FROM repo_digests r WHERE r.image = i.id),"
+               " (SELECT group_concat(il.idx || ' ' || il.chain || ' ' || l.size, char(10))"
+               "  FROM image_layers il JOIN layers l ON l.chain = il.chain WHERE il.image = i.id)"
+               " FROM images i WHERE id = ?1",
                {id}, [&](const Row& r) {
                  ImageRecord i;
                  auto idd = Digest::parse(r.text(0));
@@ -412,23 +420,35 @@ Result<std::optional<ImageRecord>> ImageStore::load(const std::string& id) const
                  i.created = r.text(4);
                  i.added = r.integer(5);
                  i.size = static_cast<uint64_t>(r.integer(6));
+                 // "<key> <rest>" lines, sorted by the number, then the rest.
+                 auto keyed = [](const std::string& text) {
+                   std::vector<std::pair<int64_t, std::string>> out;
+                   for (auto& line : split(text, '\n')) {
+                     auto sp = line.find(' ');
+                     if (line.empty() || sp == std::string::npos) continue;
+                     out.emplace_back(std::atoll(line.c_str()), line.substr(sp + 1));
+                   }
+                   std::sort(out.begin(), out.end());
+                   return out;
+                 };
+                 for (auto& [added, name] : keyed(r.text(7)))
+                   if (auto ref = Reference::parse(name)) i.tags.push_back(*ref);
+                 for (auto& name : split(r.text(8), '\n'))
+                   if (!name.empty()) i.repo_digests.push_back(name);
+                 std::sort(i.repo_digests.begin(), i.repo_digests.end());
+                 for (auto& [idx, rest] : keyed(r.text(9))) {
+                   auto sp = rest.find(' ');
+                   auto d = Digest::parse(rest.substr(0, sp));
+                   if (!d || sp == std::string::npos) {
+                     err = Error{0, "berth.db: image " + r.text(0) + ": malformed layer row"};
+                     return;
+                   }
+                   i.layers.push_back(*d);
+                   i.layer_sizes.push_back(static_cast<uint64_t>(std::atoll(rest.c_str() + sp + 1)));
+                 }
                  rec = std::move(i);
                }));
   if (!err.msg.empty()) return std::unexpected(std::move(err));
-  if (!rec) return rec;
-  TRY(db_->run("SELECT name FROM tags WHERE image = ?1 ORDER BY added, name", {id}, [&](const Row& r) {
-    if (auto ref = Reference::parse(r.text(0))) rec->tags.push_back(*ref);
-  }));
-  TRY(db_->run("SELECT name FROM repo_digests WHERE image = ?1 ORDER BY name", {id},
-               [&](const Row& r) { rec->repo_digests.push_back(r.text(0)); }));
-  TRY(db_->run("SELECT il.chain, l.size FROM image_layers il JOIN layers l ON l.chain = il.chain "
-               "WHERE il.image = ?1 ORDER BY il.idx",
-               {id}, [&](const Row& r) {
-                 if (auto d = Digest::parse(r.text(0))) {
-                   rec->layers.push_back(*d);
-                   rec->layer_sizes.push_back(static_cast<uint64_t>(r.integer(1)));
-                 }
-               }));
   return rec;
 }
 
@@ -1016,10 +1036,15 @@ constexpr std::string_view kDropImageUser = "DELETE FROM image_users WHERE user 
 Result<std::string> ImageStore::create_rootfs(const std::string& user, const ImageRecord& image,
                                               const std::string& dir, bool transient) {
   UniqueFd held = TRY(lock());
-  if (TRY(db_->count("SELECT count(*) FROM image_users WHERE user = ?1", user)) > 0)
-    return fail("container rootfs for " + user + ": already exists");
-  if (TRY(db_->count("SELECT count(*) FROM images WHERE id = ?1", image.id.str())) == 0)
-    return fail("image " + image.id.hex.substr(0, 12) + ": removed");
+  // The image is ours to use from here (rmi refuses it): one statement that
+  // also says whether it is still there, and whether `user` had one.
+  if (auto r = db_->exec("INSERT INTO image_users (user, image) SELECT ?1, id FROM images WHERE id = ?2", user,
+                         image.id.str());
+      !r) {
+    if (r.error().msg.find("UNIQUE") != std::string::npos) return fail("container rootfs for " + user + ": already exists");
+    return std::unexpected(std::move(r).error());
+  }
+  if (db_->changes() == 0) return fail("image " + image.id.hex.substr(0, 12) + ": removed");
   std::string rootfs = dir + "/rootfs";
   // Nothing of it is left when a step fails: not the mount, not the directories.
   bool made_dir = !path_exists(dir);
@@ -1036,11 +1061,12 @@ Result<std::string> ImageStore::create_rootfs(const std::string& user, const Ima
       TRY(mount_overlay(lowers, dir + "/upper", dir + "/work", rootfs, transient));
     }
     mounted = true;
-    return db_->exec("INSERT INTO image_users (user, image) VALUES (?1, ?2)", user, image.id.str());
+    return Result<>{};
   }();
   if (!made) {
     if (mounted) ::umount2(rootfs.c_str(), MNT_DETACH);
     if (made_dir) (void)remove_tree(dir);
+    (void)db_->exec(kDropImageUser, user);
     return std::unexpected(std::move(made).error());
   }
   return rootfs;
