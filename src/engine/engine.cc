@@ -246,7 +246,7 @@ Result<> Engine::repair() {
     if (name.starts_with(".creating-")) markers.emplace_back(name);
     // A removed container's files that no child removed (a crash): given a
     // minute, so that a remover at work is not raced.
-    else if (trash_age(name) > 60) (void)remove_tree(dir + "/" + std::string(name));
+    else if (trash_age(name) > 60) (void)remove_trash(dir + "/" + std::string(name));
   }
   ::closedir(list);
   // Runtime state without a row: an --rm container whose monitor was killed

@@ -682,7 +682,7 @@ bool Monitor::remove_client_trash() {
       if (slash == std::string::npos || p.substr(0, slash) != parent) continue;
       std::string name = p.substr(slash + 1);
       if (!name.starts_with(prefix) || name.find('/') != std::string::npos) continue;
-      (void)remove_tree(p);
+      (void)remove_trash(p);
     }
     ::_exit(0);
   }

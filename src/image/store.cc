@@ -1097,8 +1097,9 @@ Result<> ImageStore::remove_rootfs(const std::string& user, const std::string& d
   UniqueFd held = TRY(lock());
   std::string rootfs = dir + "/rootfs";
   // Not mounted (EINVAL) or never made (ENOENT) is fine: reading mountinfo to
-  // ask first cost more than the unmount.
-  if (::umount2(rootfs.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
+  // ask first cost more than the unmount. Trash is unmounted by whoever
+  // removes it (remove_trash), off the caller's path.
+  if (!later && ::umount2(rootfs.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
     return sys_error("umount " + rootfs);
   TRY(later ? trash_tree(dir) : remove_tree(dir));
   return db_->exec(kDropImageUser, user);

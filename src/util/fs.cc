@@ -98,22 +98,30 @@ Result<> mkdir_p(const std::string& path, mode_t mode) {
   return {};
 }
 
-static Result<> remove_at(int dirfd, const char* name) {
+static Result<> remove_at(int dirfd, const char* name, bool detach) {
   if (::unlinkat(dirfd, name, 0) == 0 || errno == ENOENT) return {};
   if (errno != EISDIR) return sys_error(std::string("unlink ") + name);
   UniqueFd fd(::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) return sys_error(std::string("open ") + name);
   // Never into another mount: a bind mount left in a tree (debootstrap's
-  // /proc, a volume) would have its contents deleted.
+  // /proc, a volume) would have its contents deleted. Trash (`detach`) is
+  // ours whole: what is mounted in it is detached, and the directory under
+  // it removed.
   struct statx stx {};
   if (::statx(fd.get(), "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 &&
-      (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT))
-    return sys_error(EBUSY, std::string("remove ") + name + ": a mount point");
+      (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT)) {
+    if (!detach) return sys_error(EBUSY, std::string("remove ") + name + ": a mount point");
+    fd.reset();
+    std::string at = dirfd == AT_FDCWD ? name : "/proc/self/fd/" + std::to_string(dirfd) + "/" + name;
+    if (::umount2(at.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
+      return sys_error(std::string("umount ") + name);
+    return remove_at(dirfd, name, detach);
+  }
   DIR* d = ::fdopendir(::dup(fd.get()));
   if (!d) return sys_error(std::string("opendir ") + name);
   while (auto* e = ::readdir(d)) {
     if (std::string_view(e->d_name) == "." || std::string_view(e->d_name) == "..") continue;
-    if (auto r = remove_at(fd.get(), e->d_name); !r) {
+    if (auto r = remove_at(fd.get(), e->d_name, detach); !r) {
       ::closedir(d);
       return r;
     }
@@ -125,8 +133,10 @@ static Result<> remove_at(int dirfd, const char* name) {
 }
 
 Result<> remove_tree(const std::string& path) {
-  return remove_at(AT_FDCWD, path.c_str());
+  return remove_at(AT_FDCWD, path.c_str(), false);
 }
+
+Result<> remove_trash(const std::string& path) { return remove_at(AT_FDCWD, path.c_str(), true); }
 
 namespace {
 std::vector<std::string>& trash() {
@@ -143,7 +153,7 @@ Result<> trash_tree(const std::string& path) {
                    std::to_string(::getpid());
   if (::rename(path.c_str(), to.c_str()) < 0) {
     if (errno == ENOENT) return {};
-    return remove_tree(path);  // another filesystem's quirk: remove it now
+    return remove_trash(path);  // another filesystem's quirk: remove it now
   }
   trash().push_back(std::move(to));
   return {};
@@ -155,7 +165,7 @@ void restore_trash(std::vector<std::string> paths) {
 }
 
 void empty_trash() {
-  for (auto& p : trash()) (void)remove_tree(p);
+  for (auto& p : trash()) (void)remove_trash(p);
   trash().clear();
 }
 
@@ -189,7 +199,7 @@ void empty_trash_detached() {
   for (int fd = 0; fd < 3 && null >= 0; ++fd) ::dup2(null, fd);
   ::close_range(3, ~0U, 0);
   (void)::setpriority(PRIO_PROCESS, 0, 10);
-  for (auto& p : trash()) (void)remove_tree(p);
+  for (auto& p : trash()) (void)remove_trash(p);
   ::_exit(0);
 }
 

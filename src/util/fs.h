@@ -29,6 +29,9 @@ Result<> mkdir_p(const std::string& path, mode_t mode = 0755);
 // Removes a directory tree without following symlinks or descending into
 // another mount (EBUSY: whatever is mounted inside is left alone).
 Result<> remove_tree(const std::string& path);
+// remove_tree for trash (trash_tree's), whose mounts are ours too: a mount
+// point in it is detached (MNT_DETACH), and the directory under it removed.
+Result<> remove_trash(const std::string& path);
 // Removal off the caller's path (a `run --rm` waited some 1-2 ms on it here:
 // every freed block of a directory is a discard on a filesystem mounted with
 // online discard). trash_tree renames `path` at once to a hidden sibling,

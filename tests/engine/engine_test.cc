@@ -906,7 +906,7 @@ TEST_F(EngineTest, KilledCliLeavesATruthfulStoreThatRmCleans) {
   EXPECT_EQ(rm.code, 0) << rm.err;
   EXPECT_NE(berth({"inspect", gone}).code, 0) << "the row is left";
   for (auto& e : fs::directory_iterator(root_ + "/containers"))
-    if (e.path().filename().string().starts_with(".trash-" + gone)) fs::remove_all(e.path());
+    if (e.path().filename().string().starts_with(".trash-" + gone)) ASSERT_TRUE(remove_trash(e.path().string()));
   // Every container ps shows running has a live init; every other is not running.
   auto r = berth({"ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.State}}"});
   ASSERT_EQ(r.code, 0) << r.err;
@@ -1000,9 +1000,15 @@ TEST_F(EngineTest, RemovedFilesGoAtOnceAndCrashLeftoversLater) {
   std::string old = root_ + "/containers/.trash-" + id + ".1000.1";
   std::string fresh = root_ + "/containers/.trash-" + id + "." + std::to_string(::time(nullptr)) + ".1";
   ASSERT_TRUE(mkdir_p(old + "/upper/etc"));
+  // A rootfs goes to the trash mounted (its remover unmounts it): a crash
+  // leaves it so.
+  ASSERT_TRUE(mkdir_p(old + "/rootfs"));
+  ASSERT_EQ(::mount("tmpfs", (old + "/rootfs").c_str(), "tmpfs", 0, "size=1m"), 0);
+  ASSERT_TRUE(write_new_file(old + "/rootfs/file", "x"));
   ASSERT_TRUE(mkdir_p(fresh + "/upper"));
   EXPECT_EQ(berth({"ps", "-a"}).code, 0);
   EXPECT_FALSE(fs::exists(old)) << "a crash's leftover stays";
+  EXPECT_EQ(read_file("/proc/self/mountinfo").value_or("").find(old), std::string::npos) << "its mount stays";
   EXPECT_TRUE(fs::exists(fresh)) << "a remover at work was raced";
   ASSERT_TRUE(remove_tree(fresh));
 }
