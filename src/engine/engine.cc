@@ -86,6 +86,18 @@ int64_t now_ns() {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
+// One line of Docker's event JSON (`berth events`).
+std::string event_line(const Container& c, std::string_view action,
+                       const std::vector<std::pair<std::string, std::string>>& attrs) {
+  int64_t t = now_ns();
+  json a = {{"image", c.image_name}, {"name", c.name}};
+  for (auto& [k, v] : attrs) a[k] = v;
+  json e = {{"status", action}, {"id", c.id},         {"from", c.image_name},
+            {"Type", "container"}, {"Action", action}, {"Actor", {{"ID", c.id}, {"Attributes", a}}},
+            {"scope", "local"},  {"time", t / 1000000000}, {"timeNano", t}};
+  return e.dump() + "\n";
+}
+
 std::string random_hex(size_t bytes) {
   unsigned char b[64];
   (void)::getrandom(b, bytes, 0);
@@ -1082,12 +1094,17 @@ Result<> Engine::cleanup(const std::string& id, bool* runtime_left, const Exit* 
     c.exit_code = code;
     c.finished = when;
     c.pid = 0;
-    TRY(record_event(c, "die", {{"exitCode", std::to_string(code)}}));
+    std::string die = event_line(c, "die", {{"exitCode", std::to_string(code)}});
     if (auto_remove) {
+      // Both events in one write once it is gone (the die alone if not).
       if (leave) *runtime_left = true;  // also where the removal fails half-way
-      TRY(remove_locked(c, false, leave));
-      return record_event(c, "destroy");
+      if (auto r = remove_locked(c, false, leave); !r) {
+        (void)append_events(die);
+        return r;
+      }
+      return append_events(die + event_line(c, "destroy", {}));
     }
+    TRY(append_events(die));
     if (!should_restart(host, code, c.restart_count, path_exists(stopped_marker(c)))) return save_state(c);
     // Docker's back-off: 100 ms, doubled after each run shorter than 10 s,
     // at most a minute; a run of 10 s or more starts it over.
@@ -1127,13 +1144,10 @@ std::string Engine::events_path() const { return opt_.root + "/events.log"; }
 // events.log.1, so it keeps between 1 and 2 MiB of history.
 Result<> Engine::record_event(const Container& c, std::string_view action,
                               const std::vector<std::pair<std::string, std::string>>& attrs) {
-  int64_t t = now_ns();
-  json a = {{"image", c.image_name}, {"name", c.name}};
-  for (auto& [k, v] : attrs) a[k] = v;
-  json e = {{"status", action}, {"id", c.id},         {"from", c.image_name},
-            {"Type", "container"}, {"Action", action}, {"Actor", {{"ID", c.id}, {"Attributes", a}}},
-            {"scope", "local"},  {"time", t / 1000000000}, {"timeNano", t}};
-  std::string line = e.dump() + "\n";
+  return append_events(event_line(c, action, attrs));
+}
+
+Result<> Engine::append_events(const std::string& line) {
   std::string path = events_path();
   struct stat st;
   if (::stat(path.c_str(), &st) == 0 && st.st_size > (1 << 20)) ::rename(path.c_str(), (path + ".1").c_str());

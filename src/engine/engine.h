@@ -204,6 +204,8 @@ class Engine {
   std::string events_path() const;
   Result<> record_event(const Container& c, std::string_view action,
                         const std::vector<std::pair<std::string, std::string>>& attrs = {});
+  // Whole lines (O_APPEND: several berths' lines never interleave).
+  Result<> append_events(const std::string& lines);
 
  private:
   Engine() = default;
