@@ -27,6 +27,7 @@
 #include "engine/logfile.h"
 #include "engine/spare.h"
 #include "engine/spec.h"
+#include "engine/store_index.h"
 #include "runtime/container.h"
 #include "runtime/namespaces.h"
 #include "runtime/process.h"
@@ -163,6 +164,8 @@ class Monitor {
   bool remove_client_trash();
   Result<> listen_attach();
   void setup_process();
+  // The store's root: --dir is <root>/containers/<id>.
+  std::string store_root() const { return a_.dir.substr(0, a_.dir.find_last_of('/')) + "/.."; }
   [[noreturn]] void serve();
   [[noreturn]] void relaunch();
   void begin_serving();
@@ -189,6 +192,9 @@ class Monitor {
   // or exec), not its last process's on the way to our exit frame.
   UniqueFd mount_ns_;
   UniqueFd listener_, sigfd_;
+  // The store's WAL index kept valid while we live (engine/store_index.h);
+  // a trash child shares it.
+  UniqueFd store_index_;
   std::string to_container_;  // stdin bytes not yet written
   bool close_stdin_ = false;
   std::vector<Client> clients_;
@@ -818,6 +824,7 @@ int Monitor::run() {
     return 1;
   }
   report("ok " + std::to_string(pid_));
+  store_index_ = hold_store_index(store_root());
   // A container that is done within moments (`run --rm IMAGE true`) is
   // served to its end by this image: the re-exec below would be on the path
   // of its exit. One that lives on gets the small image.
@@ -857,6 +864,7 @@ int Monitor::resume() {
   };
   take(a_.out_fd, out_), take(a_.err_fd, err_), take(a_.in_fd, in_), take(a_.master_fd, master_);
   take(a_.listen_fd, listener_);
+  store_index_ = hold_store_index(store_root());
   if (!a_.log_path.empty())
     if (auto w = LogWriter::open(a_.log_path, a_.log_max_size, a_.log_max_files, a_.log_lazy); w) log_.emplace(std::move(*w));
   serve();

@@ -969,6 +969,34 @@ TEST_F(EngineTest, RunRmLeavesASpareDirectoryTheNextCreateTakes) {
   EXPECT_EQ(berth({"rm", id}).code, 0);
 }
 
+// A running container's monitor keeps the store's WAL index (the -shm) valid
+// (engine/store_index.h): a command then maps it as it is. With no monitor,
+// a command is SQLite's first connection, which truncates and rebuilds it.
+TEST_F(EngineTest, AMonitorKeepsTheStoresWalIndexForTheNextCommand) {
+  std::string shm = root_ + "/berth.db-shm";
+  // Whether a command truncated the -shm: bytes put past what SQLite uses
+  // (it maps 32 KiB at a time, a chunk a 4,000 frames of log) are gone.
+  auto ps_truncates_index = [&] {
+    const std::string canary = "berth-test-canary";
+    UniqueFd fd(::open(shm.c_str(), O_RDWR | O_CLOEXEC));
+    EXPECT_TRUE(fd);
+    EXPECT_EQ(::pwrite(fd.get(), canary.data(), canary.size(), 1 << 20), static_cast<ssize_t>(canary.size()));
+    auto r = berth({"ps", "-q"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    std::string back(canary.size(), '\0');
+    return ::pread(fd.get(), back.data(), back.size(), 1 << 20) != static_cast<ssize_t>(canary.size()) || back != canary;
+  };
+  std::string id = run_d({"busybox", "sleep", "60"});
+  ASSERT_EQ(monitors().size(), 1u);
+  EXPECT_FALSE(ps_truncates_index()) << "the index was reset with a monitor holding it";
+  EXPECT_FALSE(ps_truncates_index());
+  ASSERT_EQ(berth({"rm", "-f", id}).code, 0);
+  for (int i = 0; i < 200 && !monitors().empty(); ++i) ::usleep(10000);
+  ASSERT_TRUE(monitors().empty());
+  ASSERT_TRUE(test::wait_for_trash(root_));
+  EXPECT_TRUE(ps_truncates_index()) << "no holder left, yet the index was not reset";
+}
+
 TEST_F(EngineTest, ParallelRunsLeaveAConsistentStore) {
   // 50 `run --rm`, 8 at a time.
   std::vector<std::thread> threads;
