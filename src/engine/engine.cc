@@ -253,12 +253,18 @@ Result<> Engine::repair() {
   DIR* list = ::fdopendir(::dup(d.get()));
   if (!list) return sys_error("read " + dir);
   std::vector<std::string> markers;
+  std::set<std::string, std::less<>> being_removed;  // containers whose files went to the trash in the last minute
   while (struct dirent* e = ::readdir(list)) {
     std::string_view name = e->d_name;
-    if (name.starts_with(".creating-")) markers.emplace_back(name);
+    if (name.starts_with(".creating-")) {
+      markers.emplace_back(name);
+      continue;
+    }
     // A removed container's files that no child removed (a crash): given a
     // minute, so that a remover at work is not raced.
-    else if (trash_age(name) > 60) (void)remove_trash(dir + "/" + std::string(name));
+    int64_t age = trash_age(name);
+    if (age > 60) (void)remove_trash(dir + "/" + std::string(name));
+    else if (age >= 0) being_removed.emplace(name.substr(7, name.find('.', 7) - 7));
   }
   ::closedir(list);
   // Runtime state without a row: an --rm container whose monitor was killed
@@ -266,7 +272,15 @@ Result<> Engine::repair() {
   // runtime_left).
   // Only this store's (a runroot may be shared by stores: its bundle is one
   // of our container directories, or its trash), and never a running one.
+  // One whose container's files went to the trash in the last minute, or
+  // whose lock is held, is being removed now (by a `run --rm`'s monitor
+  // child: the next command back to back found it there in half the runs,
+  // and removed it itself or waited for its lock): left to its remover, and
+  // no query made for it.
   std::vector<std::string> states = runtime::list_ids(runtime_root());
+  std::erase_if(states, [&](const std::string& id) {
+    return being_removed.count(id) || runtime::Lock::held_elsewhere(runtime::state_dir(runtime_root(), id));
+  });
   if (!states.empty()) {
     std::set<std::string> rows;
     TRY(db_->run("SELECT id FROM containers", {}, [&](const image::Row& r) { rows.insert(r.text(0)); }));

@@ -181,6 +181,11 @@ std::string now_rfc3339() {
   return buf;
 }
 
+bool Lock::held_elsewhere(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  return fd && ::flock(fd.get(), LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+}
+
 Result<Lock> Lock::acquire(const std::string& dir) {
   Lock l;
   l.fd_.reset(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

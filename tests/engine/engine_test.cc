@@ -1041,6 +1041,38 @@ TEST_F(EngineTest, RemovedFilesGoAtOnceAndCrashLeftoversLater) {
   ASSERT_TRUE(remove_tree(fresh));
 }
 
+// Runtime state without a row is a crash's leftover only once its container's
+// trash is a minute old: before that its remover (a `run --rm`'s monitor
+// child) is at work, and the next command neither races it nor waits for it.
+TEST_F(EngineTest, RuntimeStateBeingRemovedIsLeftToItsRemover) {
+  // A stopped container's state without a row, made from a running one's.
+  std::string running = run_d({"busybox", "sleep", "60"});
+  json st = json::parse(read_file(runroot_ + "/runtime/" + running + "/state.json").value_or(""), nullptr, false);
+  ASSERT_TRUE(st.is_object());
+  std::string id = std::string(64, 'e');
+  for (auto key : {"id", "bundle", "rootfs", "cgroup_path"}) {
+    std::string v = st.value(key, "");
+    if (auto at = v.find(running); at != std::string::npos) v.replace(at, running.size(), id);
+    st[key] = v;
+  }
+  st["pid_start"] = 1;  // not its process: stopped
+  std::string state = runroot_ + "/runtime/" + id;
+  ASSERT_TRUE(mkdir_p(state));
+  ASSERT_TRUE(write_new_file(state + "/state.json", st.dump()));
+  // Its files in the trash a moment ago, as a removal leaves them.
+  std::string fresh = root_ + "/containers/.trash-" + id + "." + std::to_string(::time(nullptr)) + ".1";
+  ASSERT_TRUE(mkdir_p(fresh + "/upper"));
+  EXPECT_EQ(berth({"ps", "-a"}).code, 0);
+  EXPECT_TRUE(fs::exists(state + "/state.json")) << "the state of a container being removed was taken";
+  // A minute on, its remover is taken for dead: the next command removes both.
+  std::string old = root_ + "/containers/.trash-" + id + ".1000.1";
+  ASSERT_EQ(::rename(fresh.c_str(), old.c_str()), 0);
+  EXPECT_EQ(berth({"ps", "-a"}).code, 0);
+  EXPECT_FALSE(fs::exists(state)) << "a crash's leftover state stays";
+  EXPECT_FALSE(fs::exists(old));
+  EXPECT_TRUE(fs::exists(runroot_ + "/runtime/" + running + "/state.json"));
+}
+
 TEST_F(EngineTest, RunRmCyclesLeakNothing) {
   // The leak test: many run --rm cycles; TearDown checks mounts,
   // container dirs, runtime state and cgroups; here the rows and processes.
