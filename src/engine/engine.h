@@ -110,7 +110,6 @@ class EarlyMonitor {
   // monitor reads the bundle's file then, or start() finds it dead).
   bool send_spec(const std::string& spec);
   pid_t pid_ = -1;
-  uint64_t start_ = 0;  // its start time (process_alive)
   std::string id_;
   bool attached_ = false;
   bool lost_ = false;
