@@ -62,6 +62,11 @@ json default_profile(const std::vector<std::string>& caps) {
   // Built by moves into preallocated containers: nlohmann's nested
   // initializer lists copy every level (this was 80 us of every `run` here).
   auto str = [](const char* v) { return json(json::string_t(v)); };
+  auto one = [](json v) {
+    json a(json::value_t::array);
+    a.get_ref<json::array_t&>().push_back(std::move(v));
+    return a;
+  };
   auto rule = [&](json names, const char* action, int errno_ret) {
     json r(json::value_t::object);
     auto& o = r.get_ref<json::object_t&>();
@@ -88,23 +93,17 @@ json default_profile(const std::vector<std::string>& caps) {
     // so it answers ENOSYS and libc falls back to clone.
     for (uint64_t flag : {0x00020000ull, 0x02000000ull, 0x04000000ull, 0x08000000ull, 0x10000000ull, 0x20000000ull,
                           0x40000000ull}) {
-      json clone(json::value_t::array);
-      clone.get_ref<json::array_t&>().push_back(str("clone"));
-      json r = rule(std::move(clone), "SCMP_ACT_ERRNO", 1);
+      json r = rule(one(str("clone")), "SCMP_ACT_ERRNO", 1);
       json arg(json::value_t::object);
       auto& a = arg.get_ref<json::object_t&>();
       a.emplace("index", 0);
       a.emplace("value", flag);
       a.emplace("valueTwo", flag);
       a.emplace("op", str("SCMP_CMP_MASKED_EQ"));
-      json args(json::value_t::array);
-      args.get_ref<json::array_t&>().push_back(std::move(arg));
-      r.get_ref<json::object_t&>().emplace("args", std::move(args));
+      r.get_ref<json::object_t&>().emplace("args", one(std::move(arg)));
       calls.push_back(std::move(r));
     }
-    json clone3(json::value_t::array);
-    clone3.get_ref<json::array_t&>().push_back(str("clone3"));
-    calls.push_back(rule(std::move(clone3), "SCMP_ACT_ERRNO", 38));
+    calls.push_back(rule(one(str("clone3")), "SCMP_ACT_ERRNO", 38));
   }
   json arches(json::value_t::array);
   for (auto& a : host_arches()) arches.get_ref<json::array_t&>().push_back(json(std::move(a)));

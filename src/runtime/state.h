@@ -67,7 +67,8 @@ Result<> write_pid_file(const std::string& path, pid_t pid);
 class Lock {
  public:
   static Result<Lock> acquire(const std::string& dir);
-  // Whether another process holds it now (a command at work on the container).
+  // Whether it is held now through another open of the directory (another
+  // command at work on the container).
   static bool held_elsewhere(const std::string& dir);
   int fd() const { return fd_.get(); }
 
