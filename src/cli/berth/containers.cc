@@ -36,8 +36,6 @@ using engine::Frame;
 
 namespace {
 
-void print(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
-
 engine::Engine& eng(Context& ctx) { return *check(ctx.engine()); }
 
 // ------------------------------------------------------------ create flags --

@@ -11,6 +11,8 @@ namespace berth::cli {
 
 using json = nlohmann::json;
 
+void print(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
+
 std::string human_size(double bytes) {
   static const char* units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
   int i = 0;

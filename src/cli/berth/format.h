@@ -19,6 +19,9 @@ struct TemplateError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+// Writes s to stdout as it is (no newline added).
+void print(const std::string& s);
+
 // Docker's units.HumanSizeWithPrecision(n, 3): decimal units, 3 significant digits.
 std::string human_size(double bytes);
 // Docker's units.HumanDuration + " ago".

@@ -45,8 +45,6 @@ void both(CLI::App& app, CLI::App& image, const std::string& top, const std::vec
   for (auto& n : names) setup(*image.add_subcommand(n, help));
 }
 
-void print(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
-
 // ---------------------------------------------------------------- images --
 
 struct ImagesOptions {

@@ -19,8 +19,6 @@ using engine::Volume;
 
 namespace {
 
-void print(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
-
 // The volumes of the store; opening the engine first makes its tables.
 engine::Volumes volumes(Context& ctx) {
   (void)check(ctx.engine());
