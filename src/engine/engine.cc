@@ -643,21 +643,24 @@ struct EarlyMonitor::Spawner {
 EarlyMonitor::EarlyMonitor() = default;
 
 Result<EarlyMonitor> EarlyMonitor::spawn(const std::string& monitor_exe, const std::string& id,
-                                         const std::string& dir, int attach_fd, bool netns,
-                                         const std::string& cgroup) {
+                                         const std::string& dir, UniqueFd* attach_ours) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");
   EarlyMonitor m;
   m.sync_.reset(sv[0]);
   UniqueFd theirs(sv[1]);
-  // The caller closes its attach end when this returns: the thread has its own.
-  UniqueFd attach(attach_fd >= 0 ? ::fcntl(attach_fd, F_DUPFD_CLOEXEC, 5) : -1);
-  if (attach_fd >= 0 && !attach) return sys_error("dup attach socket");
-  // The rest of its command line (start()) says --dir again, and that one counts.
-  std::vector<std::string> args = {monitor_exe, "--args-on-sync", "--id", id, "--dir", dir, "--sync-fd", "3"};
-  if (attach_fd >= 0) args.insert(args.end(), {"--attach-fd", "4"});
-  if (netns) args.push_back("--netns-early");
-  if (!cgroup.empty()) args.insert(args.end(), {"--cgroup-early", cgroup});
+  // Its starting client's socket, made whether or not the run turns out to
+  // be attached (configure() says). Theirs above 4, which posix_spawn's
+  // dup2s to 3 and 4 would otherwise overwrite.
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");
+  attach_ours->reset(sv[0]);
+  UniqueFd attach_low(sv[1]);
+  UniqueFd attach(::fcntl(attach_low.get(), F_DUPFD_CLOEXEC, 5));
+  if (!attach) return sys_error("dup attach socket");
+  // The rest comes in the configure() frame (monitor.h); that of start()
+  // says --dir again, and that one counts.
+  std::vector<std::string> args = {monitor_exe, "--args-on-sync", "--early-on-sync", "--id",
+                                   id,          "--dir",          dir,               "--sync-fd", "3"};
   // Spawned from a thread on a CPU other than ours (util/thread.h), with a
   // small stack (posix_spawn runs the child on one of its own): the monitor
   // is born there too, and stays there until it has its command line, when
@@ -669,7 +672,6 @@ Result<EarlyMonitor> EarlyMonitor::spawn(const std::string& monitor_exe, const s
   bool steer = cpus_elsewhere(&ours, &away);
   if (steer) args.insert(args.end(), {"--cpus-after", cpu_list(ours)});
   m.id_ = id;
-  m.attached_ = attach_fd >= 0;
   m.spawner_ = std::make_unique<Spawner>(std::move(args), std::move(theirs), std::move(attach));
   Spawner& sp = *m.spawner_;
   if (start_thread_on(&sp.thread, &Spawner::run, &sp, 64 << 10, steer ? &away : nullptr)) {
@@ -679,6 +681,20 @@ Result<EarlyMonitor> EarlyMonitor::spawn(const std::string& monitor_exe, const s
     Spawner::run(&sp);
   }
   return m;
+}
+
+bool EarlyMonitor::configure(bool attached, bool netns, const std::string& cgroup) {
+  attached_ = attached;
+  std::string body;
+  auto add = [&body](std::string_view a) {
+    body.append(a);
+    body.push_back('\0');
+  };
+  if (attached) add("--attach-fd"), add("4");
+  if (netns) add("--netns-early");
+  if (!cgroup.empty()) add("--cgroup-early"), add(cgroup);
+  // Buffered in the socket if the monitor is not running yet.
+  return send_frame("erly", body);
 }
 
 bool EarlyMonitor::spawned() {

@@ -80,17 +80,23 @@ std::string new_container_id();
 // first use waits for that thread (spawned()).
 class EarlyMonitor {
  public:
-  // For the container `id` (new_container_id(), then create()'s: its
-  // command line shows it from the start, as every monitor's does).
-  // `attach_fd` (or -1) becomes the monitor's starting client, as start()'s.
-  // `dir` is where its directory will be (containers/<id>), also for ps.
+  // Spawned in two steps, so that it loads (exec, libc's start: ~1 ms here)
+  // while the CLI still parses its command line. spawn(): for the container
+  // `id` (new_container_id(), then create()'s) to be in `dir`
+  // (containers/<id>; both on its command line from the start, as on every
+  // monitor's, for ps), with a starting client's socket whose other end is
+  // put in `attach_ours`.
+  static Result<EarlyMonitor> spawn(const std::string& monitor_exe, const std::string& id, const std::string& dir,
+                                    UniqueFd* attach_ours);
+  // configure(), once the command line is parsed. `attached`: the socket
+  // above is its starting client, as start()'s attach_fd (else it closes it).
   // `netns`: the container will have a new network namespace (its
   // --network is neither host nor container:NAME): the monitor makes it
   // while it waits (runtime::CreateOptions::netns_fd). `cgroup`: its cgroup
   // under the cgroupfs driver (spec.h's container_cgroup_path), made the same way
-  // (CreateOptions::cgroup_made); empty for none.
-  static Result<EarlyMonitor> spawn(const std::string& monitor_exe, const std::string& id, const std::string& dir,
-                                    int attach_fd, bool netns, const std::string& cgroup);
+  // (CreateOptions::cgroup_made); empty for none. False if it could not be
+  // told (it is dead: start() finds it so and spawns another).
+  bool configure(bool attached, bool netns, const std::string& cgroup);
   EarlyMonitor(EarlyMonitor&& o) noexcept;
   EarlyMonitor& operator=(EarlyMonitor&&) = delete;
   ~EarlyMonitor();

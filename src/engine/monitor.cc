@@ -920,14 +920,16 @@ int exec_main(int argc, char** argv) {
 
 namespace {
 
-// --args-on-sync (EarlyMonitor): the rest of the command line comes on the
-// sync socket (monitor.h). Appended to ours; false if the socket ended first
-// (the command that started us gave up: we exit without a word).
-bool read_args_on_sync(std::vector<std::string>& args, std::string& spec_text, std::optional<oci::Spec>& spec) {
-  int fd = -1;
+// The sync socket's fd in an early monitor's arguments, or -1.
+int sync_fd_of(const std::vector<std::string>& args) {
   for (size_t i = 0; i + 1 < args.size(); ++i)
-    if (args[i] == "--sync-fd") fd = std::atoi(args[i + 1].c_str());
-  if (fd < 0) return false;
+    if (args[i] == "--sync-fd") return std::atoi(args[i + 1].c_str());
+  return -1;
+}
+
+// One frame of an early monitor's sync socket (monitor.h): false if the
+// socket ended first or the frame is malformed.
+bool read_frame(int fd, std::string& kind, std::string& body) {
   auto read_all = [fd](char* p, size_t n) {
     for (size_t got = 0; got < n;) {
       ssize_t r = ::read(fd, p + got, n - got);
@@ -937,15 +939,36 @@ bool read_args_on_sync(std::vector<std::string>& args, std::string& spec_text, s
     }
     return true;
   };
+  char head[17] = {};
+  if (!read_all(head, 16) || head[4] != ' ' || head[15] != '\n') return false;
+  char* end = nullptr;
+  size_t want = std::strtoull(head + 5, &end, 10);
+  if (end != head + 15 || want == 0 || want > kEarlyArgsMax) return false;
+  kind.assign(head, 4);
+  body.assign(want, '\0');
+  return read_all(body.data(), want);
+}
+
+// NUL-ended arguments (an "args" or "erly" frame's body) appended to `args`.
+bool append_args(std::vector<std::string>& args, const std::string& body) {
+  if (body.back() != '\0') return false;
+  for (size_t at = 0; at < body.size();) {
+    size_t end = body.find('\0', at);
+    args.emplace_back(body, at, end - at);
+    at = end + 1;
+  }
+  return true;
+}
+
+// --args-on-sync (EarlyMonitor): the rest of the command line comes on the
+// sync socket (monitor.h). Appended to ours; false if the socket ended first
+// (the command that started us gave up: we exit without a word).
+bool read_args_on_sync(std::vector<std::string>& args, std::string& spec_text, std::optional<oci::Spec>& spec) {
+  int fd = sync_fd_of(args);
+  if (fd < 0) return false;
   for (bool have_spec = false;;) {
-    char head[17] = {};
-    if (!read_all(head, 16) || head[4] != ' ' || head[15] != '\n') return false;
-    std::string_view kind(head, 4);
-    char* end = nullptr;
-    size_t want = std::strtoull(head + 5, &end, 10);
-    if (end != head + 15 || want == 0 || want > kEarlyArgsMax) return false;
-    std::string body(want, '\0');
-    if (!read_all(body.data(), want)) return false;
+    std::string kind, body;
+    if (!read_frame(fd, kind, body)) return false;
     if (kind == "spec" && !have_spec) {
       // Parsed now, while the CLI finishes the create; one that does not
       // parse is left to the start, which reads the file and says why.
@@ -953,13 +976,7 @@ bool read_args_on_sync(std::vector<std::string>& args, std::string& spec_text, s
       if (auto s = oci::parse_spec(body); s) spec.emplace(std::move(*s)), spec_text = std::move(body);
       continue;
     }
-    if (kind != "args" || body.back() != '\0') return false;
-    for (size_t at = 0; at < body.size();) {
-      size_t end = body.find('\0', at);
-      args.emplace_back(body, at, end - at);
-      at = end + 1;
-    }
-    return true;
+    return kind == "args" && append_args(args, body);
   }
 }
 
@@ -1005,14 +1022,26 @@ int monitor_main(int argc, char** argv) {
     // CPU run its slice first (1-1.5 ms here, seen in 1 start in 6, with the
     // CLI waiting): it goes first.
     ::sched_yield();
+    std::vector<std::string> opts(argv + 2, argv + argc);
+    // --early-on-sync: spawned before the CLI had parsed its command line,
+    // the rest of the early options come first on the socket (an "erly"
+    // frame); fd 4 is the starting client's socket only if they say so.
+    bool on_sync = std::find(opts.begin(), opts.end(), "--early-on-sync") != opts.end();
+    if (on_sync) {
+      std::string kind, body;
+      int fd = sync_fd_of(opts);
+      if (fd < 0 || !read_frame(fd, kind, body) || kind != "erly" || !append_args(opts, body)) return 0;
+      if (std::find(opts.begin(), opts.end(), "--attach-fd") == opts.end()) ::close(4);
+    }
     early.emplace_back(argv[0]);
     bool make_netns = false;
     std::string cpus_after;
-    for (int i = 2; i < argc; ++i) {
-      if (std::string_view(argv[i]) == "--netns-early") make_netns = true;
-      else if (std::string_view(argv[i]) == "--cgroup-early" && i + 1 < argc) cgroup_path = argv[++i];
-      else if (std::string_view(argv[i]) == "--cpus-after" && i + 1 < argc) cpus_after = argv[++i];
-      else early.emplace_back(argv[i]);
+    for (size_t i = 0; i < opts.size(); ++i) {
+      if (opts[i] == "--early-on-sync") continue;
+      if (opts[i] == "--netns-early") make_netns = true;
+      else if (opts[i] == "--cgroup-early" && i + 1 < opts.size()) cgroup_path = opts[++i];
+      else if (opts[i] == "--cpus-after" && i + 1 < opts.size()) cpus_after = opts[++i];
+      else early.emplace_back(opts[i]);
     }
     // The container's network namespace, made while the CLI creates the
     // container (on the other CPU, the slowest namespace to make): unused,

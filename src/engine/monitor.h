@@ -14,9 +14,14 @@
 // once the container runs; the monitor runs the exit command only after the
 // other end has closed it (the engine has recorded the start by then).
 //
-//   berth-monitor --args-on-sync --id ID --dir DIR --sync-fd N [--attach-fd N]
+//   berth-monitor --args-on-sync --early-on-sync --id ID --dir DIR --sync-fd N
 // is a monitor started before its container exists (EarlyMonitor in
-// engine.h): the rest of the command line above comes on the sync socket,
+// engine.h), before the CLI has even parsed its command line. The sync
+// socket first brings the rest of its early options, a 16-byte header
+// "erly %010zu\n" and that many bytes of NUL-ended arguments:
+// [--attach-fd 4] [--netns-early] [--cgroup-early PATH]; fd 4 is the
+// starting client's socket if --attach-fd says so, and closed if not.
+// Then the rest of the command line above comes on the sync socket,
 // a 16-byte header "args %010zu\n" and that many bytes of NUL-ended
 // arguments (none may hold a NUL: start() refuses one). Before it may come
 // "spec %010zu\n" and the container's config.json, sent by create() as soon

@@ -13,12 +13,14 @@
 
 #include "image/store.h"
 #include "util/error.h"
+#include "util/fd.h"
 
 namespace CLI {
 class App;
 }
 namespace berth::engine {
 class Engine;
+class EarlyMonitor;
 }
 
 namespace berth::cli {
@@ -67,6 +69,12 @@ struct Context {
   std::function<std::optional<std::string>(const std::string&)> inspect_container;
   // A volume's, for a name that is neither a container nor an image (Docker's order).
   std::function<std::optional<std::string>(const std::string&)> inspect_volume;
+  // `run`'s monitor, spawned by main before the command line is parsed (it
+  // loads meanwhile), for the container early_id in early_dir, with our end of its
+  // starting client's socket: taken by `run` (containers.cc's EarlyStart).
+  std::unique_ptr<engine::EarlyMonitor> early_monitor;
+  std::string early_id, early_dir;
+  UniqueFd early_attach;
 
  private:
   std::optional<std::pair<std::string, image::ImageRecord>> resolved_;  // here_or_in_full's

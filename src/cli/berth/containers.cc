@@ -615,22 +615,33 @@ struct AttachPair {
   }
 };
 
-// `run`'s monitor, started before anything else (engine::EarlyMonitor): it
-// loads on the other CPU while we open the store and make the container. If
-// it cannot be started, start() spawns one as `start` does.
+// `run`'s monitor, started before anything else (engine::EarlyMonitor, by
+// main as the command line is parsed): it loads on the other CPU while we
+// open the store and make the container. If it cannot be started, start()
+// spawns one as `start` does.
 struct EarlyStart {
-  std::string id = engine::new_container_id();  // the container's, for create()
-  std::optional<AttachPair> attach;
+  std::string id;  // the container's, for create()
+  bool attached;
+  UniqueFd ours;  // our end of its starting client's socket, when attached
   std::optional<engine::EarlyMonitor> monitor;
-  EarlyStart(Context& ctx, bool attached, const std::string& network) {
-    if (attached) attach.emplace();
+  EarlyStart(Context& ctx, bool attached_, const std::string& network) : attached(attached_) {
+    // (Spawned for a directory under another root than CLI11 found, it goes.)
+    if (ctx.early_monitor && ctx.early_dir == ctx.root + "/containers/" + ctx.early_id) {
+      monitor.emplace(std::move(*ctx.early_monitor));
+      id = ctx.early_id;
+      ours = std::move(ctx.early_attach);
+    } else {
+      id = engine::new_container_id();
+      if (auto m = engine::EarlyMonitor::spawn(ctx.monitor_exe(), id, ctx.root + "/containers/" + id, &ours); m)
+        monitor.emplace(std::move(*m));
+    }
+    ctx.early_monitor.reset();
+    if (!attached) ours.reset();
+    if (!monitor) return;
     bool netns = network != "host" && !network.starts_with("container:");
     // Its cgroup too, under the cgroupfs driver (a systemd unit is made in one call).
     std::string cgroup = ctx.cgroup_manager == "cgroupfs" ? engine::container_cgroup_path(id, false) : "";
-    auto m = engine::EarlyMonitor::spawn(ctx.monitor_exe(), id, ctx.root + "/containers/" + id,
-                                         attach ? attach->theirs.get() : -1, netns, cgroup);
-    if (m) monitor.emplace(std::move(*m));
-    if (attach) attach->theirs.reset();  // the monitor's now, or made again by start()
+    if (!monitor->configure(attached, netns, cgroup)) monitor.reset();
   }
   // Started (its spawning thread joined), or null.
   engine::EarlyMonitor* get() { return monitor && monitor->spawned() ? &*monitor : nullptr; }
@@ -642,11 +653,11 @@ struct EarlyStart {
 // `fresh`: `c` was created by this command (run), whose EarlyStart `early` is.
 int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty, const std::string& keys,
                    bool fresh = false, EarlyStart* early = nullptr) {
-  engine::EarlyMonitor* m = early && early->attach ? early->get() : nullptr;
+  engine::EarlyMonitor* m = early && early->attached ? early->get() : nullptr;
   UniqueFd ours;
   auto started = [&] {
     if (m) {
-      ours.reset(early->attach->ours.release());
+      ours = std::move(early->ours);
       auto r = eng(ctx).start(c.id, -1, fresh, m);
       bool lost = m->lost();
       // Not taken over (someone else started it meanwhile): it goes now, and

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 
 #include <climits>
@@ -148,11 +149,14 @@ int groups_for(std::string_view verb) {
 struct CommandLine {
   std::string verb, subverb;
   bool debug = false;
+  std::optional<std::string> root;  // --root's, if given
 };
 CommandLine command_line(int argc, char** argv) {
   CommandLine cl;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
+    if (a == "--root" && i + 1 < argc) cl.root = argv[i + 1];
+    else if (a.starts_with("--root=")) cl.root = std::string(a.substr(7));
     if (a == "--root" || a == "--runroot" || a == "--config" || a == "--storage-opt" || a == "--cgroup-manager") {
       ++i;
       continue;
@@ -220,6 +224,24 @@ int run(int argc, char** argv) {
   if (cl.debug) log::init("", log::Format::text, true);
   ctx.verb = cl.verb;
   ctx.subverb = cl.subverb;
+  // `run`'s monitor loads (its exec and libc's start, ~1 ms here) while
+  // CLI11 parses the command line; EarlyStart tells it the rest. Not taken
+  // (help, a bad flag), it ends as its socket closes, reaped on the way out.
+  // (Its directory from the --root that CLI11 will find: EarlyStart checks.)
+  if (cl.verb == "run" || (cl.verb == "container" && cl.subverb == "run")) {
+    const char* env = std::getenv("BERTH_ROOT");
+    std::string root = cl.root ? *cl.root : env && *env ? env : "/var/lib/berth";
+    ctx.early_id = engine::new_container_id();
+    ctx.early_dir = root + "/containers/" + ctx.early_id;
+    if (auto m = engine::EarlyMonitor::spawn(ctx.monitor_exe(), ctx.early_id, ctx.early_dir, &ctx.early_attach); m)
+      ctx.early_monitor = std::make_unique<engine::EarlyMonitor>(std::move(*m));
+  }
+  struct ReapEarly {
+    Context* ctx;
+    ~ReapEarly() {
+      if (ctx) ctx->early_monitor.reset();
+    }
+  } reap_early{&ctx};
   const char* env_root = std::getenv("BERTH_ROOT");
   ctx.root = env_root && *env_root ? env_root : "/var/lib/berth";
   app.add_option("--root", ctx.root, "Where berth keeps images and containers")->capture_default_str();
@@ -266,6 +288,8 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "berth: template: %s\n", e.what());
     return 1;
   } catch (const RunInFull&) {
+    reap_early.ctx = nullptr;
+    ctx.early_monitor.reset();
     delete &ctx;  // (berth-full opens the store afresh)
     return kRunInFull;
   } catch (const Failure& f) {
