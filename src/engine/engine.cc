@@ -16,6 +16,7 @@
 
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -624,6 +625,8 @@ struct EarlyMonitor::Spawner {
   MonitorSpawnAttrs attrs;
   pthread_t thread{};
   bool running = false;
+  // Set: the CPUs the thread goes to once the monitor is born (spawned()).
+  std::optional<cpu_set_t> home;
   pid_t pid = -1;  // -1 if the spawn failed (start() then spawns one of its own)
   Spawner(std::vector<std::string> a, UniqueFd sync, UniqueFd att)
       : argv(std::move(a)), theirs(std::move(sync)), attach(std::move(att)), attrs(theirs.get(), attach.get()) {}
@@ -674,6 +677,7 @@ Result<EarlyMonitor> EarlyMonitor::spawn(const std::string& monitor_exe, const s
   m.id_ = id;
   m.spawner_ = std::make_unique<Spawner>(std::move(args), std::move(theirs), std::move(attach));
   Spawner& sp = *m.spawner_;
+  if (steer) sp.home = ours;
   if (start_thread_on(&sp.thread, &Spawner::run, &sp, 64 << 10, steer ? &away : nullptr)) {
     sp.running = true;
   } else {
@@ -699,6 +703,13 @@ bool EarlyMonitor::configure(bool attached, bool netns, const std::string& cgrou
 
 bool EarlyMonitor::spawned() {
   if (spawner_) {
+    // Woken from posix_spawn (a vfork) as the monitor execs, the thread
+    // waits on the monitor's CPU behind it (busy making the network
+    // namespace and the cgroup) and behind the last run's remover: moved to
+    // ours, it ends while we wait here. (The monitor is long born: the join
+    // comes after the store and the create.)
+    if (spawner_->running && spawner_->home)
+      (void)::pthread_setaffinity_np(spawner_->thread, sizeof *spawner_->home, &*spawner_->home);
     if (spawner_->running) ::pthread_join(spawner_->thread, nullptr);
     pid_ = spawner_->pid;
     spawner_.reset();

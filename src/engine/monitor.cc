@@ -1016,12 +1016,10 @@ int monitor_main(int argc, char** argv) {
   std::optional<EarlyCgroup> early_cgroup;
   std::optional<oci::Spec> spec;
   if (argc > 1 && std::string(argv[1]) == "--args-on-sync") {
-    // The CLI's thread that spawned us waits on this CPU to return from
-    // posix_spawn (a vfork: it woke as we exec'd) and end; the CLI joins it
-    // before it starts the container. The scheduler lets a task that has the
-    // CPU run its slice first (1-1.5 ms here, seen in 1 start in 6, with the
-    // CLI waiting): it goes first.
-    ::sched_yield();
+    // (The CLI's thread that spawned us, woken on this CPU as we exec'd, is
+    // moved to the CLI's own before it is joined: EarlyMonitor::spawned().
+    // Yielding to it here also gave this CPU to the last run's remover, for
+    // 0.15-0.75 ms in half the runs.)
     std::vector<std::string> opts(argv + 2, argv + argc);
     // --early-on-sync: spawned before the CLI had parsed its command line,
     // the rest of the early options come first on the socket (an "erly"
