@@ -975,7 +975,7 @@ bool read_frame(int fd, std::string& kind, std::string& body) {
   if (!read_all(head, 16) || head[4] != ' ' || head[15] != '\n') return false;
   char* end = nullptr;
   size_t want = std::strtoull(head + 5, &end, 10);
-  if (end != head + 15 || want == 0 || want > kEarlyArgsMax) return false;
+  if (end != head + 15 || want > kEarlyArgsMax) return false;
   kind.assign(head, 4);
   body.assign(want, '\0');
   return read_all(body.data(), want);
@@ -983,6 +983,7 @@ bool read_frame(int fd, std::string& kind, std::string& body) {
 
 // NUL-ended arguments (an "args" or "erly" frame's body) appended to `args`.
 bool append_args(std::vector<std::string>& args, const std::string& body) {
+  if (body.empty()) return true;  // (an "erly" frame of a detached run with no early work)
   if (body.back() != '\0') return false;
   for (size_t at = 0; at < body.size();) {
     size_t end = body.find('\0', at);
