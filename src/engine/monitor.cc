@@ -20,6 +20,8 @@
 #include <cstdlib>
 #include <algorithm>
 #include <functional>
+#include <system_error>
+#include <thread>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -198,6 +200,12 @@ class Monitor {
   // The store's WAL index kept valid while we live (engine/store_index.h);
   // a trash child shares it.
   UniqueFd store_index_;
+  // Makes the next create's spare while a foreground container runs
+  // (engine/spare.h); joined before we fork or exec.
+  std::thread spare_maker_;
+  void join_spare_maker() {
+    if (spare_maker_.joinable()) spare_maker_.join();
+  }
   std::string to_container_;  // stdin bytes not yet written
   bool close_stdin_ = false;
   std::vector<Client> clients_;
@@ -623,6 +631,7 @@ void Monitor::finish() {
   bool removed = client_cleans && remove_client_trash();
   if (!removed)
     if (auto r = atomic_write_file(a_.dir + "/exit", exit + "\n"); !r) log::error("record exit: " + r.error().str());
+  join_spare_maker();
   if (a_.exit_command.empty() || client_cleans) ::_exit(0);
   // Attached clients stay connected through the exit command: a foreground
   // `run --rm` returns once their socket closes, when the removal is done.
@@ -670,6 +679,7 @@ void run_idle_for_a_while(int ms) {
 // or closes the connection: the removal is ours, off its path, for each path
 // that is this container's trash beside its directory.
 bool Monitor::remove_client_trash() {
+  join_spare_maker();  // (before the fork below)
   std::string parent = a_.dir.substr(0, a_.dir.find_last_of('/'));
   std::string prefix = ".trash-" + a_.id + ".";
   for (auto& c : clients_) {
@@ -734,6 +744,7 @@ bool Monitor::remove_client_trash() {
 // fds it holds: the new image maps only what the loop uses, so a monitor
 // costs a few pages of its own (PSS, bench/engine-run.sh).
 void Monitor::relaunch() {
+  join_spare_maker();
   // Its own path, not /proc/self/exe: the process name (comm) comes from it.
   char self[4096];
   ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
@@ -858,6 +869,17 @@ int Monitor::run() {
   }
   report("ok " + std::to_string(pid_));
   store_index_ = hold_store_index(store_root());
+  // A foreground run's client waits for the container now, and a CPU is
+  // idle: the next create's directory is made here, not by the remover
+  // as the next `run` starts (where it took the CPU from that run's early
+  // monitor). The remover still makes one if a slot is free then.
+  if (!a_.attach_fds.empty()) {
+    std::string parent = a_.dir.substr(0, a_.dir.find_last_of('/'));
+    try {
+      spare_maker_ = std::thread([parent] { (void)make_spare(parent); });
+    } catch (const std::system_error&) {
+    }
+  }
   // A container that is done within moments (`run --rm IMAGE true`) is
   // served to its end by this image: the re-exec below would be on the path
   // of its exit. One that lives on gets the small image.
