@@ -656,10 +656,10 @@ Result<EarlyMonitor> EarlyMonitor::spawn(const std::string& monitor_exe, const s
   // be attached (configure() says). Theirs above 4, which posix_spawn's
   // dup2s to 3 and 4 would otherwise overwrite.
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");
-  attach_ours->reset(sv[0]);
-  UniqueFd attach_low(sv[1]);
+  UniqueFd attach_mine(sv[0]), attach_low(sv[1]);
   UniqueFd attach(::fcntl(attach_low.get(), F_DUPFD_CLOEXEC, 5));
   if (!attach) return sys_error("dup attach socket");
+  *attach_ours = std::move(attach_mine);
   // The rest comes in the configure() frame (monitor.h); that of start()
   // says --dir again, and that one counts.
   std::vector<std::string> args = {monitor_exe, "--args-on-sync", "--early-on-sync", "--id",
@@ -705,9 +705,9 @@ bool EarlyMonitor::spawned() {
   if (spawner_) {
     // Woken from posix_spawn (a vfork) as the monitor execs, the thread
     // waits on the monitor's CPU behind it (busy making the network
-    // namespace and the cgroup) and behind the last run's remover: moved to
-    // ours, it ends while we wait here. (The monitor is long born: the join
-    // comes after the store and the create.)
+    // namespace and the cgroup), where it was pinned: allowed every CPU of
+    // ours again, the one we leave idle as we wait here takes it. (The
+    // monitor is long born: the join comes after the store and the create.)
     if (spawner_->running && spawner_->home)
       (void)::pthread_setaffinity_np(spawner_->thread, sizeof *spawner_->home, &*spawner_->home);
     if (spawner_->running) ::pthread_join(spawner_->thread, nullptr);

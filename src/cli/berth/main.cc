@@ -224,15 +224,15 @@ int run(int argc, char** argv) {
   if (cl.debug) log::init("", log::Format::text, true);
   ctx.verb = cl.verb;
   ctx.subverb = cl.subverb;
+  const char* env_root = std::getenv("BERTH_ROOT");
+  ctx.root = env_root && *env_root ? env_root : "/var/lib/berth";
   // `run`'s monitor loads (its exec and libc's start, ~1 ms here) while
   // CLI11 parses the command line; EarlyStart tells it the rest. Not taken
   // (help, a bad flag), it ends as its socket closes, reaped on the way out.
   // (Its directory from the --root that CLI11 will find: EarlyStart checks.)
   if (cl.verb == "run" || (cl.verb == "container" && cl.subverb == "run")) {
-    const char* env = std::getenv("BERTH_ROOT");
-    std::string root = cl.root ? *cl.root : env && *env ? env : "/var/lib/berth";
     ctx.early_id = engine::new_container_id();
-    ctx.early_dir = root + "/containers/" + ctx.early_id;
+    ctx.early_dir = cl.root.value_or(ctx.root) + "/containers/" + ctx.early_id;
     if (auto m = engine::EarlyMonitor::spawn(ctx.monitor_exe(), ctx.early_id, ctx.early_dir, &ctx.early_attach); m)
       ctx.early_monitor = std::make_unique<engine::EarlyMonitor>(std::move(*m));
   }
@@ -242,8 +242,6 @@ int run(int argc, char** argv) {
       if (ctx) ctx->early_monitor.reset();
     }
   } reap_early{&ctx};
-  const char* env_root = std::getenv("BERTH_ROOT");
-  ctx.root = env_root && *env_root ? env_root : "/var/lib/berth";
   app.add_option("--root", ctx.root, "Where berth keeps images and containers")->capture_default_str();
   const char* env_runroot = std::getenv("BERTH_RUNROOT");
   ctx.runroot = env_runroot && *env_runroot ? env_runroot : "/run/berth";
