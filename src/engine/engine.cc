@@ -268,6 +268,12 @@ Result<> Engine::repair() {
     else if (age >= 0) being_removed.emplace(name.substr(7, name.find('.', 7) - 7));
   }
   ::closedir(list);
+  // A spare whose maker died as it made it (engine/spare.h), given the same minute.
+  if (DIR* n = ::opendir((dir + "/" + kSpareNursery).c_str())) {
+    while (struct dirent* e = ::readdir(n))
+      if (trash_age(e->d_name) > 60) (void)remove_trash(dir + "/" + kSpareNursery + "/" + e->d_name);
+    ::closedir(n);
+  }
   // Runtime state without a row: an --rm container whose monitor was killed
   // in the moment between the row's removal and its own (Engine::cleanup's
   // runtime_left).

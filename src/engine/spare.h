@@ -10,8 +10,9 @@
 // create renames it to its own name instead of making the directory, and
 // writes into the empty files.
 //
-// A spare is made under a trash name (removed by Engine::repair if its maker
-// dies) and published complete by a rename to one of kSpareSlots fixed names
+// A spare is made under a trash name in containers/.spare-nursery (removed by
+// Engine::repair if its maker dies) and published complete by a rename to
+// one of kSpareSlots fixed names in containers/
 // (.spare-0 ...), so a create finds one without listing the directory; it is
 // claimed by renaming it to the create's own name, which one create only can
 // do. Nothing else writes there: containers/ is 0700, and a spare is mounted
@@ -28,6 +29,9 @@
 namespace berth::engine {
 
 inline constexpr int kSpareSlots = 2;
+// Where spares are made, in containers/ (spare.cc says why not in it);
+// what a maker that died left there is trash (Engine::repair).
+inline constexpr const char* kSpareNursery = ".spare-nursery";
 
 // Makes one spare in `containers` (the store's containers/) if a slot is
 // free; nothing if they are all taken.

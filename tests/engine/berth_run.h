@@ -90,8 +90,10 @@ inline bool wait_for_trash(const std::string& root) {
   for (int i = 0; i < 2000; ++i) {
     bool left = false;
     std::error_code ec;
-    for (auto& e : std::filesystem::directory_iterator(root + "/containers", ec))
-      left |= e.path().filename().string().starts_with(".trash-");
+    // (Spares are made under trash names in the nursery, engine/spare.h.)
+    for (auto* d : {"/containers", "/containers/.spare-nursery"})
+      for (auto& e : std::filesystem::directory_iterator(root + d, ec))
+        left |= e.path().filename().string().starts_with(".trash-");
     if (!left) return true;
     ::usleep(10000);
   }
