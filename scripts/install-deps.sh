@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(
   build-essential cmake ninja-build pkg-config ccache mold git
-  libseccomp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
+  libseccomp-dev nlohmann-json3-dev rapidjson-dev libgtest-dev libgmock-dev
   libcli11-dev libssl-dev libarchive-dev libzstd-dev libisal-dev libcurl4-openssl-dev libsqlite3-dev
   busybox-static jq python3 procps iproute2
   runc hyperfine pigz isal

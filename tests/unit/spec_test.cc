@@ -74,6 +74,30 @@ TEST(Spec, ProcessFieldsAreValidated) {
   EXPECT_NE(rl.error().msg.find("soft limit exceeds hard"), std::string::npos);
 }
 
+// The parser's strictness (oci/spec.cc's parse_json): what is not one JSON
+// value, in UTF-8, is refused with a one-line error, deep nesting included
+// (no recursion to exhaust the stack); a key given twice counts as its last.
+TEST(Spec, MalformedDocumentsAreRefusedAndRepeatedKeysTakeTheLast) {
+  std::string bad_utf8 = minimal();
+  bad_utf8.replace(bad_utf8.find(R"("sh")"), 4, "\"s\xffh\"");
+  for (std::string bad : {minimal() + "x", minimal() + "{}", minimal().substr(0, 40), std::string("[1,]"), bad_utf8,
+                          minimal(R"(,"a":1 /* c */)"), std::string(200000, '[')}) {
+    auto s = parse_spec(bad);
+    ASSERT_FALSE(s) << bad.substr(0, 80);
+    EXPECT_EQ(s.error().str(), "config.json: not valid JSON") << bad.substr(0, 80);
+  }
+  auto deep = parse_spec(std::string(200000, '[') + std::string(200000, ']'));
+  ASSERT_FALSE(deep);
+  EXPECT_EQ(deep.error().str(), "config.json: expected a JSON object");
+  auto s = parse_spec(minimal(R"(,"root":{"path":"second"},"linux":{"sysctl":{"a.b":"1","a.b":"2"}})"));
+  ASSERT_TRUE(s) << s.error().str();
+  EXPECT_EQ(s->root_path, "second");
+  EXPECT_EQ(s->linux->sysctl.at("a.b"), "2");
+  auto big = parse_spec(minimal(R"(,"process":{"user":{"uid":4294967296,"gid":0},"args":["sh"],"cwd":"/"})"));
+  ASSERT_FALSE(big);
+  EXPECT_NE(big.error().str().find("process.user.uid: value out of range"), std::string::npos) << big.error().str();
+}
+
 TEST(Spec, UnknownFieldsAreIgnored) {
   auto s = parse_spec(minimal(R"(,"vendorThing":{"a":1},"linux":{"futureField":true})"));
   ASSERT_TRUE(s) << s.error().str();
