@@ -693,7 +693,7 @@ Result<EarlyMonitor> EarlyMonitor::spawn(const std::string& monitor_exe, const s
   return m;
 }
 
-bool EarlyMonitor::configure(bool attached, bool netns, const std::string& cgroup) {
+bool EarlyMonitor::configure(bool attached, const std::string& netns, const std::string& cgroup) {
   attached_ = attached;
   std::string body;
   auto add = [&body](std::string_view a) {
@@ -701,7 +701,7 @@ bool EarlyMonitor::configure(bool attached, bool netns, const std::string& cgrou
     body.push_back('\0');
   };
   if (attached) add("--attach-fd"), add("4");
-  if (netns) add("--netns-early");
+  if (!netns.empty()) add("--netns-early"), add("--netns-spares"), add(netns);
   if (!cgroup.empty()) add("--cgroup-early"), add(cgroup);
   // Buffered in the socket if the monitor is not running yet.
   return send_frame("erly", body);

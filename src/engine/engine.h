@@ -90,13 +90,15 @@ class EarlyMonitor {
                                     UniqueFd* attach_ours);
   // configure(), once the command line is parsed. `attached`: the socket
   // above is its starting client, as start()'s attach_fd (else it closes it).
-  // `netns`: the container will have a new network namespace (its
-  // --network is neither host nor container:NAME): the monitor makes it
-  // while it waits (runtime::CreateOptions::netns_fd). `cgroup`: its cgroup
+  // `netns`: set when the container will have a new network namespace (its
+  // --network is neither host nor container:NAME), the store's spare
+  // namespaces' directory (<runroot>/netns, spare.h): the monitor takes one
+  // from there, or makes it, while it waits (runtime::CreateOptions::netns_fd),
+  // and makes the next run's spare once its container runs. `cgroup`: its cgroup
   // under the cgroupfs driver (spec.h's container_cgroup_path), made the same way
   // (CreateOptions::cgroup_made); empty for none. False if it could not be
   // told (it is dead: start() finds it so and spawns another).
-  bool configure(bool attached, bool netns, const std::string& cgroup);
+  bool configure(bool attached, const std::string& netns, const std::string& cgroup);
   EarlyMonitor(EarlyMonitor&& o) noexcept;
   EarlyMonitor& operator=(EarlyMonitor&&) = delete;
   ~EarlyMonitor();

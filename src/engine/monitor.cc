@@ -66,6 +66,10 @@ struct Args {
   // Made while waiting for the command line (--netns-early, --cgroup-early
   // PATH): the container's network namespace, and the path of its empty cgroup.
   int netns_fd = -1;
+  // --netns-spares DIR (with --netns-early): where it came from, and where
+  // the next run's is made (engine/spare.h).
+  std::string netns_spares;
+  int netns_slot = -1;  // the spare's slot if one was taken
   std::string cgroup_made;
   std::optional<cgroup::Layout> cgroup_layout;  // found making it, for the start
   std::optional<std::vector<oci::DeviceCgroupRule>> cgroup_devices;  // the rules put on it
@@ -858,8 +862,11 @@ int Monitor::run() {
     return start_container();
   }();
   if (!started) {
-    // (A failure before the launch leaves the cgroup made early: gone too.)
+    // (A failure before the launch leaves the cgroup made early: gone too;
+    // a spare network namespace it took, which a process of the failed
+    // start may have entered, too.)
     if (!a_.cgroup_made.empty()) cgroup::remove_if_empty(a_.cgroup_made);
+    if (a_.netns_slot >= 0) release_spare_netns(a_.netns_spares, a_.netns_slot, false);
     std::string msg = started.error().msg;
     for (char& ch : msg)
       if (ch == '\n') ch = ' ';
@@ -873,10 +880,17 @@ int Monitor::run() {
   // idle: the next create's directory is made here, not by the remover
   // as the next `run` starts (where it took the CPU from that run's early
   // monitor). The remover still makes one if a slot is free then.
-  if (!a_.attach_fds.empty()) {
-    std::string parent = a_.dir.substr(0, a_.dir.find_last_of('/'));
+  // The network namespace it took from the spares (spare.h) is kept by its
+  // slot until a maker's visit: made here for any run, so that a used
+  // namespace does not outlive its container.
+  if (!a_.attach_fds.empty() || !a_.netns_spares.empty()) {
+    std::string parent = a_.attach_fds.empty() ? "" : a_.dir.substr(0, a_.dir.find_last_of('/'));
     try {
-      spare_maker_ = std::thread([parent] { (void)make_spare(parent); });
+      spare_maker_ = std::thread([parent, netns = a_.netns_spares] {
+        if (!parent.empty()) (void)make_spare(parent);
+        if (netns.empty()) return;
+        if (auto r = make_spare_netns(netns); !r) log::debug("spare network namespace: " + r.error().str());
+      });
     } catch (const std::system_error&) {
     }
   }
@@ -1072,7 +1086,8 @@ int monitor_main(int argc, char** argv) {
   std::vector<std::string> early;
   std::vector<char*> early_argv;
   UniqueFd netns;
-  std::string cgroup_path, spec_text;
+  std::string cgroup_path, spec_text, netns_spares;
+  int netns_slot = -1;
   std::optional<EarlyCgroup> early_cgroup;
   std::optional<oci::Spec> spec;
   if (argc > 1 && std::string(argv[1]) == "--args-on-sync") {
@@ -1097,6 +1112,7 @@ int monitor_main(int argc, char** argv) {
     for (size_t i = 0; i < opts.size(); ++i) {
       if (opts[i] == "--early-on-sync") continue;
       if (opts[i] == "--netns-early") make_netns = true;
+      else if (opts[i] == "--netns-spares" && i + 1 < opts.size()) netns_spares = opts[++i];
       else if (opts[i] == "--cgroup-early" && i + 1 < opts.size()) cgroup_path = opts[++i];
       else if (opts[i] == "--cpus-after" && i + 1 < opts.size()) cpus_after = opts[++i];
       else early.emplace_back(opts[i]);
@@ -1104,7 +1120,9 @@ int monitor_main(int argc, char** argv) {
     // The container's network namespace, made while the CLI creates the
     // container (on the other CPU, the slowest namespace to make): unused,
     // as when the container turns out to need none, it goes with us.
-    if (make_netns) {
+    // One made ahead by the last run's monitor if there is one (spare.h).
+    if (make_netns && !netns_spares.empty()) netns = claim_spare_netns(netns_spares, &netns_slot);
+    if (make_netns && !netns) {
       if (auto n = runtime::make_netns(); n) netns = std::move(*n);
       else log::debug(n.error().str());
     }
@@ -1121,6 +1139,7 @@ int monitor_main(int argc, char** argv) {
     };
     if (!read_args_on_sync(early, spec_text, spec, widen)) {
       if (!cgroup_path.empty()) cgroup::remove_if_empty(cgroup_path);
+      if (netns_slot >= 0) release_spare_netns(netns_spares, netns_slot, true);
       return 0;
     }
     for (auto& s : early) early_argv.push_back(s.data());
@@ -1132,10 +1151,12 @@ int monitor_main(int argc, char** argv) {
   if (!a) {
     std::fprintf(stderr, "berth-monitor: %s\n", a.error().str().c_str());
     if (!cgroup_path.empty()) cgroup::remove_if_empty(cgroup_path);
+    if (netns_slot >= 0) release_spare_netns(netns_spares, netns_slot, true);
     return 2;
   }
   // Closed once the container has started (start_container).
   a->netns_fd = netns.release();
+  if (a->netns_fd >= 0) a->netns_spares = std::move(netns_spares), a->netns_slot = netns_slot;
   a->cgroup_made = cgroup_path;
   if (early_cgroup) {
     a->cgroup_layout = std::move(early_cgroup->layout);

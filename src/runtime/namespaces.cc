@@ -65,10 +65,12 @@ Result<> write_id_maps(pid_t pid, const std::vector<oci::IdMapping>& uids,
 }
 
 Result<UniqueFd> make_netns() {
-  UniqueFd ours(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
-  if (!ours) return sys_error("open /proc/self/ns/net");
+  // The calling thread's (a thread's namespaces are its own): only it goes
+  // into the new one, and comes back.
+  UniqueFd ours(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!ours) return sys_error("open /proc/thread-self/ns/net");
   if (::unshare(CLONE_NEWNET) < 0) return sys_error("unshare network namespace");
-  UniqueFd made(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+  UniqueFd made(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
   int err = errno;
   // Back to ours whatever happened: staying in the new one would cut this
   // process off from the host's network.

@@ -25,8 +25,8 @@ Result<UniqueFd> open_ns(const oci::Namespace& ns);
 Result<> write_id_maps(pid_t pid, const std::vector<oci::IdMapping>& uids,
                        const std::vector<oci::IdMapping>& gids, bool deny_setgroups);
 
-// A new, empty network namespace, this process staying in its own: for
-// CreateOptions::netns_fd. Must be called while single-threaded.
+// A new, empty network namespace, the calling thread staying in its own
+// (the process's other threads are not touched): for CreateOptions::netns_fd.
 Result<UniqueFd> make_netns();
 
 // Writes /proc/self/timens_offsets for a time namespace not yet entered.

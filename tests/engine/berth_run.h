@@ -102,15 +102,34 @@ inline bool wait_for_trash(const std::string& root) {
 
 // Once every container is removed, nothing of a test may be left mounted
 // under `dir` but the store's EROFS layers, which stay mounted until their
-// layer goes; then everything there is unmounted.
+// layer goes, and spare network namespaces (engine/spare.h) not yet taken
+// (a taken one's mount goes as its taker's container runs: a used namespace
+// must not outlive its container); then everything there is unmounted.
 inline void expect_only_layer_mounts(const std::string& dir, const std::string& root) {
+  // (Its taker's thread may still be at it as the last command returns.)
+  auto taken_left = [&] {
+    for (auto& line : split(read_file("/proc/self/mountinfo").value_or(""), '\n')) {
+      auto f = split(line, ' ');
+      if (f.size() > 4 && f[4].starts_with(dir + "/") && f[4].find("/netns/spare-") != std::string::npos &&
+          !path_exists(f[4] + ".ready"))
+        return true;
+    }
+    return false;
+  };
+  for (int i = 0; i < 200 && taken_left(); ++i) ::usleep(10000);
   std::set<std::string> seen;
   for (auto& line : split(read_file("/proc/self/mountinfo").value_or(""), '\n')) {
     auto f = split(line, ' ');
     if (f.size() <= 4 || !f[4].starts_with(dir + "/")) continue;
     bool layer = f[4].starts_with(root + "/layers/") && f[4].ends_with("/diff") &&
                  path_exists(f[4].substr(0, f[4].size() - 5) + "/layer.erofs");
-    EXPECT_TRUE(layer) << "a mount is left: " << f[4];
+    auto slot = f[4].rfind("/netns/spare-");
+    bool spare_netns = slot != std::string::npos && line.find(" - nsfs ") != std::string::npos &&
+                       path_exists(f[4] + ".ready");
+    if (slot != std::string::npos && line.find(" - nsfs ") != std::string::npos)
+      EXPECT_TRUE(spare_netns) << "a taken spare network namespace is still kept: " << f[4];
+    else
+      EXPECT_TRUE(layer) << "a mount is left: " << f[4];
     EXPECT_TRUE(seen.insert(f[4]).second) << "mounted twice: " << f[4];
   }
   umount_under(dir);

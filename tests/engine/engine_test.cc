@@ -976,6 +976,41 @@ TEST_F(EngineTest, RunRmLeavesASpareDirectoryTheNextCreateTakes) {
   EXPECT_EQ(berth({"rm", id}).code, 0);
 }
 
+// A run's monitor makes the next run's network namespace (engine/spare.h):
+// the next container is in it, and once that one runs its mount goes (a used
+// namespace is kept by nothing of berth's); a run that starts nothing gives
+// its spare back untouched.
+TEST_F(EngineTest, RunTakesASpareNetworkNamespaceMadeByTheRunBefore) {
+  std::string dir = runroot_ + "/netns";
+  auto ready_inode = [&]() -> std::string {
+    for (int n = 0; n < engine::kSpareSlots; ++n) {
+      std::string slot = dir + "/spare-" + std::to_string(n);
+      struct stat st;
+      if (path_exists(slot + ".ready") && ::stat(slot.c_str(), &st) == 0) return std::to_string(st.st_ino);
+    }
+    return "";
+  };
+  ASSERT_EQ(berth({"run", "--rm", "busybox", "true"}).code, 0);
+  std::string spare;
+  ASSERT_TRUE(eventually([&] { return !(spare = ready_inode()).empty(); })) << "no spare network namespace made";
+  // A create that fails (no such profile) leaves it there.
+  EXPECT_EQ(berth({"run", "--rm", "--security-opt", "seccomp=" + dir_ + "/none.json", "busybox", "true"}).code, 125);
+  EXPECT_EQ(ready_inode(), spare) << "a run that started nothing used up the spare";
+  auto r = berth({"run", "--rm", "busybox", "readlink", "/proc/self/ns/net"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "net:[" + spare + "]\n") << "the container is not in the spare namespace";
+  // Its mount goes as it runs; the next one is another, fresh namespace.
+  ASSERT_TRUE(eventually([&] {
+    std::string mounts = read_file("/proc/self/mountinfo").value_or("");
+    return mounts.find("net:[" + spare + "]") == std::string::npos && !ready_inode().empty();
+  })) << "the taken namespace is still mounted, or no new spare was made";
+  EXPECT_NE(ready_inode(), spare);
+  // --network host takes none.
+  std::string next = ready_inode();
+  EXPECT_EQ(berth({"run", "--rm", "--network", "host", "busybox", "true"}).code, 0);
+  EXPECT_EQ(ready_inode(), next);
+}
+
 // The monitor that makes spares marks containers/ a "top directory" (ext4's
 // chattr +T, engine/spare.cc): each container's directory, and the inodes
 // its overlay mount makes, go to a block group of few directories instead

@@ -22,6 +22,7 @@
 #include "engine/attach.h"
 #include "engine/engine.h"
 #include "engine/logfile.h"
+#include "engine/spare.h"
 #include "engine/spec.h"
 #include "engine/user.h"
 #include "engine/volumes.h"
@@ -638,7 +639,10 @@ struct EarlyStart {
     ctx.early_monitor.reset();
     if (!attached) ours.reset();
     if (!monitor) return;
-    bool netns = network != "host" && !network.starts_with("container:");
+    // Its network namespace, one made ahead if there is one (engine/spare.h).
+    std::string netns;
+    if (network != "host" && !network.starts_with("container:"))
+      netns = ctx.runroot + "/" + engine::kSpareNetnsDir;
     // Its cgroup too, under the cgroupfs driver (a systemd unit is made in one call).
     std::string cgroup = ctx.cgroup_manager == "cgroupfs" ? engine::container_cgroup_path(id, false) : "";
     if (!monitor->configure(attached, netns, cgroup)) monitor.reset();
