@@ -309,10 +309,14 @@ namespace {
 // trimmed, so a few brk calls in all. (It was also faulted in at once with
 // MADV_POPULATE_WRITE; a fault costs ~1.5 us here, and populating the whole
 // pad cost more than the ~60 faults it saved.)
+// (The static berth has an allocator of its own, lite_alloc.cc, and links
+// none of glibc's.)
 void tune_heap() {
+#ifndef BERTH_LITE
   constexpr size_t kPad = 512 << 10;
   ::mallopt(M_TOP_PAD, kPad);
   ::mallopt(M_TRIM_THRESHOLD, 2 * kPad);
+#endif
 }
 
 }  // namespace
