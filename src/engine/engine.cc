@@ -87,16 +87,73 @@ int64_t now_ns() {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-// One line of Docker's event JSON (`berth events`).
+// A JSON string as nlohmann's dump writes it (the text is UTF-8 already:
+// image references, container names and ids, numbers).
+void append_json_string(std::string& out, std::string_view s) {
+  out += '"';
+  for (unsigned char ch : s) {
+    switch (ch) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (ch < 0x20) {
+          char b[8];
+          std::snprintf(b, sizeof b, "\\u%04x", ch);
+          out += b;
+        } else {
+          out += static_cast<char>(ch);
+        }
+    }
+  }
+  out += '"';
+}
+
+// One line of Docker's event JSON (`berth events`), its keys in the order
+// nlohmann's dump gave them (sorted), written directly: four of these on
+// every `run --rm` were ~400 allocations as a JSON tree.
 std::string event_line(const Container& c, std::string_view action,
                        const std::vector<std::pair<std::string, std::string>>& attrs) {
   int64_t t = now_ns();
-  json a = {{"image", c.image_name}, {"name", c.name}};
+  std::map<std::string_view, std::string_view> a = {{"image", c.image_name}, {"name", c.name}};
   for (auto& [k, v] : attrs) a[k] = v;
-  json e = {{"status", action}, {"id", c.id},         {"from", c.image_name},
-            {"Type", "container"}, {"Action", action}, {"Actor", {{"ID", c.id}, {"Attributes", a}}},
-            {"scope", "local"},  {"time", t / 1000000000}, {"timeNano", t}};
-  return e.dump() + "\n";
+  std::string out;
+  out.reserve(320);
+  out += "{\"Action\":";
+  append_json_string(out, action);
+  out += ",\"Actor\":{\"Attributes\":{";
+  bool first = true;
+  for (auto& [k, v] : a) {
+    if (!first) out += ',';
+    first = false;
+    append_json_string(out, k);
+    out += ':';
+    append_json_string(out, v);
+  }
+  out += "},\"ID\":";
+  append_json_string(out, c.id);
+  out += "},\"Type\":\"container\",\"from\":";
+  append_json_string(out, c.image_name);
+  out += ",\"id\":";
+  append_json_string(out, c.id);
+  out += ",\"scope\":\"local\",\"status\":";
+  append_json_string(out, action);
+  out += ",\"time\":" + std::to_string(t / 1000000000) + ",\"timeNano\":" + std::to_string(t) + "}\n";
+  return out;
+}
+
+// j[key] if it is an object, else an empty one: read in place, where
+// json::value() would copy the whole member (HostConfig's dozens of keys,
+// on every run's create, start and cleanup).
+const json& member(const json& j, const char* key) {
+  static const json empty = json::object();
+  if (!j.is_object()) return empty;
+  auto it = j.find(key);
+  return it != j.end() && it->is_object() ? *it : empty;
 }
 
 std::string random_hex(size_t bytes) {
@@ -433,8 +490,7 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   std::string image_config = TRY(store_->read_config(img));
   std::vector<std::string> cmd = TRY(container_command(body_text, image_config));
   // Log options are checked now, not at the first start.
-  json logcfg =
-      body.value("HostConfig", json::object()).value("LogConfig", json::object()).value("Config", json::object());
+  const json& logcfg = member(member(member(body, "HostConfig"), "LogConfig"), "Config");
   for (auto& [k, v] : logcfg.items()) {
     std::string text = v.is_string() ? v.get<std::string>() : v.dump();
     bool count = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos && text != "0";
@@ -512,7 +568,7 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
     (void)volumes.release(c.id, true);
   }};
   // A --rm container's upper dir goes with its first exit: volatile.
-  bool transient = body.value("HostConfig", json::object()).value("AutoRemove", false);
+  bool transient = member(body, "HostConfig").value("AutoRemove", false);
   std::string rootfs = TRY(store_->create_rootfs(c.id, img, work, transient));
   rootfs_made = true;
   failpoint("create-after-rootfs");
@@ -535,7 +591,7 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   if (in.systemd_cgroup && !cgroup::systemd_running())
     return fail("--cgroup-manager systemd: systemd is not running on this host (no /run/systemd/system)");
   // --network/--pid/--ipc/--uts container:NAME: that container's init, which must run.
-  json host_cfg = body.value("HostConfig", json::object());
+  const json& host_cfg = member(body, "HostConfig");
   for (auto [key, type] : {std::pair{"NetworkMode", "network"}, {"PidMode", "pid"}, {"IpcMode", "ipc"},
                            {"UTSMode", "uts"}}) {
     std::string mode = host_cfg.value(key, "");
@@ -800,11 +856,11 @@ Result<Container> Engine::start(const std::string& key, int attach_fd, bool fres
     ::unlink((c.dir + "/health.json").c_str());
   }
   json body = json::parse(c.config, nullptr, false);
-  json host = body.is_object() ? body.value("HostConfig", json::object()) : json::object();
+  const json& host = member(body, "HostConfig");
 
   // The monitor's command line after its id and fds (--sync-fd, --attach-fd).
   std::vector<std::string> args = {"--runtime-root", runtime_root(), "--dir", c.dir, "--log", log_path(c)};
-  json logcfg = host.value("LogConfig", json::object()).value("Config", json::object());
+  const json& logcfg = member(member(host, "LogConfig"), "Config");
   if (logcfg.contains("max-size") && logcfg["max-size"].is_string())
     args.insert(args.end(), {"--log-max-size", std::to_string(TRY(log_size(logcfg["max-size"].get<std::string>())))});
   if (logcfg.contains("max-file") && logcfg["max-file"].is_string()) {
@@ -1009,8 +1065,10 @@ Result<> Engine::remove_locked(Container& c, bool volumes, bool keep_runtime) {
   failpoint("remove-after-rootfs");
   TRY(db_->exec(kDeleteContainer, c.id));
   // Its anonymous volumes go with rm -v, and always with --rm (Docker).
-  json body = json::parse(c.config, nullptr, false);
-  volumes = volumes || (body.is_object() && body.value("HostConfig", json::object()).value("AutoRemove", false));
+  if (!volumes) {
+    json body = json::parse(c.config, nullptr, false);
+    volumes = member(body, "HostConfig").value("AutoRemove", false);
+  }
   return Volumes(*db_, opt_.root).release(c.id, volumes);
 }
 
@@ -1122,7 +1180,7 @@ Result<> Engine::cleanup(const std::string& id, bool* runtime_left, const Exit* 
     if (!loaded) return {};
     Container c = std::move(*loaded);
     json body = json::parse(c.config, nullptr, false);
-    json host = body.is_object() ? body.value("HostConfig", json::object()) : json::object();
+    const json& host = member(body, "HostConfig");
     bool auto_remove = host.value("AutoRemove", false);
     // An --rm container's id is never used again: its runtime state and
     // cgroup may go after its row.
@@ -1142,7 +1200,8 @@ Result<> Engine::cleanup(const std::string& id, bool* runtime_left, const Exit* 
     if (auto_remove) {
       // Both events in one write once it is gone (the die alone if not).
       if (leave) *runtime_left = true;  // also where the removal fails half-way
-      if (auto r = remove_locked(c, false, leave); !r) {
+      // (An --rm container's anonymous volumes go with it: `volumes` set.)
+      if (auto r = remove_locked(c, true, leave); !r) {
         (void)append_events(die);
         return r;
       }
