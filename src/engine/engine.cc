@@ -31,6 +31,7 @@
 #include "runtime/container.h"
 #include "runtime/state.h"
 #include "util/fs.h"
+#include "util/log.h"
 #include "util/syscalls.h"
 #include "util/thread.h"
 
@@ -87,29 +88,11 @@ int64_t now_ns() {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-// A JSON string as nlohmann's dump writes it (the text is UTF-8 already:
-// image references, container names and ids, numbers).
+// A JSON string (util/log.h's escaping: the text is UTF-8 already, image
+// references, container names and ids, numbers).
 void append_json_string(std::string& out, std::string_view s) {
   out += '"';
-  for (unsigned char ch : s) {
-    switch (ch) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (ch < 0x20) {
-          char b[8];
-          std::snprintf(b, sizeof b, "\\u%04x", ch);
-          out += b;
-        } else {
-          out += static_cast<char>(ch);
-        }
-    }
-  }
+  log::json_escape(out, s);
   out += '"';
 }
 
