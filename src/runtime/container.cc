@@ -23,6 +23,7 @@
 #include "runtime/foreground.h"
 #include "runtime/hooks.h"
 #include "runtime/init.h"
+#include "runtime/process.h"
 #include "runtime/namespaces.h"
 #include "runtime/netdev.h"
 #include "runtime/seccomp.h"
@@ -379,6 +380,9 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   if (self_join) ic.cgroup_tasks = cg->self_join_files();
   self_join = self_join && !ic.cgroup_tasks.empty();
   ic.seccomp = filter ? &*filter : nullptr;
+  // Read here, from the host's /proc: the child, past its pivot_root, sees
+  // the container's (and it inherits exactly these).
+  ic.reset_signals = signals_not_default();
 
   // Bind-mount sources given as relative paths are relative to the bundle.
   if (::chdir(bundle.c_str()) < 0) return sys_error("chdir " + bundle);

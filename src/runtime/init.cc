@@ -269,7 +269,7 @@ void init_container(InitContext& c) {
     if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR))) _exit(1);
     c.exec_reached = true;
   }
-  report(exec_process(exe, *spec.process));
+  report(exec_process(exe, *spec.process, c.reset_signals));
   _exit(127);
 }
 

@@ -47,6 +47,9 @@ struct InitContext {
   bool send_mount_ns = false;
   RootfsPlan plan;
   const seccomp::Program* seccomp = nullptr;
+  // The signals set to other than their default in the parent (process.h's
+  // signals_not_default), put back before the exec.
+  uint64_t reset_signals = ~uint64_t{0};
 };
 
 [[noreturn]] void init_container(InitContext& c);

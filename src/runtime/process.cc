@@ -1,5 +1,6 @@
 #include "runtime/process.h"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <sched.h>
@@ -12,8 +13,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
+#include "util/fd.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/syscalls.h"
@@ -264,10 +267,37 @@ void prepare_fds_for_exec(int preserve_fds, const std::vector<int>& keep) {
   }
 }
 
-Error exec_process(const std::string& path, const oci::Process& p) {
+uint64_t signals_not_default() {
+  UniqueFd fd(::open("/proc/thread-self/status", O_RDONLY | O_CLOEXEC));
+  char buf[4096];
+  ssize_t n = fd ? ::read(fd.get(), buf, sizeof buf - 1) : -1;
+  if (n <= 0) return ~uint64_t{0};
+  buf[n] = 0;
+  uint64_t mask = 0;
+  for (const char* key : {"\nSigIgn:", "\nSigCgt:"}) {
+    const char* at = std::strstr(buf, key);
+    if (!at) return ~uint64_t{0};
+    char* end = nullptr;
+    mask |= std::strtoull(at + std::strlen(key), &end, 16);
+    if (end == at + std::strlen(key)) return ~uint64_t{0};
+  }
+  return mask;
+}
+
+Error exec_process(const std::string& path, const oci::Process& p, uint64_t reset) {
   sigset_t none;
   sigemptyset(&none);
-  for (int s = 1; s < NSIG; ++s) ::signal(s, SIG_DFL);
+  // The raw call: glibc's refuses its own two (32 and 33), which would stay
+  // ignored in the container if the caller ignored them.
+  struct {
+    void (*handler)(int);
+    unsigned long flags;
+    void (*restorer)();
+    uint64_t mask;
+  } dfl = {SIG_DFL, 0, nullptr, 0};
+  for (int s = 1; s < NSIG && s <= 64; ++s)
+    if (s != SIGKILL && s != SIGSTOP && (reset & (uint64_t{1} << (s - 1))))
+      ::syscall(SYS_rt_sigaction, s, &dfl, nullptr, sizeof dfl.mask);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   std::vector<char*> argv, envp;
   for (auto& a : p.args) argv.push_back(const_cast<char*>(a.c_str()));

@@ -976,6 +976,22 @@ TEST_F(EngineTest, RunRmLeavesASpareDirectoryTheNextCreateTakes) {
   EXPECT_EQ(berth({"rm", id}).code, 0);
 }
 
+// The container's signals are at their defaults, as Docker's are, whatever
+// the caller ignored (a shell's `trap ''`, nohup) and whatever the monitor
+// catches or ignores itself (process.h's signals_not_default): glibc's own
+// two included.
+TEST_F(EngineTest, ContainerSignalsStartAtTheirDefaults) {
+  std::string cmd = "trap '' HUP INT PIPE; exec " + std::string(BERTH_CLI) + " --root " + root_ + " --runroot " +
+                    runroot_ + " run --rm busybox grep -E 'SigIgn|SigCgt' /proc/self/status";
+  FILE* p = ::popen(("sh -c \"" + cmd + "\"").c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[256];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  EXPECT_EQ(::pclose(p), 0);
+  EXPECT_EQ(out, "SigIgn:\t0000000000000000\nSigCgt:\t0000000000000000\n");
+}
+
 // A run's monitor makes the next run's network namespace (engine/spare.h):
 // the next container is in it, and once that one runs its mount goes (a used
 // namespace is kept by nothing of berth's); a run that starts nothing gives
