@@ -2,9 +2,15 @@
 
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <cstdio>
+#include <utility>
+#include <vector>
 
 namespace berth::image {
 
@@ -12,7 +18,60 @@ namespace {
 Error db_error(sqlite3* db, std::string what) {
   return Error{0, std::move(what) + ": " + sqlite3_errmsg(db)};
 }
+
+// This process's open connections (checkpoint_detached closes them).
+std::vector<Db*>& open_dbs() {
+  static std::vector<Db*> dbs;
+  return dbs;
+}
+
+// The database whose log is due for a checkpoint (Db::checkpoint_detached).
+std::string g_checkpoint_due;
+
+int on_commit(void* path, sqlite3* db, const char* name, int pages) {
+  if (pages >= Db::kCheckpointForcePages) (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  else if (pages >= Db::kCheckpointPages) g_checkpoint_due = *static_cast<const std::string*>(path);
+  return SQLITE_OK;
+}
 }  // namespace
+
+void Db::checkpoint_detached() {
+  if (g_checkpoint_due.empty()) return;
+  std::string path = std::exchange(g_checkpoint_due, {});
+  // One at a time: the child keeps this lock (the fork shares it) until it
+  // is done, and a command that finds it held leaves the work to it.
+  int lock = ::open((path + "-checkpoint.lock").c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (lock < 0) return;
+  if (::flock(lock, LOCK_EX | LOCK_NB) != 0) {
+    ::close(lock);
+    return;
+  }
+  bool closed = true;
+  for (Db* d : open_dbs()) closed = d->close() && closed;
+  if (!closed) {
+    ::close(lock);
+    return;
+  }
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid != 0) {
+    ::close(lock);  // (a failed fork: a later command does it)
+    return;
+  }
+  // Its own session at nice 19: it takes little CPU from the commands, and
+  // nobody's ^C ends it half-way (a checkpoint is restartable anyway).
+  ::setsid();
+  (void)::setpriority(PRIO_PROCESS, 0, 19);
+  sqlite3* raw = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) == SQLITE_OK) {
+    sqlite3_busy_timeout(raw, 2000);
+    // A read first: the connection finds the log (WAL mode) as it starts one.
+    (void)sqlite3_exec(raw, "SELECT 1 FROM sqlite_master LIMIT 1", nullptr, nullptr, nullptr);
+    (void)sqlite3_wal_checkpoint_v2(raw, "main", SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    sqlite3_close(raw);
+  }
+  ::_exit(0);
+}
 
 std::string Row::text(int col) const {
   const unsigned char* t = sqlite3_column_text(s_, col);
@@ -36,6 +95,7 @@ Result<std::unique_ptr<Db>> Db::open(const std::string& path, std::string_view s
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
   std::unique_ptr<Db> db(new Db(raw));
+  open_dbs().push_back(db.get());
   if (rc != SQLITE_OK) return std::unexpected(db_error(raw, "open " + path));
   // Room in the connection's own slab (lookaside) for what preparing a
   // run's statements and loading the schema allocate, instead of malloc for
@@ -49,11 +109,13 @@ Result<std::unique_ptr<Db>> Db::open(const std::string& path, std::string_view s
   // most of their time. The WAL is checkpointed when it grows instead. But
   // the first connection of a process that finds no other open reads the
   // whole WAL to rebuild its index (recovery), so it is kept short: a
-  // checkpoint every 128 pages (512 KiB) rather than SQLite's 1000.
+  // checkpoint every 128 pages (512 KiB) rather than SQLite's 1000, made
+  // off the path (checkpoint_detached, db.h).
   sqlite3_db_config(raw, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
   int persist = 1;
   sqlite3_file_control(raw, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
-  sqlite3_wal_autocheckpoint(raw, 128);
+  db->path_ = path;
+  sqlite3_wal_hook(raw, on_commit, &db->path_);
   // synchronous=NORMAL in WAL mode: a committed transaction survives a crash of
   // the process (what the kill tests play); a power cut may lose the last one,
   // never corrupt the database. Both pragmas are per connection.
@@ -134,9 +196,18 @@ Result<> Db::ensure_schema(std::string_view name, std::string_view schema, int v
   });
 }
 
-Db::~Db() {
+bool Db::close() {
+  if (!db_) return true;
   for (auto& [sql, s] : stmts_) sqlite3_finalize(s);
-  sqlite3_close(db_);
+  stmts_.clear();
+  if (sqlite3_close(db_) != SQLITE_OK) return false;  // (a statement still open: kept)
+  db_ = nullptr;
+  return true;
+}
+
+Db::~Db() {
+  close();
+  std::erase(open_dbs(), this);
 }
 
 sqlite3_stmt* Db::cached(std::string_view sql, Error* err) {
