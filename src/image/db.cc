@@ -12,6 +12,9 @@
 #include <utility>
 #include <vector>
 
+#include "util/fd.h"
+#include "util/fs.h"
+
 namespace berth::image {
 
 namespace {
@@ -40,27 +43,18 @@ void Db::checkpoint_detached() {
   std::string path = std::exchange(g_checkpoint_due, {});
   // One at a time: the child keeps this lock (the fork shares it) until it
   // is done, and a command that finds it held leaves the work to it.
-  int lock = ::open((path + "-checkpoint.lock").c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (lock < 0) return;
-  if (::flock(lock, LOCK_EX | LOCK_NB) != 0) {
-    ::close(lock);
-    return;
-  }
+  UniqueFd lock(::open((path + "-checkpoint.lock").c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!lock || ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) return;
   bool closed = true;
   for (Db* d : open_dbs()) closed = d->close() && closed;
-  if (!closed) {
-    ::close(lock);
-    return;
-  }
+  if (!closed) return;
   std::fflush(nullptr);
-  pid_t pid = ::fork();
-  if (pid != 0) {
-    ::close(lock);  // (a failed fork: a later command does it)
-    return;
-  }
-  // Its own session at nice 19: it takes little CPU from the commands, and
-  // nobody's ^C ends it half-way (a checkpoint is restartable anyway).
-  ::setsid();
+  if (::fork() != 0) return;  // (or it failed: a later command does it)
+  // Nothing of the caller's but the lock (a caller reading the command's
+  // output to its end, or a monitor waiting for its socket to close, does
+  // not wait for this), at nice 19; nobody's ^C ends it half-way (a
+  // checkpoint is restartable anyway).
+  detach_from_caller(lock.release());
   (void)::setpriority(PRIO_PROCESS, 0, 19);
   sqlite3* raw = nullptr;
   if (sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) == SQLITE_OK) {

@@ -169,6 +169,14 @@ void empty_trash() {
   trash().clear();
 }
 
+void detach_from_caller(int keep) {
+  ::setsid();
+  if (keep >= 0 && keep != 3) keep = ::dup2(keep, 3);
+  int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  for (int fd = 0; fd < 3 && null >= 0; ++fd) ::dup2(null, fd);
+  ::close_range(keep == 3 ? 4 : 3, ~0U, 0);
+}
+
 void empty_trash_detached() {
   if (trash().empty()) return;
   std::fflush(nullptr);
@@ -191,13 +199,8 @@ void empty_trash_detached() {
     trash().clear();
     return;
   }
-  // Nothing of the caller's: not its terminal's signals, not the pipes a
-  // caller reads to their end, not its locks.
-  ::setsid();
   ::close(ready[1]);
-  int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-  for (int fd = 0; fd < 3 && null >= 0; ++fd) ::dup2(null, fd);
-  ::close_range(3, ~0U, 0);
+  detach_from_caller();
   (void)::setpriority(PRIO_PROCESS, 0, 10);
   for (auto& p : trash()) (void)remove_trash(p);
   ::_exit(0);

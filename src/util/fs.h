@@ -44,6 +44,11 @@ Result<> remove_trash(const std::string& path);
 Result<> trash_tree(const std::string& path);
 void empty_trash();
 void empty_trash_detached();
+// In a child forked to work on after its caller ends: a session of its own
+// (not its terminal's signals), /dev/null on 0-2 (not the pipes a caller
+// reads to their end), and no other fd of the caller's (not its sockets, not
+// its locks) but `keep`, which becomes fd 3 (-1: none).
+void detach_from_caller(int keep = -1);
 // What trash_tree kept, handed over (the list is left empty): a foreground
 // `run` gives it to the container's monitor, which removes it as it exits.
 std::vector<std::string> take_trash();

@@ -8,6 +8,8 @@
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
+#include <sqlite3.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -28,6 +30,7 @@
 
 #include "berth_run.h"
 #include "engine/spare.h"
+#include "image/db.h"
 #include "util/fs.h"
 
 namespace berth {
@@ -990,6 +993,28 @@ TEST_F(EngineTest, ContainerSignalsStartAtTheirDefaults) {
   while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
   EXPECT_EQ(::pclose(p), 0);
   EXPECT_EQ(out, "SigIgn:\t0000000000000000\nSigCgt:\t0000000000000000\n");
+}
+
+// The store's log is checkpointed by a child a command leaves behind
+// (image/db.h), not by the committing command and not only at the forced
+// size: after many `run --rm`s (~15 pages each) it stays short.
+TEST_F(EngineTest, StoreLogIsCheckpointedAsCommandsEnd) {
+  for (int i = 0; i < 40; ++i) ASSERT_EQ(berth({"run", "--rm", "busybox", "true"}).code, 0);
+  std::string lock = root_ + "/berth.db-checkpoint.lock";
+  ASSERT_TRUE(eventually([&] {
+    UniqueFd fd(::open(lock.c_str(), O_RDWR | O_CLOEXEC));
+    return fd && ::flock(fd.get(), LOCK_EX | LOCK_NB) == 0;
+  })) << "no checkpointer ran, or one never ended";
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2((root_ + "/berth.db").c_str(), &db, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
+  sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+  (void)sqlite3_exec(db, "SELECT 1 FROM sqlite_master LIMIT 1", nullptr, nullptr, nullptr);
+  int log = -1, done = -1;
+  // (A passive checkpoint only reports: the log's frames, and how many are in the database.)
+  EXPECT_EQ(sqlite3_wal_checkpoint_v2(db, "main", SQLITE_CHECKPOINT_PASSIVE, &log, &done), SQLITE_OK);
+  sqlite3_close(db);
+  EXPECT_GE(log, 0);
+  EXPECT_LT(log, 2 * image::Db::kCheckpointPages) << "the log grew past where a checkpoint was due";
 }
 
 // A run's monitor makes the next run's network namespace (engine/spare.h):
