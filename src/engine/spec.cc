@@ -12,6 +12,7 @@
 
 #include "engine/seccomp_profile.h"
 #include "engine/user.h"
+#include "runtime/process.h"
 #include "util/fs.h"
 
 namespace berth::engine {
@@ -419,6 +420,9 @@ Result<std::string> make_spec(const SpecInput& in) {
   const json annotations = host.value("Annotations", json::object());
   for (auto& [k, v] : annotations.items())
     if (v.is_string()) ann[k] = v;
+  // berth-init starts with every signal blocked, so that a `stop` in its
+  // first half millisecond is not lost (runtime/process.h).
+  if (flag(host, "Init")) ann[runtime::kBlockSignalsAnnotation] = "true";
   if (!ann.empty()) spec["annotations"] = ann;
   // Compact: written by every create and read by every start (4 KB less than indented).
   return spec.dump();

@@ -269,7 +269,9 @@ void init_container(InitContext& c) {
     if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR))) _exit(1);
     c.exec_reached = true;
   }
-  report(exec_process(exe, *spec.process, c.reset_signals));
+  auto blocked = spec.annotations.find(kBlockSignalsAnnotation);
+  report(exec_process(exe, *spec.process, c.reset_signals,
+                      blocked != spec.annotations.end() && blocked->second == "true"));
   _exit(127);
 }
 

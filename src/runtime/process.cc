@@ -284,9 +284,12 @@ uint64_t signals_not_default() {
   return mask;
 }
 
-Error exec_process(const std::string& path, const oci::Process& p, uint64_t reset) {
-  sigset_t none;
-  sigemptyset(&none);
+Error exec_process(const std::string& path, const oci::Process& p, uint64_t reset, bool all_blocked) {
+  sigset_t mask;
+  if (all_blocked)
+    sigfillset(&mask);
+  else
+    sigemptyset(&mask);
   // The raw call: glibc's refuses its own two (32 and 33), which would stay
   // ignored in the container if the caller ignored them.
   struct {
@@ -298,7 +301,7 @@ Error exec_process(const std::string& path, const oci::Process& p, uint64_t rese
   for (int s = 1; s < NSIG && s <= 64; ++s)
     if (s != SIGKILL && s != SIGSTOP && (reset & (uint64_t{1} << (s - 1))))
       ::syscall(SYS_rt_sigaction, s, &dfl, nullptr, sizeof dfl.mask);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::sigprocmask(SIG_SETMASK, &mask, nullptr);
   std::vector<char*> argv, envp;
   for (auto& a : p.args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);

@@ -38,12 +38,21 @@ void close_fds_except(int preserve_fds, const std::vector<int>& keep);
 // Marks every fd >= first CLOEXEC except the `keep` ones, clears CLOEXEC on 3..3+preserve-1.
 void prepare_fds_for_exec(int preserve_fds, const std::vector<int>& keep);
 
-// Resets signal mask and dispositions, then execve. Returns only on failure.
-// Execs `p`, signals reset to their default, unblocked. `reset`: a mask of
-// the signals that may need it (bit n-1 for signal n: signals_not_default()),
-// all of them by default; an exec resets caught ones by itself, but not the
-// ignored ones, and a caught one must not run its handler before the exec.
-Error exec_process(const std::string& path, const oci::Process& p, uint64_t reset = ~uint64_t{0});
+// Execs `p`, signals reset to their default, unblocked. Returns only on
+// failure. `reset`: a mask of the signals that may need it (bit n-1 for
+// signal n: signals_not_default()), all of them by default; an exec resets
+// caught ones by itself, but not the ignored ones, and a caught one must not
+// run its handler before the exec. `all_blocked`: every signal stays blocked
+// through the exec instead (kBlockSignalsAnnotation).
+Error exec_process(const std::string& path, const oci::Process& p, uint64_t reset = ~uint64_t{0},
+                   bool all_blocked = false);
+
+// The annotation ("true") that has the container's process start with every
+// signal blocked: for an init (berth-init) that waits for them with
+// sigwaitinfo. As PID 1 of its namespace a process drops a signal it has
+// neither blocked nor a handler for, so one sent between the exec and the
+// init's own sigprocmask would be lost; blocked, it stays pending for it.
+inline constexpr const char* kBlockSignalsAnnotation = "run.oci.berth.signals_blocked";
 
 // The signals ignored or caught in this process (/proc/thread-self/status's
 // SigIgn | SigCgt), all of them if that cannot be read: resetting these only

@@ -837,6 +837,24 @@ TEST_F(EngineTest, InitReapsAndForwardsSignals) {
   EXPECT_EQ(berth({"stop", "-t", "20", "i"}).code, 0);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
   EXPECT_EQ(inspect("i")["State"]["ExitCode"], 143);
+  // berth-init is started with every signal blocked (as PID 1 it would drop
+  // one sent before it blocks them itself): the annotation that asks the
+  // runtime for it, what the runtime does for it, and berth-init's command
+  // starting with none blocked.
+  std::string config = root_ + "/containers/" + inspect("i")["Id"].get<std::string>() + "/config.json";
+  EXPECT_NE(read_file(config).value_or("").find("\"run.oci.berth.signals_blocked\":\"true\""), std::string::npos);
+  r = berth({"run", "--rm", "--annotation", "run.oci.berth.signals_blocked=true", "busybox", "grep", "SigBlk",
+             "/proc/self/status"});
+  EXPECT_EQ(r.out, "SigBlk:\tfffffffe7ffbfeff\n") << r.err;
+  r = berth({"run", "--rm", "--init", "busybox", "grep", "SigBlk", "/proc/self/status"});
+  EXPECT_EQ(r.out, "SigBlk:\t0000000000000000\n") << r.err;
+  // A stop at once after the start still ends the command by its signal.
+  for (int i = 0; i < 5; ++i) {
+    std::string name = "now" + std::to_string(i);
+    run_d({"--name", name, "--init", "busybox", "sleep", "60"});
+    EXPECT_EQ(berth({"stop", "-t", "20", name}).code, 0);
+    EXPECT_EQ(inspect(name)["State"]["ExitCode"], 143) << name;
+  }
 }
 
 TEST_F(EngineTest, CloneCopiesTheWritableLayer) {

@@ -23,9 +23,13 @@ int main(int argc, char **argv) {
     fprintf(stderr, "berth-init: usage: berth-init -- COMMAND [ARG...]\n");
     return 125;
   }
-  sigset_t all, old;
+  /* berth starts us with every signal blocked already (a signal sent before
+   * this line is then pending, not dropped as PID 1 drops those it neither
+   * blocks nor handles); blocked here too when started otherwise. */
+  sigset_t all, none;
   sigfillset(&all);
-  sigprocmask(SIG_BLOCK, &all, &old);
+  sigemptyset(&none);
+  sigprocmask(SIG_BLOCK, &all, NULL);
   /* Not PID 1 (--pid host): still reap what the command leaves. */
   if (getpid() != 1) prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   pid_t child = fork();
@@ -34,7 +38,7 @@ int main(int argc, char **argv) {
     return 125;
   }
   if (child == 0) {
-    sigprocmask(SIG_SETMASK, &old, NULL);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     execvp(argv[first], argv + first);
     fprintf(stderr, "berth-init: exec %s: %s\n", argv[first], strerror(errno));
     _exit(errno == ENOENT ? 127 : 126);
