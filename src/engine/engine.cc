@@ -25,6 +25,7 @@
 #include "engine/monitor.h"
 #include "engine/spare.h"
 #include "engine/spec.h"
+#include "engine/user.h"
 #include "engine/volumes.h"
 #include "image/db.h"
 #include "image/store.h"
@@ -588,6 +589,16 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   UniqueFd rootfd(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!rootfd) return sys_error("open " + rootfs);
   in.rootfs_fd = rootfd.get();
+  // The image's /etc/passwd and /etc/group as its first container read them
+  // (a new overlay's first lookups are slow: ~0.3 ms of every create here).
+  if (auto etc = store_->etc_files(img)) {
+    in.etc_passwd = std::move(etc->first);
+    in.etc_group = std::move(etc->second);
+  } else {
+    in.etc_passwd = TRY_CTX(read_etc(rootfd.get(), "/etc/passwd"), "--user");
+    in.etc_group = TRY_CTX(read_etc(rootfd.get(), "/etc/group"), "--user");
+    store_->save_etc_files(img, in.etc_passwd, in.etc_group);
+  }
   in.mounts = TRY(volumes.prepare(c.id, work, body_text, image_config, rootfd.get(),
                                   [this](const std::string& n) -> Result<std::string> { return TRY(find(n)).dir; }));
   std::string spec = TRY(make_spec(in));

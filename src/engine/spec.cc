@@ -176,7 +176,7 @@ Result<std::string> make_spec(const SpecInput& in) {
 
   std::string user = str(body, "User");
   if (user.empty()) user = str(ic, "User");
-  ExecUser eu = TRY_CTX(resolve_user(in.rootfs_fd, user, strings(host, "GroupAdd")), "--user");
+  ExecUser eu = TRY_CTX(resolve_user_in(in.etc_passwd, in.etc_group, user, strings(host, "GroupAdd")), "--user");
   proc["user"] = {{"uid", eu.uid}, {"gid", eu.gid}};
   // The primary group first among the supplementary ones, as Docker does
   // (`id` then shows groups=), then those /etc/group and --group-add give.

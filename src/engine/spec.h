@@ -22,7 +22,9 @@ struct SpecInput {
   // blob, as the caller parsed them; one that is not an object reads as {}.
   const nlohmann::json* body = nullptr;
   const nlohmann::json* image = nullptr;
-  int rootfs_fd = -1;        // the container's mounted rootfs (users, workdir)
+  int rootfs_fd = -1;        // the container's mounted rootfs (a missing workdir is made in it)
+  // The image's /etc/passwd and /etc/group: -u, and the user's groups and home.
+  std::string etc_passwd, etc_group;
   std::string dir;           // containers/<id>: hostname, hosts, resolv.conf live here
   std::string staging;       // where they are while the container is made, if not yet in dir
   // Init pids of the containers named by --network/--pid/--ipc container:NAME,

@@ -33,6 +33,8 @@ struct GroupEntry {
   std::vector<std::string> members;
 };
 
+}  // namespace
+
 // Reads `path` of the rootfs. Missing reads as empty, as runc does.
 Result<std::string> read_etc(int rootfd, const std::string& path) {
   // O_PATH first: opening a FIFO for reading would block and a device's open may
@@ -64,6 +66,8 @@ Result<std::string> read_etc(int rootfd, const std::string& path) {
   }
   return out;
 }
+
+namespace {
 
 bool all_digits(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
@@ -137,6 +141,13 @@ void add_unique(std::vector<gid_t>& v, gid_t g) {
 }  // namespace
 
 Result<ExecUser> resolve_user(int rootfd, std::string_view spec, const std::vector<std::string>& group_add) {
+  std::string passwd = TRY(read_etc(rootfd, "/etc/passwd"));
+  std::string group = TRY(read_etc(rootfd, "/etc/group"));
+  return resolve_user_in(passwd, group, spec, group_add);
+}
+
+Result<ExecUser> resolve_user_in(std::string_view passwd_text, std::string_view group_text, std::string_view spec,
+                                 const std::vector<std::string>& group_add) {
   // "user[:group]"; like runc, anything after a second ':' is ignored.
   size_t colon = spec.find(':');
   std::string_view user_arg = spec.substr(0, colon);
@@ -145,8 +156,8 @@ Result<ExecUser> resolve_user(int rootfd, std::string_view spec, const std::vect
   auto uid_arg = spec_id(user_arg);
   auto gid_arg = spec_id(group_arg);
 
-  auto passwd = parse_passwd(TRY(read_etc(rootfd, "/etc/passwd")));
-  auto groups = parse_group(TRY(read_etc(rootfd, "/etc/group")));
+  auto passwd = parse_passwd(passwd_text);
+  auto groups = parse_group(group_text);
 
   ExecUser u;
   // A numeric user is always a uid, even if some entry is named like a number;

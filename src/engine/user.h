@@ -28,4 +28,12 @@ struct ExecUser {
 // Missing /etc/passwd or /etc/group are treated as empty files.
 Result<ExecUser> resolve_user(int rootfd, std::string_view spec, const std::vector<std::string>& group_add = {});
 
+// The same, against the text of those two files (a missing one as "").
+Result<ExecUser> resolve_user_in(std::string_view passwd, std::string_view group, std::string_view spec,
+                                 const std::vector<std::string>& group_add = {});
+
+// One of them read through the rootfs fd as resolve_user reads it: missing
+// reads as "", anything but a regular file of at most 4 MiB is an error.
+Result<std::string> read_etc(int rootfd, const std::string& path);
+
 }  // namespace berth::engine

@@ -1072,6 +1072,48 @@ Result<std::string> ImageStore::create_rootfs(const std::string& user, const Ima
   return rootfs;
 }
 
+// The cache of an image's passwd and group: "berth-etc-1\n", then each file
+// as its length in decimal, a newline and its bytes.
+namespace {
+constexpr std::string_view kEtcMagic = "berth-etc-1\n";
+std::string etc_cache_path(const std::string& root, const ImageRecord& image) {
+  return root + "/layers/" + image.layers.back().hex + "/etc-files";
+}
+}  // namespace
+
+std::optional<std::pair<std::string, std::string>> ImageStore::etc_files(const ImageRecord& image) const {
+  if (image.layers.empty()) return std::nullopt;
+  auto text = read_file(etc_cache_path(root_, image));
+  if (!text || !std::string_view(*text).starts_with(kEtcMagic)) return std::nullopt;
+  std::string_view rest = std::string_view(*text).substr(kEtcMagic.size());
+  std::string files[2];
+  for (auto& f : files) {
+    size_t nl = rest.find('\n');
+    if (nl == std::string_view::npos || nl == 0 || nl > 9) return std::nullopt;
+    size_t n = 0;
+    for (char c : rest.substr(0, nl)) {
+      if (c < '0' || c > '9') return std::nullopt;
+      n = n * 10 + static_cast<size_t>(c - '0');
+    }
+    rest.remove_prefix(nl + 1);
+    if (n > rest.size()) return std::nullopt;
+    f = std::string(rest.substr(0, n));
+    rest.remove_prefix(n);
+  }
+  if (!rest.empty()) return std::nullopt;
+  return std::pair{std::move(files[0]), std::move(files[1])};
+}
+
+void ImageStore::save_etc_files(const ImageRecord& image, std::string_view passwd, std::string_view group) const {
+  if (image.layers.empty()) return;
+  std::string text(kEtcMagic);
+  for (auto f : {passwd, group}) text.append(std::to_string(f.size())).append("\n").append(f);
+  // A name of our own: two first containers of the image may write it at once.
+  std::string path = etc_cache_path(root_, image), tmp = path + "." + std::to_string(::getpid()) + ".tmp";
+  if (!write_new_file(tmp, text, 0600)) return;
+  if (::rename(tmp.c_str(), path.c_str()) != 0) ::unlink(tmp.c_str());
+}
+
 Result<std::string> ImageStore::mount_rootfs(const ImageRecord& image, const std::string& dir) {
   std::string rootfs = dir + "/rootfs";
   if (is_mountpoint(rootfs)) return rootfs;

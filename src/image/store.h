@@ -230,6 +230,11 @@ class ImageStore {
   // `volatile`, so unmounting it does not sync the upper filesystem.
   Result<std::string> create_rootfs(const std::string& user, const ImageRecord& image, const std::string& dir,
                                     bool transient = false);
+  // The image's /etc/passwd and /etc/group as a container of it first read
+  // them (kept beside its top layer, which fixes them: layers never change),
+  // if one did; save_etc_files keeps them (best effort).
+  std::optional<std::pair<std::string, std::string>> etc_files(const ImageRecord& image) const;
+  void save_etc_files(const ImageRecord& image, std::string_view passwd, std::string_view group) const;
   // Mounts a container rootfs made by create_rootfs again (after a reboot)
   // unless it is mounted, volatile again if it was; returns dir/rootfs.
   Result<std::string> mount_rootfs(const ImageRecord& image, const std::string& dir);

@@ -379,6 +379,37 @@ TEST_F(EngineTest, FlagsTakeEffectInside) {
   EXPECT_EQ(r.out, "chowned\n") << r.err;
 }
 
+// An image's /etc/passwd and /etc/group are read through the first
+// container's rootfs and kept beside its top layer (image/store.h
+// etc_files): later creates resolve -u from that copy; a damaged copy is
+// read past, and the rootfs read again.
+TEST_F(EngineTest, UsersResolveFromTheImagesKeptPasswd) {
+  auto r = berth({"run", "--rm", "-u", "nobody", "busybox", "id", "-u"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "65534\n");
+  std::vector<std::string> kept;
+  for (auto& layer : fs::directory_iterator(root_ + "/layers"))
+    if (fs::exists(layer.path() / "etc-files")) kept.push_back(layer.path() / "etc-files");
+  ASSERT_EQ(kept.size(), 1u) << "no copy of the image's passwd was kept";
+  auto text = read_file(kept[0]).value_or("");
+  EXPECT_TRUE(text.starts_with("berth-etc-1\n")) << text;
+  EXPECT_NE(text.find("nobody:x:65534:65534"), std::string::npos) << text;
+  // The copy is what -u is resolved from (a user only it has)...
+  std::string passwd = "root:x:0:0:root:/root:/bin/sh\nkept:x:4242:4243:kept:/home/kept:/bin/sh\n";
+  std::string group = "root:x:0:\nkeptg:x:4243:\nextra:x:4244:kept\n";
+  ASSERT_TRUE(atomic_write_file(kept[0], "berth-etc-1\n" + std::to_string(passwd.size()) + "\n" + passwd +
+                                             std::to_string(group.size()) + "\n" + group));
+  r = berth({"run", "--rm", "-u", "kept", "busybox", "sh", "-c", "id -u; id -G; echo $HOME"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "4242\n4243 4244\n/home/kept\n");
+  // ...and a damaged one is not: the image's own files again, kept anew.
+  ASSERT_TRUE(atomic_write_file(kept[0], "berth-etc-1\n999\nroot"));
+  r = berth({"run", "--rm", "-u", "kept", "busybox", "id", "-u"});
+  EXPECT_EQ(r.code, 125);
+  EXPECT_NE(r.err.find("unable to find user kept"), std::string::npos) << r.err;
+  EXPECT_NE(read_file(kept[0]).value_or("").find("nobody:x:65534:65534"), std::string::npos);
+}
+
 TEST_F(EngineTest, MemoryLimitKillsTheContainer) {
   // 64 MiB touched against a 16 MiB limit without swap: the kernel's OOM killer ends it.
   auto r = berth({"run", "--rm", "-m", "16m", "--memory-swap", "16m", "busybox", "dd", "if=/dev/zero",
