@@ -59,6 +59,13 @@ void Db::checkpoint_detached() {
   sqlite3* raw = nullptr;
   if (sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) == SQLITE_OK) {
     sqlite3_busy_timeout(raw, 2000);
+    // As every connection of ours (Db::open): its close, often the last one,
+    // would checkpoint again and delete the log and its index, which the
+    // next command then made anew (two new files, the log's first header
+    // synced, the index rebuilt) instead of finding them.
+    sqlite3_db_config(raw, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+    int persist = 1;
+    sqlite3_file_control(raw, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
     // A read first: the connection finds the log (WAL mode) as it starts one.
     (void)sqlite3_exec(raw, "SELECT 1 FROM sqlite_master LIMIT 1", nullptr, nullptr, nullptr);
     (void)sqlite3_wal_checkpoint_v2(raw, "main", SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
