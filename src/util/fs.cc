@@ -324,6 +324,10 @@ static Result<UniqueFd> mkdir_in_root_depth(int rootfd, std::string_view path, m
   std::string abs = "/";
   abs.append(path);
   std::string clean = clean_path(abs);
+  // Most often it is there (a container's mount points): resolved whole, in
+  // one call, as the walk below would resolve it. (The walk resolves every
+  // prefix anew: a dozen calls for a deep path, ~40 a container start.)
+  if (auto whole = open_in_root(rootfd, clean, O_PATH | O_DIRECTORY); whole) return whole;
   UniqueFd cur(::openat(rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!cur) return sys_error("open rootfs");
   std::string prefix;

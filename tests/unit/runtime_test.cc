@@ -102,6 +102,15 @@ TEST(InRoot, SymlinksStayInsideTheRoot) {
   ASSERT_TRUE(made) << made.error().str();
   struct stat st;
   EXPECT_EQ(::stat((root + "/etc/sub").c_str(), &st), 0);  // created inside the root
+  // Once there, it is resolved whole (the fast path): the same directory.
+  auto again = mkdir_in_root(rfd.get(), "/up/sub");
+  ASSERT_TRUE(again) << again.error().str();
+  struct stat got;
+  ASSERT_EQ(::fstat(again->get(), &got), 0);
+  EXPECT_EQ(got.st_ino, st.st_ino);
+  // A file in the way is an error either way, not a directory made elsewhere.
+  ASSERT_TRUE(atomic_write_file(root + "/etc/plain", "x"));
+  EXPECT_FALSE(mkdir_in_root(rfd.get(), "/etc-link/plain/deeper"));
   auto f = ensure_in_root(rfd.get(), "/etc-link/file", false);
   ASSERT_TRUE(f);
   EXPECT_EQ(::stat((root + "/etc/file").c_str(), &st), 0);
