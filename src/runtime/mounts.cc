@@ -430,14 +430,19 @@ class RootfsBuilder {
     std::set<std::string> configured;
     if (spec_.linux)
       for (auto& d : spec_.linux->devices) configured.insert(clean_path(d.path));
+    UniqueFd devfd = TRY(open_in_root(root_.get(), "/dev", O_RDONLY | O_DIRECTORY, RESOLVE_NO_SYMLINKS));
+    // Nodes are made with their modes exactly (as runc does): no chmod after.
+    struct Umask {
+      mode_t old = ::umask(0);
+      ~Umask() { ::umask(old); }
+    } zero_umask;
     for (auto& d : defaults) {
       if (configured.count(d.path)) continue;
       oci::Device dv{"c", d.path, d.major, d.minor, 0666, 0u, 0u};
-      TRY(create_device(dv));
+      TRY(create_device(dv, devfd.get()));
     }
     if (spec_.linux)
-      for (auto& d : spec_.linux->devices) TRY(create_device(d));
-    UniqueFd devfd = TRY(open_in_root(root_.get(), "/dev", O_RDONLY | O_DIRECTORY, RESOLVE_NO_SYMLINKS));
+      for (auto& d : spec_.linux->devices) TRY(create_device(d, devfd.get()));
     static const std::pair<const char*, const char*> links[] = {
         {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
         {"/proc/self/fd/2", "stderr"}};
@@ -452,33 +457,46 @@ class RootfsBuilder {
     return {};
   }
 
-  Result<> create_device(const oci::Device& d) {
+  // `dev`: the container's /dev, open, for a node directly in it; the umask
+  // is 0 (setup_dev).
+  Result<> create_device(const oci::Device& d, int dev) {
     std::string path = clean_path(d.path);
     if (path.rfind("/dev/", 0) != 0) return fail("linux.devices: " + path + " is not under /dev");
     auto slash = path.find_last_of('/');
-    UniqueFd parent = TRY(mkdir_in_root(root_.get(), path.substr(0, slash)));
-    UniqueFd pdir(::openat(parent.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!pdir) return sys_error("open " + path.substr(0, slash));
+    UniqueFd pdir;
+    if (slash != 4) {
+      UniqueFd parent = TRY(mkdir_in_root(root_.get(), path.substr(0, slash)));
+      pdir.reset(::openat(parent.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!pdir) return sys_error("open " + path.substr(0, slash));
+      dev = pdir.get();
+    }
     std::string name = path.substr(slash + 1);
     mode_t type = d.type == "b" ? S_IFBLK : d.type == "p" ? S_IFIFO : S_IFCHR;
     mode_t mode = d.file_mode ? (*d.file_mode & 07777) : 0666;
     dev_t rdev = makedev(static_cast<unsigned>(d.major), static_cast<unsigned>(d.minor));
     if (plan_.new_userns && type != S_IFIFO) {
       // mknod is not allowed in a user namespace: bind the host's node instead.
-      UniqueFd f(::openat(pdir.get(), name.c_str(), O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0));
+      UniqueFd f(::openat(dev, name.c_str(), O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0));
       if (!f && errno != EEXIST) return sys_error("create " + path);
       UniqueFd tree(::open_tree(AT_FDCWD, path.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
       if (!tree) return sys_error("bind host device " + path);
       UniqueFd target = TRY(open_in_root(root_.get(), path, O_PATH | O_NOFOLLOW));
       return move_onto(tree.get(), target.get(), path);
     }
-    ::unlinkat(pdir.get(), name.c_str(), 0);
-    if (::mknodat(pdir.get(), name.c_str(), type | mode, rdev) < 0) return sys_error("mknod " + path);
-    // mknod applies the umask; the config's mode is exact.
-    UniqueFd node(::openat(pdir.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-    if (!node) return sys_error("open " + path);
-    if (::fchmodat(pdir.get(), name.c_str(), mode, 0) < 0) return sys_error("chmod " + path);
-    if (::fchownat(pdir.get(), name.c_str(), d.uid.value_or(0), d.gid.value_or(0), AT_SYMLINK_NOFOLLOW) < 0)
+    // Whatever the image had there goes (a node is made anew, never reused).
+    if (::mknodat(dev, name.c_str(), type | mode, rdev) < 0) {
+      if (errno != EEXIST) return sys_error("mknod " + path);
+      ::unlinkat(dev, name.c_str(), 0);
+      if (::mknodat(dev, name.c_str(), type | mode, rdev) < 0) return sys_error("mknod " + path);
+    }
+    // A set-id bit may be dropped as the node is made (inode_init_owner):
+    // set again (the name is the node just made, not a symlink).
+    if (mode & 07000) {
+      UniqueFd node(::openat(dev, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+      if (!node) return sys_error("open " + path);
+      if (::fchmodat(dev, name.c_str(), mode, 0) < 0) return sys_error("chmod " + path);
+    }
+    if (::fchownat(dev, name.c_str(), d.uid.value_or(0), d.gid.value_or(0), AT_SYMLINK_NOFOLLOW) < 0)
       return sys_error("chown " + path);
     return {};
   }

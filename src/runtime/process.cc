@@ -193,7 +193,8 @@ Result<> apply_user_and_caps(const oci::Process& p) {
       log::warn("process.capabilities.ambient: cannot raise " + n + ": " + std::strerror(errno));
   }
   if (::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0) return sys_error("prctl(PR_SET_KEEPCAPS)");
-  if (p.user.umask) ::umask(*p.user.umask);
+  // The config's, else 0022 as runc and Docker give (not the caller's).
+  ::umask(p.user.umask ? static_cast<mode_t>(*p.user.umask) : 0022);
   if (p.no_new_privileges && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
     return sys_error("prctl(PR_SET_NO_NEW_PRIVS)");
   return {};

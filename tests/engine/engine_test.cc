@@ -1044,6 +1044,20 @@ TEST_F(EngineTest, ContainerSignalsStartAtTheirDefaults) {
   EXPECT_EQ(out, "SigIgn:\t0000000000000000\nSigCgt:\t0000000000000000\n");
 }
 
+// A container's umask is Docker's (0022) whatever the caller's is, and its
+// /dev nodes have their modes exactly.
+TEST_F(EngineTest, ContainerUmaskIsDockersNotTheCallers) {
+  std::string cmd = "umask 077; exec " + std::string(BERTH_CLI) + " --root " + root_ + " --runroot " + runroot_ +
+                    " run --rm busybox sh -c 'umask; stat -c %a /dev/null /dev/tty /dev/pts; touch /f; stat -c %a /f'";
+  FILE* p = ::popen(("sh -c \"" + cmd + "\"").c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[256];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  EXPECT_EQ(::pclose(p), 0);
+  EXPECT_EQ(out, "0022\n666\n666\n755\n644\n");
+}
+
 // The store's log is checkpointed by a child a command leaves behind
 // (image/db.h), not by the committing command and not only at the forced
 // size: after many `run --rm`s (~15 pages each) it stays short.
