@@ -87,6 +87,16 @@ class EngineTest : public ::testing::Test {
     return test::run_berth(root_, runroot_, dir_ + "/cmd." + std::to_string(seq_++), args, input);
   }
   // The command lines of this store's monitors (they name --dir ROOT/containers/ID).
+  // `cmd` run by sh -c (berth started in a state of the caller's own: its
+  // signals, its umask): the exit status and what it printed.
+  std::pair<int, std::string> shell(const std::string& cmd) {
+    FILE* p = ::popen(("sh -c \"" + cmd + "\"").c_str(), "r");
+    if (!p) return {-1, ""};
+    std::string out;
+    char buf[256];
+    while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+    return {::pclose(p), out};
+  }
   std::vector<std::string> monitors() {
     std::vector<std::string> out;
     for (auto& e : fs::directory_iterator("/proc")) {
@@ -1033,28 +1043,19 @@ TEST_F(EngineTest, RunRmLeavesASpareDirectoryTheNextCreateTakes) {
 // catches or ignores itself (process.h's signals_not_default): glibc's own
 // two included.
 TEST_F(EngineTest, ContainerSignalsStartAtTheirDefaults) {
-  std::string cmd = "trap '' HUP INT PIPE; exec " + std::string(BERTH_CLI) + " --root " + root_ + " --runroot " +
-                    runroot_ + " run --rm busybox grep -E 'SigIgn|SigCgt' /proc/self/status";
-  FILE* p = ::popen(("sh -c \"" + cmd + "\"").c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string out;
-  char buf[256];
-  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  EXPECT_EQ(::pclose(p), 0);
+  auto [status, out] = shell("trap '' HUP INT PIPE; exec " + std::string(BERTH_CLI) + " --root " + root_ +
+                              " --runroot " + runroot_ + " run --rm busybox grep -E 'SigIgn|SigCgt' /proc/self/status");
+  EXPECT_EQ(status, 0);
   EXPECT_EQ(out, "SigIgn:\t0000000000000000\nSigCgt:\t0000000000000000\n");
 }
 
 // A container's umask is Docker's (0022) whatever the caller's is, and its
 // /dev nodes have their modes exactly.
 TEST_F(EngineTest, ContainerUmaskIsDockersNotTheCallers) {
-  std::string cmd = "umask 077; exec " + std::string(BERTH_CLI) + " --root " + root_ + " --runroot " + runroot_ +
-                    " run --rm busybox sh -c 'umask; stat -c %a /dev/null /dev/tty /dev/pts; touch /f; stat -c %a /f'";
-  FILE* p = ::popen(("sh -c \"" + cmd + "\"").c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string out;
-  char buf[256];
-  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  EXPECT_EQ(::pclose(p), 0);
+  auto [status, out] = shell("umask 077; exec " + std::string(BERTH_CLI) + " --root " + root_ + " --runroot " +
+                              runroot_ +
+                              " run --rm busybox sh -c 'umask; stat -c %a /dev/null /dev/tty /dev/pts; touch /f; stat -c %a /f'");
+  EXPECT_EQ(status, 0);
   EXPECT_EQ(out, "0022\n666\n666\n755\n644\n");
 }
 
