@@ -380,8 +380,7 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   if (self_join) ic.cgroup_tasks = cg->self_join_files();
   self_join = self_join && !ic.cgroup_tasks.empty();
   ic.seccomp = filter ? &*filter : nullptr;
-  // Read here, from the host's /proc: the child, past its pivot_root, sees
-  // the container's (and it inherits exactly these).
+  // Asked here: the child inherits exactly these dispositions.
   ic.reset_signals = signals_not_default();
 
   // Bind-mount sources given as relative paths are relative to the bundle.

@@ -269,18 +269,20 @@ void prepare_fds_for_exec(int preserve_fds, const std::vector<int>& keep) {
 }
 
 uint64_t signals_not_default() {
-  UniqueFd fd(::open("/proc/thread-self/status", O_RDONLY | O_CLOEXEC));
-  char buf[4096];
-  ssize_t n = fd ? ::read(fd.get(), buf, sizeof buf - 1) : -1;
-  if (n <= 0) return ~uint64_t{0};
-  buf[n] = 0;
+  // Asked of the kernel signal by signal (the raw call: glibc's refuses its
+  // own 32 and 33): 64 cheap calls, where formatting /proc/thread-self/status
+  // to read its SigIgn and SigCgt took ~60 us here.
+  struct {
+    void (*handler)(int);
+    unsigned long flags;
+    void (*restorer)();
+    uint64_t mask;
+  } old = {};
   uint64_t mask = 0;
-  for (const char* key : {"\nSigIgn:", "\nSigCgt:"}) {
-    const char* at = std::strstr(buf, key);
-    if (!at) return ~uint64_t{0};
-    char* end = nullptr;
-    mask |= std::strtoull(at + std::strlen(key), &end, 16);
-    if (end == at + std::strlen(key)) return ~uint64_t{0};
+  for (int s = 1; s <= 64; ++s) {
+    if (s == SIGKILL || s == SIGSTOP) continue;
+    if (::syscall(SYS_rt_sigaction, s, nullptr, &old, sizeof old.mask) != 0) return ~uint64_t{0};
+    if (old.handler != SIG_DFL) mask |= uint64_t{1} << (s - 1);
   }
   return mask;
 }

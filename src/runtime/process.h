@@ -54,10 +54,10 @@ Error exec_process(const std::string& path, const oci::Process& p, uint64_t rese
 // init's own sigprocmask would be lost; blocked, it stays pending for it.
 inline constexpr const char* kBlockSignalsAnnotation = "run.oci.berth.signals_blocked";
 
-// The signals ignored or caught in this process (/proc/thread-self/status's
-// SigIgn | SigCgt), all of them if that cannot be read: resetting these only
-// before an exec is one system call each instead of one for each of the 64
-// (~0.1 ms of every container's start here).
+// The signals ignored or caught in this process (their dispositions asked
+// of the kernel), all of them if that fails: resetting only these before an
+// exec is one system call each (the asking, 64 cheap ones, is done once, in
+// the parent, before the clone).
 uint64_t signals_not_default();
 
 // Parses a cpu list "0-3,8" into a cpu_set (errors name `field`).
