@@ -86,7 +86,6 @@ class EngineTest : public ::testing::Test {
   Out berth(const std::vector<std::string>& args, const std::string& input = "") {
     return test::run_berth(root_, runroot_, dir_ + "/cmd." + std::to_string(seq_++), args, input);
   }
-  // The command lines of this store's monitors (they name --dir ROOT/containers/ID).
   // `cmd` run by sh -c (berth started in a state of the caller's own: its
   // signals, its umask): the exit status and what it printed.
   std::pair<int, std::string> shell(const std::string& cmd) {
@@ -97,6 +96,7 @@ class EngineTest : public ::testing::Test {
     while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
     return {::pclose(p), out};
   }
+  // The command lines of this store's monitors (they name --dir ROOT/containers/ID).
   std::vector<std::string> monitors() {
     std::vector<std::string> out;
     for (auto& e : fs::directory_iterator("/proc")) {
