@@ -141,6 +141,7 @@ Result<NsPlan> plan_namespaces(const oci::Spec& spec, const cgroup::Layout* layo
       p.clone_flags |= flag;
     }
   }
+  p.init.new_netns = ((p.clone_flags | p.init.unshare_flags) & CLONE_NEWNET) != 0;
   p.init.joins = std::move(joins);
   p.init.new_mountns = spec.ns("mount") != nullptr;
   p.init.plan.new_userns = user && user->path.empty();

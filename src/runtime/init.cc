@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "runtime/hooks.h"
+#include "runtime/namespaces.h"
 #include "runtime/process.h"
 #include "runtime/sync.h"
 #include "runtime/terminal.h"
@@ -144,6 +145,7 @@ Result<> setup(InitContext& c, std::string* exe) {
   // The extra fork of a new pid namespace must happen inside the cgroup.
   if (c.fork_for_pid) TRY(enter_cgroup());
   TRY(join_and_unshare(c));
+  if (c.new_netns) TRY(loopback_up());
   if (c.send_mount_ns) {
     // Through the host's /proc, still ours: the container's is not mounted yet.
     UniqueFd ns(::open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC));

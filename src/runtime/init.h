@@ -42,6 +42,9 @@ struct InitContext {
   // cgroup::Manager::self_join_files); empty when the parent places us.
   std::vector<std::string> cgroup_tasks;
   bool new_mountns = false;
+  // A network namespace of its own, made by the clone or unshared: its
+  // loopback is set up (runtime/namespaces.h loopback_up).
+  bool new_netns = false;
   // Send the parent our mount namespace (kMountNs) once we are in it: a
   // direct start's parent reads it after our exec (CreateOptions::keep_mount_ns).
   bool send_mount_ns = false;

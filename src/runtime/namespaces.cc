@@ -2,11 +2,15 @@
 
 #include <fcntl.h>
 #include <linux/nsfs.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "util/fs.h"
 #include "util/syscalls.h"
@@ -72,6 +76,7 @@ Result<UniqueFd> make_netns() {
   if (::unshare(CLONE_NEWNET) < 0) return sys_error("unshare network namespace");
   UniqueFd made(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
   int err = errno;
+  auto up = made ? loopback_up() : Result<>{};
   // Back to ours whatever happened: staying in the new one would cut this
   // process off from the host's network.
   if (::setns(ours.get(), CLONE_NEWNET) < 0) {
@@ -79,7 +84,20 @@ Result<UniqueFd> make_netns() {
     std::abort();
   }
   if (!made) return sys_error(err, "open the new network namespace");
+  if (!up) return std::unexpected(std::move(up).error());
   return made;
+}
+
+Result<> loopback_up() {
+  UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!sock) return sys_error("loopback: socket");
+  struct ifreq ifr = {};
+  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  if (::ioctl(sock.get(), SIOCGIFFLAGS, &ifr) < 0) return sys_error("loopback: get flags of lo");
+  if (ifr.ifr_flags & IFF_UP) return {};
+  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+  if (::ioctl(sock.get(), SIOCSIFFLAGS, &ifr) < 0) return sys_error("loopback: set lo up");
+  return {};
 }
 
 Result<> write_time_offsets(const std::map<std::string, oci::TimeOffset>& offs) {

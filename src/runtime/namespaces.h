@@ -29,6 +29,10 @@ Result<> write_id_maps(pid_t pid, const std::vector<oci::IdMapping>& uids,
 // (the process's other threads are not touched): for CreateOptions::netns_fd.
 Result<UniqueFd> make_netns();
 
+// Sets the calling thread's network namespace's loopback up, as runc and
+// crun do for a new one (Docker's --network none has a working 127.0.0.1).
+Result<> loopback_up();
+
 // Writes /proc/self/timens_offsets for a time namespace not yet entered.
 Result<> write_time_offsets(const std::map<std::string, oci::TimeOffset>& offs);
 

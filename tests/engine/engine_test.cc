@@ -1049,6 +1049,17 @@ TEST_F(EngineTest, ContainerSignalsStartAtTheirDefaults) {
   EXPECT_EQ(out, "SigIgn:\t0000000000000000\nSigCgt:\t0000000000000000\n");
 }
 
+// --network none (berth's default until the bridge) is Docker's: its own
+// namespace with the loopback up, 127.0.0.1 answering; the namespace came
+// from the spares (engine/spare.h) or was made by the early monitor.
+TEST_F(EngineTest, NetworkNoneHasAWorkingLoopback) {
+  for (int i = 0; i < 3; ++i) {
+    auto r = berth({"run", "--rm", "--network", "none", "busybox", "sh", "-c",
+                    "cat /sys/class/net/lo/flags; ping -c1 -W2 127.0.0.1 >/dev/null && echo answered"});
+    EXPECT_EQ(r.out, "0x9\nanswered\n") << r.err;
+  }
+}
+
 // A container's umask is Docker's (0022) whatever the caller's is, and its
 // /dev nodes have their modes exactly.
 TEST_F(EngineTest, ContainerUmaskIsDockersNotTheCallers) {

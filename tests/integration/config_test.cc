@@ -143,6 +143,16 @@ TEST_F(Config, SysctlInNetns) {
   EXPECT_TRUE(contains(rh.err, "kernel.pid_max")) << rh.desc();
 }
 
+// A new network namespace has its loopback up (as runc and crun set it):
+// Docker's --network none has a working 127.0.0.1.
+TEST_F(Config, NewNetworkNamespaceHasItsLoopbackUp) {
+  auto& b = make_bundle("lo", {kHelper, "read", "/sys/class/net/lo/flags"}, false);
+  b.save();
+  auto r = run_fg(b);
+  ASSERT_OK(r);
+  EXPECT_EQ(r.out, "0x9\n");  // IFF_UP | IFF_LOOPBACK
+}
+
 TEST_F(Config, ReadonlyRoot) {
   auto& b = make_bundle("ro", {kHelper, "write", "/x", "y"});
   auto r = run_fg(b);
