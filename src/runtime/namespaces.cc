@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <linux/nsfs.h>
 #include <net/if.h>
-#include <netinet/in.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -89,7 +88,9 @@ Result<UniqueFd> make_netns() {
 }
 
 Result<> loopback_up() {
-  UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  // A unix socket: the interface ioctls reach the device through any family,
+  // and this one is there whatever the kernel was built without.
+  UniqueFd sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!sock) return sys_error("loopback: socket");
   struct ifreq ifr = {};
   std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
