@@ -491,11 +491,7 @@ class RootfsBuilder {
     }
     // A set-id bit may be dropped as the node is made (inode_init_owner):
     // set again (the name is the node just made, not a symlink).
-    if (mode & 07000) {
-      UniqueFd node(::openat(dev, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-      if (!node) return sys_error("open " + path);
-      if (::fchmodat(dev, name.c_str(), mode, 0) < 0) return sys_error("chmod " + path);
-    }
+    if ((mode & 07000) && ::fchmodat(dev, name.c_str(), mode, 0) < 0) return sys_error("chmod " + path);
     if (::fchownat(dev, name.c_str(), d.uid.value_or(0), d.gid.value_or(0), AT_SYMLINK_NOFOLLOW) < 0)
       return sys_error("chown " + path);
     return {};

@@ -268,16 +268,21 @@ void prepare_fds_for_exec(int preserve_fds, const std::vector<int>& keep) {
   }
 }
 
+namespace {
+// The kernel's struct sigaction, for the raw rt_sigaction: glibc's wrapper
+// refuses its own two signals (32 and 33).
+struct KernelSigaction {
+  void (*handler)(int);
+  unsigned long flags;
+  void (*restorer)();
+  uint64_t mask;
+};
+}  // namespace
+
 uint64_t signals_not_default() {
-  // Asked of the kernel signal by signal (the raw call: glibc's refuses its
-  // own 32 and 33): 64 cheap calls, where formatting /proc/thread-self/status
-  // to read its SigIgn and SigCgt took ~60 us here.
-  struct {
-    void (*handler)(int);
-    unsigned long flags;
-    void (*restorer)();
-    uint64_t mask;
-  } old = {};
+  // Asked of the kernel signal by signal: 64 cheap calls, where formatting
+  // /proc/thread-self/status to read its SigIgn and SigCgt took ~60 us here.
+  KernelSigaction old = {};
   uint64_t mask = 0;
   for (int s = 1; s <= 64; ++s) {
     if (s == SIGKILL || s == SIGSTOP) continue;
@@ -295,12 +300,7 @@ Error exec_process(const std::string& path, const oci::Process& p, uint64_t rese
     sigemptyset(&mask);
   // The raw call: glibc's refuses its own two (32 and 33), which would stay
   // ignored in the container if the caller ignored them.
-  struct {
-    void (*handler)(int);
-    unsigned long flags;
-    void (*restorer)();
-    uint64_t mask;
-  } dfl = {SIG_DFL, 0, nullptr, 0};
+  KernelSigaction dfl = {SIG_DFL, 0, nullptr, 0};
   for (int s = 1; s < NSIG && s <= 64; ++s)
     if (s != SIGKILL && s != SIGSTOP && (reset & (uint64_t{1} << (s - 1))))
       ::syscall(SYS_rt_sigaction, s, &dfl, nullptr, sizeof dfl.mask);
