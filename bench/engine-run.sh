@@ -112,7 +112,15 @@ if command -v podman >/dev/null; then
     "${B[@]}" save busybox | "${P[@]}" load -q >/dev/null
     # podman names a docker-archive's "busybox:latest" localhost/busybox.
     "${P[@]}" tag localhost/busybox:latest docker.io/library/busybox:latest
-    if "${P[@]}" run "${PR[@]}" --rm --network none docker.io/library/busybox:latest /bin/true 2>"$base/podman.err"; then
+    podman_ok() { "${P[@]}" run "${PR[@]}" --rm --network none docker.io/library/busybox:latest /bin/true 2>"$base/podman.err"; }
+    # With crun installed podman picks it, and crun refuses a host whose
+    # cgroup2 mount holds a controller beside the v1 ones (this VM's hugetlb):
+    # podman is then timed on runc, as it ran before crun was installed.
+    if ! podman_ok && command -v runc >/dev/null && grep -q crun "$base/podman.err"; then
+        note "podman on crun failed ($(head -1 "$base/podman.err")): timed with --runtime runc"
+        P+=(--runtime runc)
+    fi
+    if podman_ok; then
         cmds+=("${P[*]} run ${PR[*]} --rm --network none docker.io/library/busybox:latest /bin/true")
         names+=(podman)
     else

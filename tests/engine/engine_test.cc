@@ -1092,6 +1092,42 @@ TEST_F(EngineTest, StoreLogIsCheckpointedAsCommandsEnd) {
   EXPECT_LT(log, 2 * image::Db::kCheckpointPages) << "the log grew past where a checkpoint was due";
 }
 
+// The checkpointer also starts the log over (a transaction of its own once
+// every frame is in the database): the command after it no longer does, with
+// the two fsyncs that come with a new log's header at synchronous=NORMAL.
+// Read from the log's index (-shm): its header's last frame (offset 16) and
+// the frames already in the database (96), between commands, each time no
+// checkpointer runs.
+TEST_F(EngineTest, CheckpointerStartsTheLogOverItself) {
+  std::string lock = root_ + "/berth.db-checkpoint.lock";
+  auto index = [&](uint32_t* frames, uint32_t* backfilled) {
+    std::string shm = read_file(root_ + "/berth.db-shm").value_or("");
+    if (shm.size() < 100) return false;
+    std::memcpy(frames, shm.data() + 16, 4);
+    std::memcpy(backfilled, shm.data() + 96, 4);
+    return true;
+  };
+  uint32_t last = 0;
+  int restarts = 0;
+  for (int i = 0; i < 60; ++i) {
+    ASSERT_EQ(berth({"run", "--rm", "busybox", "true"}).code, 0);
+    ASSERT_TRUE(eventually([&] {
+      UniqueFd fd(::open(lock.c_str(), O_RDWR | O_CLOEXEC));
+      return !fd || ::flock(fd.get(), LOCK_EX | LOCK_NB) == 0;
+    }));
+    uint32_t frames = 0, backfilled = 0;
+    ASSERT_TRUE(index(&frames, &backfilled));
+    EXPECT_FALSE(frames > 1 && backfilled == frames)
+        << "a checkpointed log was left for the next command to start over (" << frames << " frames)";
+    if (frames < last) {
+      ++restarts;
+      EXPECT_EQ(frames, 1u) << "the log was started over by a command, not by its checkpointer";
+    }
+    last = frames;
+  }
+  EXPECT_GE(restarts, 1) << "no checkpoint in 60 runs";
+}
+
 // A run's monitor makes the next run's network namespace (engine/spare.h):
 // the next container is in it, and once that one runs its mount goes (a used
 // namespace is kept by nothing of berth's); a run that starts nothing gives
