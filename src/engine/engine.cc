@@ -460,6 +460,18 @@ void Engine::prepare_for_exit() {
   Volumes(*db_, opt_.root).prepare_release();
 }
 
+namespace {
+// Whether Volumes::prepare would mount anything for this create body and
+// image config: what it reads (--volumes-from, -v, --mount, the image's VOLUMEs).
+bool wants_volumes(const json& body, const json& image_cfg) {
+  const json& host = member(body, "HostConfig");
+  for (const char* key : {"VolumesFrom", "Binds", "Mounts"})
+    if (host.contains(key) && host[key].is_array() && !host[key].empty()) return true;
+  const json& vols = member(member(image_cfg, "config"), "Volumes");
+  return vols.is_object() && !vols.empty();
+}
+}  // namespace
+
 std::string new_container_id() { return random_hex(32); }
 
 Result<Container> Engine::create(std::string_view name_in, std::string_view body_text,
@@ -551,11 +563,6 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
     else (void)remove_tree(work);
     (void)volumes.release(c.id, true);
   }};
-  // A --rm container's upper dir goes with its first exit: volatile.
-  bool transient = member(body, "HostConfig").value("AutoRemove", false);
-  std::string rootfs = TRY(store_->create_rootfs(c.id, img, work, transient));
-  rootfs_made = true;
-  failpoint("create-after-rootfs");
   std::string hostname = body.value("Hostname", "");
   if (hostname.empty()) hostname = c.id.substr(0, 12);
   // A directory no one else sees yet: written in place, not through a rename.
@@ -586,23 +593,49 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
       return fail(std::string("--") + type + " " + mode + ": that container is not running");
     in.joined.emplace_back(type, other->pid);
   }
-  UniqueFd rootfd(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!rootfd) return sys_error("open " + rootfs);
-  in.rootfs_fd = rootfd.get();
   // The image's /etc/passwd and /etc/group as its first container read them
   // (a new overlay's first lookups are slow: ~0.3 ms of every create here).
-  if (auto etc = store_->etc_files(img)) {
+  std::optional<std::pair<std::string, std::string>> etc = store_->etc_files(img);
+  // The spec made before the rootfs is mounted when nothing in it needs the
+  // rootfs (the image's passwd kept, no volume to fill from the image), and
+  // sent to the early monitor at once: it makes the start's first steps
+  // (runtime::prepare_launch) while this goes on, and is done by the time
+  // the command line comes (it was not, with the spec sent after the mount).
+  std::string spec;
+  std::string workdir;
+  bool spec_first = etc && early && early->id_ == c.id && !wants_volumes(body, image_cfg);
+  if (spec_first) {
     in.etc_passwd = std::move(etc->first);
     in.etc_group = std::move(etc->second);
-  } else {
-    in.etc_passwd = TRY_CTX(read_etc(rootfd.get(), "/etc/passwd"), "--user");
-    in.etc_group = TRY_CTX(read_etc(rootfd.get(), "/etc/group"), "--user");
-    store_->save_etc_files(img, in.etc_passwd, in.etc_group);
+    in.workdir_to_make = &workdir;
+    spec = TRY(make_spec(in));
+    (void)early->send_spec(spec);
   }
-  in.mounts = TRY(volumes.prepare(c.id, work, body_text, image_config, rootfd.get(),
-                                  [this](const std::string& n) -> Result<std::string> { return TRY(find(n)).dir; }));
-  std::string spec = TRY(make_spec(in));
-  if (early && early->id_ == c.id) (void)early->send_spec(spec);
+  // A --rm container's upper dir goes with its first exit: volatile.
+  bool transient = member(body, "HostConfig").value("AutoRemove", false);
+  std::string rootfs = TRY(store_->create_rootfs(c.id, img, work, transient));
+  rootfs_made = true;
+  failpoint("create-after-rootfs");
+  UniqueFd rootfd(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!rootfd) return sys_error("open " + rootfs);
+  if (spec_first) {
+    if (!workdir.empty()) TRY_CTX(mkdir_in_root(rootfd.get(), workdir, 0755), "--workdir " + workdir);
+  } else {
+    in.rootfs_fd = rootfd.get();
+    if (etc) {
+      in.etc_passwd = std::move(etc->first);
+      in.etc_group = std::move(etc->second);
+    } else {
+      in.etc_passwd = TRY_CTX(read_etc(rootfd.get(), "/etc/passwd"), "--user");
+      in.etc_group = TRY_CTX(read_etc(rootfd.get(), "/etc/group"), "--user");
+      store_->save_etc_files(img, in.etc_passwd, in.etc_group);
+    }
+    in.mounts = TRY(volumes.prepare(c.id, work, body_text, image_config, rootfd.get(), [this](const std::string& n) -> Result<std::string> {
+      return TRY(find(n)).dir;
+    }));
+    spec = TRY(make_spec(in));
+    if (early && early->id_ == c.id) (void)early->send_spec(spec);
+  }
   TRY(write_container_file(work + "/config.json", spec, 0600));
   for (int tries = 0;; ++tries) {
     auto inserted = db_->exec(std::string("INSERT INTO containers (") + kColumns +
@@ -743,7 +776,8 @@ Result<EarlyMonitor> EarlyMonitor::spawn(const std::string& monitor_exe, const s
   return m;
 }
 
-bool EarlyMonitor::configure(bool attached, const std::string& netns, const std::string& cgroup) {
+bool EarlyMonitor::configure(bool attached, const std::string& netns, const std::string& cgroup,
+                             const std::string& runtime_root) {
   attached_ = attached;
   std::string body;
   auto add = [&body](std::string_view a) {
@@ -753,6 +787,8 @@ bool EarlyMonitor::configure(bool attached, const std::string& netns, const std:
   if (attached) add("--attach-fd"), add("4");
   if (!netns.empty()) add("--netns-early"), add("--netns-spares"), add(netns);
   if (!cgroup.empty()) add("--cgroup-early"), add(cgroup);
+  // (The args frame says it again, the same.)
+  if (!runtime_root.empty()) add("--runtime-root"), add(runtime_root);
   // Buffered in the socket if the monitor is not running yet.
   return send_frame("erly", body);
 }

@@ -69,6 +69,9 @@ struct Container {
 // A new container ID (64 hex digits), for create().
 std::string new_container_id();
 
+// Where a store's containers' runtime state lives under its runroot.
+inline std::string runtime_state_root(const std::string& runroot) { return runroot + "/runtime"; }
+
 // A monitor started before its container is made (`run`): it execs and
 // loads on another CPU while the command opens the store and makes the
 // container, then waits on its sync socket for the rest of its command line,
@@ -96,9 +99,13 @@ class EarlyMonitor {
   // from there, or makes it, while it waits (runtime::CreateOptions::netns_fd),
   // and makes the next run's spare once its container runs. `cgroup`: its cgroup
   // under the cgroupfs driver (spec.h's container_cgroup_path), made the same way
-  // (CreateOptions::cgroup_made); empty for none. False if it could not be
-  // told (it is dead: start() finds it so and spawns another).
-  bool configure(bool attached, const std::string& netns, const std::string& cgroup);
+  // (CreateOptions::cgroup_made); empty for none. `runtime_root`: the store's
+  // runtime state root (Engine::runtime_root), where the monitor prepares the
+  // start as the spec comes (runtime::prepare_launch); empty: it waits for the
+  // command line. False if it could not be told (it is dead: start() finds it
+  // so and spawns another).
+  bool configure(bool attached, const std::string& netns, const std::string& cgroup,
+                 const std::string& runtime_root = {});
   EarlyMonitor(EarlyMonitor&& o) noexcept;
   EarlyMonitor& operator=(EarlyMonitor&&) = delete;
   ~EarlyMonitor();
@@ -164,7 +171,7 @@ class Engine {
   // Docker's inspect document.
   Result<std::string> inspect(const Container& c);
   std::string log_path(const Container& c) const;
-  std::string runtime_root() const { return opt_.runroot + "/runtime"; }
+  std::string runtime_root() const { return runtime_state_root(opt_.runroot); }
   // A container's runtime state and cgroup (what cleanup(id, &left) left).
   Result<> remove_runtime(const std::string& id);
   std::vector<pid_t> pids(const Container& c);

@@ -76,6 +76,10 @@ struct Args {
   // config.json as the CLI sent it before the arguments, and parsed (monitor.h).
   std::string spec_text;
   std::optional<oci::Spec> spec;
+  // The start's first steps, made from that spec as it came (while the CLI
+  // finished the create), for this state root and directory; the spec is in it.
+  runtime::PreparedLaunch prepared;
+  std::string prepared_root, prepared_dir;
   // --loop: what the first image knew of the health checks and its timers
   // (CLOCK_MONOTONIC, which an exec keeps).
   std::string health_status;
@@ -358,9 +362,14 @@ Result<> Monitor::start_container() {
   o.cgroup_made = a_.cgroup_made;
   if (a_.cgroup_layout) o.cgroup_layout = &*a_.cgroup_layout;
   if (a_.cgroup_devices) o.cgroup_devices_applied = &*a_.cgroup_devices;
-  if (a_.spec) o.config_spec = &*a_.spec, o.config_text = &a_.spec_text;
   o.keep_mount_ns = true;
-  auto launched = runtime::launch(g, o);
+  // Prepared for other paths than the command line's (it never is): dropped,
+  // and the config read from the directory.
+  runtime::PreparedLaunch prepared;
+  if (a_.prepared && a_.prepared_root == a_.runtime_root && a_.prepared_dir == a_.dir) prepared = std::move(a_.prepared);
+  a_.prepared.reset();
+  if (!prepared && a_.spec) o.config_spec = &*a_.spec, o.config_text = &a_.spec_text;
+  auto launched = runtime::launch(g, o, std::move(prepared));
   if (a_.netns_fd >= 0) ::close(std::exchange(a_.netns_fd, -1));
   // Not taken over (a failed start, another path in the config): gone, as
   // far as it is still empty (another command's start may be in it).
@@ -1029,13 +1038,29 @@ bool append_args(std::vector<std::string>& args, const std::string& body) {
   return true;
 }
 
+// The command line follows the spec within a millisecond or so: waited for
+// on the CPU, yielding it to anything else that wants it, rather than asleep.
+// This VM's idle CPU halts, and a halted CPU took 0.1-0.3 ms to run the
+// monitor again once the frame came (traced).
+void spin_for_input(int fd) {
+  struct timespec start, now;
+  ::clock_gettime(CLOCK_MONOTONIC, &start);
+  for (;;) {
+    struct pollfd p = {fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) != 0) return;
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) > 2000000L) return;
+    ::sched_yield();
+  }
+}
+
 // --args-on-sync (EarlyMonitor): the rest of the command line comes on the
 // sync socket (monitor.h). Appended to ours; false if the socket ended first
 // (the command that started us gave up: we exit without a word).
 // `widen` runs once the CLI is about to wait for us: when its spec has come
 // (the args follow as the CLI finishes the create), or else with the args.
 bool read_args_on_sync(std::vector<std::string>& args, std::string& spec_text, std::optional<oci::Spec>& spec,
-                       const std::function<void()>& widen) {
+                       const std::function<void()>& widen, const std::function<void()>& on_spec) {
   int fd = sync_fd_of(args);
   if (fd < 0) return false;
   for (bool have_spec = false;;) {
@@ -1046,7 +1071,8 @@ bool read_args_on_sync(std::vector<std::string>& args, std::string& spec_text, s
       // Parsed now, while the CLI finishes the create; one that does not
       // parse is left to the start, which reads the file and says why.
       have_spec = true;
-      if (auto s = oci::parse_spec(body); s) spec.emplace(std::move(*s)), spec_text = std::move(body);
+      if (auto s = oci::parse_spec(body); s) spec.emplace(std::move(*s)), spec_text = std::move(body), on_spec();
+      spin_for_input(fd);
       continue;
     }
     if (!have_spec) widen();
@@ -1090,6 +1116,8 @@ int monitor_main(int argc, char** argv) {
   int netns_slot = -1;
   std::optional<EarlyCgroup> early_cgroup;
   std::optional<oci::Spec> spec;
+  runtime::PreparedLaunch prepared;
+  std::string prepare_root, prepare_dir;
   if (argc > 1 && std::string(argv[1]) == "--args-on-sync") {
     // (The CLI's thread that spawned us, woken on this CPU as we exec'd, is
     // moved to the CLI's own before it is joined: EarlyMonitor::spawned().
@@ -1117,6 +1145,14 @@ int monitor_main(int argc, char** argv) {
       else if (opts[i] == "--cpus-after" && i + 1 < opts.size()) cpus_after = opts[++i];
       else early.emplace_back(opts[i]);
     }
+    // The state root (the CLI's erly frame) and the directory: the start's
+    // first steps are made as the spec comes (prepare_early below).
+    std::string prepare_id;
+    for (size_t i = 1; i + 1 < early.size(); ++i) {
+      if (early[i] == "--runtime-root") prepare_root = early[i + 1];
+      else if (early[i] == "--dir") prepare_dir = early[i + 1];
+      else if (early[i] == "--id") prepare_id = early[i + 1];
+    }
     // The container's network namespace, made while the CLI creates the
     // container (on the other CPU, the slowest namespace to make): unused,
     // as when the container turns out to need none, it goes with us.
@@ -1137,7 +1173,40 @@ int monitor_main(int argc, char** argv) {
       if (auto r = runtime::apply_cpu_affinity(cpus_after, "--cpus-after"); !r) log::debug(r.error().str());
       cpus_after.clear();
     };
-    if (!read_args_on_sync(early, spec_text, spec, widen)) {
+    // The start's steps that need only the spec (runtime::prepare_launch:
+    // its seccomp program, state directory, cgroup taken over, namespaces
+    // planned), made while the CLI finishes the create and writes the row,
+    // off the start's path (~0.25 ms of it here). The container's directory
+    // has its name only once the row is in: nothing of it is looked at yet.
+    // One that fails is dropped: the start does it all again and says why.
+    auto prepare_early = [&] {
+      if (prepare_root.empty() || prepare_dir.empty() || prepare_id.empty()) return;
+      runtime::Globals g;
+      g.root = prepare_root;
+      g.seccomp_cache = prepare_root + "/../seccomp-cache";
+      runtime::CreateOptions o;
+      o.id = prepare_id;
+      o.bundle = prepare_dir;
+      o.config_in_bundle = true;
+      o.netns_fd = netns ? netns.get() : -1;
+      o.cgroup_made = cgroup_path;
+      if (early_cgroup) {
+        o.cgroup_layout = &early_cgroup->layout;
+        if (early_cgroup->devices) o.cgroup_devices_applied = &*early_cgroup->devices;
+      }
+      o.config_spec = &*spec;
+      o.config_text = &spec_text;
+      o.keep_mount_ns = true;
+      auto made = runtime::prepare_launch(g, o);
+      spec.reset();  // (taken by the preparation, whether it was made or not)
+      if (!made) {
+        log::debug("early start: " + made.error().str());
+        return;
+      }
+      prepared = std::move(*made);
+    };
+    if (!read_args_on_sync(early, spec_text, spec, widen, prepare_early)) {
+      prepared.reset();  // (its state directory, and the cgroup it took over)
       if (!cgroup_path.empty()) cgroup::remove_if_empty(cgroup_path);
       if (netns_slot >= 0) release_spare_netns(netns_spares, netns_slot, true);
       return 0;
@@ -1150,6 +1219,7 @@ int monitor_main(int argc, char** argv) {
   auto a = parse_args(argc, argv);
   if (!a) {
     std::fprintf(stderr, "berth-monitor: %s\n", a.error().str().c_str());
+    prepared.reset();
     if (!cgroup_path.empty()) cgroup::remove_if_empty(cgroup_path);
     if (netns_slot >= 0) release_spare_netns(netns_spares, netns_slot, true);
     return 2;
@@ -1164,6 +1234,7 @@ int monitor_main(int argc, char** argv) {
   }
   a->spec_text = std::move(spec_text);
   a->spec = std::move(spec);
+  if (prepared) a->prepared = std::move(prepared), a->prepared_root = prepare_root, a->prepared_dir = prepare_dir;
   bool loop = a->loop;
   Monitor m(std::move(*a));
   return loop ? m.resume() : m.run();

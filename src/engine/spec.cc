@@ -194,7 +194,8 @@ Result<std::string> make_spec(const SpecInput& in) {
   if (cwd.empty()) cwd = "/";
   if (cwd[0] != '/') return fail("--workdir \"" + cwd + "\": the working directory must be an absolute path");
   // Docker makes a missing working directory; inside the rootfs only.
-  if (cwd != "/") TRY_CTX(mkdir_in_root(in.rootfs_fd, cwd, 0755), "--workdir " + cwd);
+  if (cwd != "/" && in.rootfs_fd < 0 && in.workdir_to_make) *in.workdir_to_make = cwd;
+  else if (cwd != "/") TRY_CTX(mkdir_in_root(in.rootfs_fd, cwd, 0755), "--workdir " + cwd);
   proc["cwd"] = cwd;
 
   std::vector<std::string> caps;

@@ -23,6 +23,9 @@ struct SpecInput {
   const nlohmann::json* body = nullptr;
   const nlohmann::json* image = nullptr;
   int rootfs_fd = -1;        // the container's mounted rootfs (a missing workdir is made in it)
+  // Without rootfs_fd (a spec made before the rootfs is mounted): the
+  // working directory other than / is put here, for the caller to make.
+  std::string* workdir_to_make = nullptr;
   // The image's /etc/passwd and /etc/group: -u, and the user's groups and home.
   std::string etc_passwd, etc_group;
   std::string dir;           // containers/<id>: hostname, hosts, resolv.conf live here

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>  // renameat2
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -48,6 +49,12 @@ class Cleanup {
   }
   void add(std::function<void()> f) { undo_.push_back(std::move(f)); }
   void release() { armed_ = false; }
+  // `other`'s undo steps become ours (after ours), and it is disarmed.
+  void take(Cleanup& other) {
+    for (auto& f : other.undo_) undo_.push_back(std::move(f));
+    other.undo_.clear();
+    other.armed_ = false;
+  }
 
  private:
   std::vector<std::function<void()>> undo_;
@@ -277,43 +284,82 @@ class DirectStart {
   int dumpable_ = -1;
 };
 
-// `inline_start`: `run`; the container execs as soon as it is set up, and this
-// returns once it did. Otherwise the child waits on start.sock for `start`.
-Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, Cleanup& cleanup,
-                          bool inline_start, UniqueFd console = {}) {
-  std::string bundle = b.dir;
-  oci::Spec spec = std::move(b.spec);
+// A create's work up to the clone that needs the config but none of the
+// bundle's files (its rootfs, the sources of its bind mounts): the seccomp
+// program, the state directory and its lock, the cgroup, the namespaces to
+// join, the sync socket. What it made is undone by `cleanup` until the
+// create finishes (finish_create), or when dropped. Kept at one address: the
+// init context points into it.
+struct Prepared {
+  Globals g;
+  std::string id;
+  bool inline_start = true;
+  // Made ahead of the start (prepare_launch): another command may start the
+  // same container meanwhile. The state directory is made under a name of
+  // its own and takes the container's only if that is still free; a cgroup
+  // taken over is left to whoever uses it, if the preparation is dropped.
+  bool ahead = false;
+  std::string bundle, pid_file, pidfd_socket, rootfs, dir, cg_path, cgroup_path;
+  oci::Spec spec;
+  std::optional<seccomp::Program> filter;
+  std::optional<Lock> lock;
+  Cleanup cleanup;
+  std::shared_ptr<cgroup::Manager> cg;
+  cgroup::Layout layout;  // (the init context's plan points at it)
+  bool adopt = false, v2 = false, self_join = false;
+  oci::Resources late_devices;
+  NsPlan ns;
+  UniqueFd parent_sock, child_sock, listener, console;
+  UniqueFd console_ours;  // launch(): our end of the terminal's socket
+};
+
+// `inline_start`: `run`; the container execs as soon as it is set up, and
+// finish_create returns once it did. Otherwise the child waits on start.sock
+// for `start`.
+Result<std::unique_ptr<Prepared>> prepare_create(const Globals& g, const CreateOptions& o, Bundle&& b,
+                                                 bool inline_start, UniqueFd console_in = {}, bool ahead = false) {
+  auto prepared = std::make_unique<Prepared>();
+  Prepared& p = *prepared;
+  p.g = g;
+  p.id = o.id;
+  p.inline_start = inline_start;
+  p.ahead = ahead;
+  p.console = std::move(console_in);
+  std::string& bundle = p.bundle;
+  bundle = b.dir;
+  oci::Spec& spec = p.spec;
+  spec = std::move(b.spec);
   // The caller's relative paths, resolved before we chdir to the bundle.
-  std::string pid_file = o.pid_file.empty() ? "" : absolute(o.pid_file);
-  std::string pidfd_socket = o.pidfd_socket.empty() ? "" : absolute(o.pidfd_socket);
+  p.pid_file = o.pid_file.empty() ? "" : absolute(o.pid_file);
+  p.pidfd_socket = o.pidfd_socket.empty() ? "" : absolute(o.pidfd_socket);
+  UniqueFd& console = p.console;
+  Cleanup& cleanup = p.cleanup;
   if (!spec.process) return fail("config.json: process is required to create a container");
   if (spec.process->terminal && o.console_socket.empty() && !console)
     return fail("process.terminal is set: --console-socket is required");
-  std::string rootfs = spec.root_path[0] == '/' ? clean_path(spec.root_path) : clean_path(join_path(bundle, spec.root_path));
-  {
-    struct stat st;
-    if (::stat(rootfs.c_str(), &st) < 0) return sys_error("root.path " + rootfs);
-    if (!S_ISDIR(st.st_mode)) return fail("root.path " + rootfs + ": not a directory");
-  }
+  // (Looked at by finish_create: the bundle may not be in place yet.)
+  std::string& rootfs = p.rootfs;
+  rootfs = spec.root_path[0] == '/' ? clean_path(spec.root_path) : clean_path(join_path(bundle, spec.root_path));
   if (!spec.ns("mount") && !spec.mounts.empty())
     return fail("config.json: mounts need a mount namespace");
   if (spec.linux)
     for (auto& [k, v] : spec.linux->sysctl) TRY(sysctl_path(spec, k));
   if (spec.linux && !spec.linux->mount_label.empty() && ::access("/sys/fs/selinux/enforce", F_OK) != 0)
     log::debug("linux.mountLabel ignored: SELinux is not enabled");
-  std::optional<seccomp::Program> filter;
+  std::optional<seccomp::Program>& filter = p.filter;
   if (spec.linux && spec.linux->seccomp)
     filter = TRY(g.seccomp_cache.empty() ? seccomp::compile(*spec.linux->seccomp)
                                          : seccomp::compile_cached(*spec.linux->seccomp, g.seccomp_cache));
 
   TRY(mkdir_p(g.root, 0700));
-  std::string dir = state_dir(g.root, o.id);
+  std::string& dir = p.dir;
+  dir = ahead ? g.root + "/.prep-" + o.id : state_dir(g.root, o.id);
   if (::mkdir(dir.c_str(), 0700) < 0) {
     if (errno == EEXIST) return fail("container \"" + o.id + "\" already exists");
     return sys_error("mkdir " + dir);
   }
   cleanup.add([dir] { (void)remove_tree(dir); });
-  Lock lock = TRY(Lock::acquire(dir));
+  p.lock = TRY(Lock::acquire(dir));
   if (!o.config_in_bundle) TRY(atomic_write_file(dir + "/config.json", b.text));
 
   // The cgroup, made before the clone. The container process is in it before
@@ -321,9 +367,11 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   // (CLONE_INTO_CGROUP); on v1 the child moves itself first thing, unless a new
   // user namespace takes its rights on cgroupfs, and then the parent places it.
   // Shared with the cleanup, which may run after this function returned.
-  std::shared_ptr<cgroup::Manager> cg;
-  cgroup::Layout layout = o.cgroup_layout ? *o.cgroup_layout : TRY(cgroup::detect_layout());
-  std::string cg_path = spec.linux && !spec.linux->cgroups_path.empty() ? spec.linux->cgroups_path
+  std::shared_ptr<cgroup::Manager>& cg = p.cg;
+  cgroup::Layout& layout = p.layout;
+  layout = o.cgroup_layout ? *o.cgroup_layout : TRY(cgroup::detect_layout());
+  std::string& cg_path = p.cg_path;
+  cg_path = spec.linux && !spec.linux->cgroups_path.empty() ? spec.linux->cgroups_path
                                                                          : default_cgroup_path(o.id);
   if (g.systemd_cgroup)
     cg = TRY(systemd_cgroup(g, spec, layout, o.id));
@@ -331,17 +379,19 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
     cg = TRY(cgroup::open(layout, cg_path));
   oci::Resources res = spec.linux && spec.linux->resources ? *spec.linux->resources : oci::Resources{};
   if (!res.devices.empty()) add_default_device_rules(res, spec);
-  bool adopt = !g.systemd_cgroup && !o.cgroup_made.empty() && clean_path("/" + o.cgroup_made) == clean_path("/" + cg_path);
+  bool& adopt = p.adopt;
+  adopt = !g.systemd_cgroup && !o.cgroup_made.empty() && clean_path("/" + o.cgroup_made) == clean_path("/" + cg_path);
   // The very rules the caller put on the cgroup it made for us a moment ago
   // (empty then, and still: nothing runs in it): not written again.
   if (adopt && o.cgroup_devices_applied && res.devices == *o.cgroup_devices_applied)
     res.devices.clear();
-  bool v2 = layout.mode == cgroup::Mode::unified;
+  bool& v2 = p.v2;
+  v2 = layout.mode == cgroup::Mode::unified;
   // On v2 the device rules are an eBPF program whose load (the verifier) is
   // the slowest step of making the cgroup: it is loaded and attached after the
   // clone, while the child sets up its mounts, and before kGo, so before the
   // container runs anything of its own.
-  oci::Resources late_devices;
+  oci::Resources& late_devices = p.late_devices;
   if (v2) late_devices.devices = std::move(res.devices), res.devices.clear();
   auto make_cgroup = [&]() -> Result<> {
     if (auto r = cg->create(&res, adopt); !r) {
@@ -349,17 +399,22 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
       log::debug("rootless: no cgroup: " + r.error().str());
       cg.reset();
     }
-    if (cg) cleanup.add([cg] { (void)cg->destroy(); });
+    if (cg && ahead) cleanup.add([path = cg->path()] { cgroup::remove_if_empty(path); });
+    else if (cg) cleanup.add([cg] { (void)cg->destroy(); });
     return {};
   };
   TRY(make_cgroup());
 
-  NsPlan ns = TRY(plan_namespaces(spec, cg ? &layout : nullptr, o.netns_fd));
-  std::string cgroup_path = cg ? cg->path() : "";
+  p.ns = TRY(plan_namespaces(spec, cg ? &layout : nullptr, o.netns_fd));
+  NsPlan& ns = p.ns;
+  std::string& cgroup_path = p.cgroup_path;
+  cgroup_path = cg ? cg->path() : "";
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return sys_error("socketpair");
-  UniqueFd parent_sock(sv[0]), child_sock(sv[1]);
-  UniqueFd listener;
+  p.parent_sock.reset(sv[0]);
+  p.child_sock.reset(sv[1]);
+  UniqueFd& child_sock = p.child_sock;
+  UniqueFd& listener = p.listener;
   if (!inline_start) listener = TRY(listen_unix(dir, "start.sock"));
   if (!o.console_socket.empty()) console = TRY_CTX(connect_unix(o.console_socket), "--console-socket");
 
@@ -377,10 +432,54 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   ic.plan.rootfs = rootfs;
   ic.plan.no_pivot = o.no_pivot;
   ic.plan.cgroup_path = cgroup_path;
-  bool self_join = cg && !v2 && !ic.plan.new_userns && !ns.init.fork_for_pid;
+  bool& self_join = p.self_join;
+  self_join = cg && !v2 && !ic.plan.new_userns && !ns.init.fork_for_pid;
   if (self_join) ic.cgroup_tasks = cg->self_join_files();
   self_join = self_join && !ic.cgroup_tasks.empty();
   ic.seccomp = filter ? &*filter : nullptr;
+  return prepared;
+}
+
+// The rest of a create: the clone and what follows. `cleanup` takes over
+// what the preparation made.
+Result<Created> finish_create(Prepared& p, const CreateOptions& o, Cleanup& cleanup) {
+  cleanup.take(p.cleanup);
+  if (p.ahead) {
+    // The container's state directory, unless another start made it meanwhile.
+    std::string dir = state_dir(p.g.root, p.id);
+    if (::renameat2(AT_FDCWD, p.dir.c_str(), AT_FDCWD, dir.c_str(), RENAME_NOREPLACE) < 0) {
+      if (errno == EEXIST) return fail("container \"" + p.id + "\" already exists");
+      return sys_error("rename " + p.dir + " to " + dir);
+    }
+    p.dir = dir;
+    cleanup.add([dir] { (void)remove_tree(dir); });
+    // Ours from here: a failed start takes it down with what it holds.
+    if (p.cg) cleanup.add([cg = p.cg] { (void)cg->destroy(); });
+  }
+  const Globals& g = p.g;
+  const bool inline_start = p.inline_start;
+  const std::string& bundle = p.bundle;
+  oci::Spec& spec = p.spec;
+  const std::string& rootfs = p.rootfs;
+  std::optional<seccomp::Program>& filter = p.filter;
+  std::shared_ptr<cgroup::Manager>& cg = p.cg;
+  const std::string& cg_path = p.cg_path;
+  const std::string& cgroup_path = p.cgroup_path;
+  const bool adopt = p.adopt, v2 = p.v2, self_join = p.self_join;
+  oci::Resources& late_devices = p.late_devices;
+  NsPlan& ns = p.ns;
+  InitContext& ic = ns.init;
+  UniqueFd& parent_sock = p.parent_sock;
+  UniqueFd& child_sock = p.child_sock;
+  UniqueFd& listener = p.listener;
+  UniqueFd& console = p.console;
+  const std::string& pid_file = p.pid_file;
+  const std::string& pidfd_socket = p.pidfd_socket;
+  {
+    struct stat st;
+    if (::stat(rootfs.c_str(), &st) < 0) return sys_error("root.path " + rootfs);
+    if (!S_ISDIR(st.st_mode)) return fail("root.path " + rootfs + ": not a directory");
+  }
   // Asked here: the child inherits exactly these dispositions.
   ic.reset_signals = signals_not_default();
 
@@ -485,7 +584,7 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   }
 
   State st;
-  st.id = o.id;
+  st.id = p.id;
   st.pid = static_cast<pid_t>(pid);
   st.pid_start = process_start_time(st.pid);
   st.bundle = bundle;
@@ -564,6 +663,12 @@ Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, 
   Created c{std::move(st), real_pidfd ? std::move(real_pidfd) : std::move(pfd), std::move(mount_ns), std::move(spec),
             adopt && cg};
   return c;
+}
+
+Result<Created> do_create(const Globals& g, const CreateOptions& o, Bundle&& b, Cleanup& cleanup,
+                          bool inline_start, UniqueFd console = {}) {
+  auto p = TRY(prepare_create(g, o, std::move(b), inline_start, std::move(console)));
+  return finish_create(*p, o, cleanup);
 }
 
 // Connects to start.sock and hands the container the state for its
@@ -701,7 +806,11 @@ Result<int> run(const Globals& g, const CreateOptions& o, bool detach, bool keep
   return WEXITSTATUS(status);
 }
 
-Result<Launched> launch(const Globals& global, const CreateOptions& o) {
+namespace {
+
+// launch()'s steps up to the clone (prepare_create, for `run`), and the
+// socket a terminal's pty master comes back on.
+Result<std::unique_ptr<Prepared>> prepare_for_launch(const Globals& global, const CreateOptions& o, bool ahead) {
   TRY(check_id(o.id));
   Bundle b;
   if (o.config_spec && o.config_text) {
@@ -723,16 +832,35 @@ Result<Launched> launch(const Globals& global, const CreateOptions& o) {
     ours.reset(sv[0]);
     theirs.reset(sv[1]);
   }
+  auto p = TRY(prepare_create(g, o, std::move(b), true, std::move(theirs), ahead));
+  p->console_ours = std::move(ours);
+  return p;
+}
+
+}  // namespace
+
+struct LaunchPrep {
+  std::unique_ptr<Prepared> p;
+};
+void LaunchPrepDeleter::operator()(LaunchPrep* l) const { delete l; }
+
+Result<PreparedLaunch> prepare_launch(const Globals& g, const CreateOptions& o) {
+  auto p = TRY(prepare_for_launch(g, o, true));
+  return PreparedLaunch(new LaunchPrep{std::move(p)});
+}
+
+Result<Launched> launch(const Globals& global, const CreateOptions& o, PreparedLaunch pre) {
+  std::unique_ptr<Prepared> p = pre ? std::move(pre->p) : TRY(prepare_for_launch(global, o, false));
   // A joined user namespace with a new pid namespace makes the container a
   // grandchild: the caller must still be the one to reap it.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   Cleanup cleanup;
-  Created c = TRY(do_create(g, o, std::move(b), cleanup, true, std::move(theirs)));
+  Created c = TRY(finish_create(*p, o, cleanup));
   Launched l;
-  if (ours) l.console = TRY_CTX(recv_fd(ours.get()), "console of container " + o.id);
+  if (p->console_ours) l.console = TRY_CTX(recv_fd(p->console_ours.get()), "console of container " + o.id);
   cleanup.release();
   if (auto r = post_start(c.st, c.spec); !r) {
-    (void)destroy(g.root, c.st, &c.spec);
+    (void)destroy(p->g.root, c.st, &c.spec);
     return std::unexpected(std::move(r).error());
   }
   l.pid = c.st.pid;

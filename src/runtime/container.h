@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -92,7 +93,21 @@ struct Launched {
   UniqueFd mount_ns;  // CreateOptions::keep_mount_ns, when it could be had
   bool cgroup_adopted = false;  // CreateOptions::cgroup_made was taken over
 };
-Result<Launched> launch(const Globals& g, const CreateOptions& o);
+// launch()'s first steps, for a caller that has the config before it may
+// start the container (berth's early monitor: the CLI sends the spec while
+// it finishes the create, the command line after it, and the container's
+// directory has its name only then): the seccomp program, the state
+// directory and its lock, the cgroup taken over, the namespaces planned, the
+// sync socket. None of the bundle's files is looked at (its rootfs, its bind
+// mounts' sources): launch() does, as it goes on from there with the same
+// options. Dropped unused, what it made is undone.
+struct LaunchPrep;
+struct LaunchPrepDeleter {
+  void operator()(LaunchPrep* p) const;
+};
+using PreparedLaunch = std::unique_ptr<LaunchPrep, LaunchPrepDeleter>;
+Result<PreparedLaunch> prepare_launch(const Globals& g, const CreateOptions& o);
+Result<Launched> launch(const Globals& g, const CreateOptions& o, PreparedLaunch prepared = {});
 
 Result<std::string> state(const Globals& g, const std::string& id);
 Result<> kill(const Globals& g, const std::string& id, int sig, bool all);

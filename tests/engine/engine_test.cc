@@ -941,6 +941,9 @@ TEST_F(EngineTest, KilledCliLeavesATruthfulStoreThatRmCleans) {
     ::waitpid(pid, nullptr, 0);
   }
   // A create killed after its rootfs was mounted, before its row: certain, not by chance.
+  // (After a whole run: the image's passwd is kept, so its spec goes to the
+  // monitor before the rootfs is mounted, and the monitor prepares the start.)
+  ASSERT_EQ(berth({"run", "--rm", "busybox", "true"}).code, 0);
   ::setenv("BERTH_FAILPOINT", "create-after-rootfs", 1);
   auto killed = berth({"run", "-d", "busybox", "sleep", "60"});
   ::unsetenv("BERTH_FAILPOINT");
@@ -954,6 +957,15 @@ TEST_F(EngineTest, KilledCliLeavesATruthfulStoreThatRmCleans) {
     }
     return true;
   })) << "a monitor of a container that does not exist is left";
+  // Its monitor had prepared the start from the spec sent before the rootfs
+  // (runtime::prepare_launch: a state directory, the cgroup taken over): undone.
+  EXPECT_TRUE(eventually([&] {
+    if (!fs::exists(runroot_ + "/runtime")) return true;
+    // (The cgroup is undone before the directory: Cleanup's reverse order.)
+    for (auto& e : fs::directory_iterator(runroot_ + "/runtime"))
+      if (known.find(e.path().filename().string()) == std::string::npos) return false;
+    return true;
+  })) << "the start a killed create's monitor prepared is left (its runtime state)";
   // Killed after its row, before its directory took its name: the next
   // command finishes the rename, and the container is whole.
   ::setenv("BERTH_FAILPOINT", "create-after-row", 1);

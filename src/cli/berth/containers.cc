@@ -645,7 +645,7 @@ struct EarlyStart {
       netns = ctx.runroot + "/" + engine::kSpareNetnsDir;
     // Its cgroup too, under the cgroupfs driver (a systemd unit is made in one call).
     std::string cgroup = ctx.cgroup_manager == "cgroupfs" ? engine::container_cgroup_path(id, false) : "";
-    if (!monitor->configure(attached, netns, cgroup)) monitor.reset();
+    if (!monitor->configure(attached, netns, cgroup, engine::runtime_state_root(ctx.runroot))) monitor.reset();
   }
   // Started (its spawning thread joined), or null.
   engine::EarlyMonitor* get() { return monitor && monitor->spawned() ? &*monitor : nullptr; }
