@@ -330,6 +330,30 @@ int Monitor::poll_timeout_ms() {
   return static_cast<int>(std::clamp<int64_t>(at - now, 0, 60000));
 }
 
+// The runtime's options for a container's start, the same whether prepared
+// as the spec came (monitor_main) or made at the start.
+runtime::Globals start_globals(const std::string& runtime_root) {
+  runtime::Globals g;
+  g.root = runtime_root;
+  // Beside the runtime state (a tmpfs in /run): the engine's few profiles compile once per boot.
+  g.seccomp_cache = runtime_root + "/../seccomp-cache";
+  return g;
+}
+runtime::CreateOptions start_options(const std::string& id, const std::string& dir, int netns_fd,
+                                     const std::string& cgroup_made, const cgroup::Layout* layout,
+                                     const std::vector<oci::DeviceCgroupRule>* devices) {
+  runtime::CreateOptions o;
+  o.id = id;
+  o.bundle = dir;
+  o.config_in_bundle = true;  // the container's directory holds it
+  o.netns_fd = netns_fd;
+  o.cgroup_made = cgroup_made;
+  o.cgroup_layout = layout;
+  o.cgroup_devices_applied = devices;
+  o.keep_mount_ns = true;
+  return o;
+}
+
 Result<> Monitor::start_container() {
   // The container's stdio are ours at launch: fds 0-2 are set to its pipes,
   // then back to /dev/null so that only the container holds the write ends
@@ -350,19 +374,10 @@ Result<> Monitor::start_container() {
   ::dup2(child_out.get(), 1);
   ::dup2(child_err.get(), 2);
 
-  runtime::Globals g;
-  g.root = a_.runtime_root;
-  // Beside the runtime state (a tmpfs in /run): the engine's few profiles compile once per boot.
-  g.seccomp_cache = a_.runtime_root + "/../seccomp-cache";
-  runtime::CreateOptions o;
-  o.id = a_.id;
-  o.bundle = a_.dir;
-  o.config_in_bundle = true;  // the container's directory holds it
-  o.netns_fd = a_.netns_fd;
-  o.cgroup_made = a_.cgroup_made;
-  if (a_.cgroup_layout) o.cgroup_layout = &*a_.cgroup_layout;
-  if (a_.cgroup_devices) o.cgroup_devices_applied = &*a_.cgroup_devices;
-  o.keep_mount_ns = true;
+  runtime::Globals g = start_globals(a_.runtime_root);
+  runtime::CreateOptions o = start_options(a_.id, a_.dir, a_.netns_fd, a_.cgroup_made,
+                                           a_.cgroup_layout ? &*a_.cgroup_layout : nullptr,
+                                           a_.cgroup_devices ? &*a_.cgroup_devices : nullptr);
   // Prepared for other paths than the command line's (it never is): dropped,
   // and the config read from the directory.
   runtime::PreparedLaunch prepared;
@@ -1181,23 +1196,12 @@ int monitor_main(int argc, char** argv) {
     // One that fails is dropped: the start does it all again and says why.
     auto prepare_early = [&] {
       if (prepare_root.empty() || prepare_dir.empty() || prepare_id.empty()) return;
-      runtime::Globals g;
-      g.root = prepare_root;
-      g.seccomp_cache = prepare_root + "/../seccomp-cache";
-      runtime::CreateOptions o;
-      o.id = prepare_id;
-      o.bundle = prepare_dir;
-      o.config_in_bundle = true;
-      o.netns_fd = netns ? netns.get() : -1;
-      o.cgroup_made = cgroup_path;
-      if (early_cgroup) {
-        o.cgroup_layout = &early_cgroup->layout;
-        if (early_cgroup->devices) o.cgroup_devices_applied = &*early_cgroup->devices;
-      }
+      runtime::CreateOptions o = start_options(
+          prepare_id, prepare_dir, netns ? netns.get() : -1, cgroup_path, early_cgroup ? &early_cgroup->layout : nullptr,
+          early_cgroup && early_cgroup->devices ? &*early_cgroup->devices : nullptr);
       o.config_spec = &*spec;
       o.config_text = &spec_text;
-      o.keep_mount_ns = true;
-      auto made = runtime::prepare_launch(g, o);
+      auto made = runtime::prepare_launch(start_globals(prepare_root), o);
       spec.reset();  // (taken by the preparation, whether it was made or not)
       if (!made) {
         log::debug("early start: " + made.error().str());
