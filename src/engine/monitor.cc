@@ -911,6 +911,10 @@ int Monitor::run() {
     std::string parent = a_.attach_fds.empty() ? "" : a_.dir.substr(0, a_.dir.find_last_of('/'));
     try {
       spare_maker_ = std::thread([parent, netns = a_.netns_spares] {
+        // Work for a later run: never in the way of this one's exit, nor of
+        // the next run's start on the other CPU.
+        struct sched_param idle = {};
+        (void)::pthread_setschedparam(::pthread_self(), SCHED_IDLE, &idle);
         if (!parent.empty()) (void)make_spare(parent);
         if (netns.empty()) return;
         if (auto r = make_spare_netns(netns); !r) log::debug("spare network namespace: " + r.error().str());
