@@ -284,6 +284,9 @@ class DirectStart {
   int dumpable_ = -1;
 };
 
+// Where a start prepared ahead keeps its state until the launch (Prepared::ahead).
+std::string prepared_state_dir(const std::string& root, const std::string& id) { return root + "/.prep-" + id; }
+
 // A create's work up to the clone that needs the config but none of the
 // bundle's files (its rootfs, the sources of its bind mounts): the seccomp
 // program, the state directory and its lock, the cgroup, the namespaces to
@@ -353,7 +356,7 @@ Result<std::unique_ptr<Prepared>> prepare_create(const Globals& g, const CreateO
 
   TRY(mkdir_p(g.root, 0700));
   std::string& dir = p.dir;
-  dir = ahead ? g.root + "/.prep-" + o.id : state_dir(g.root, o.id);
+  dir = ahead ? prepared_state_dir(g.root, o.id) : state_dir(g.root, o.id);
   if (::mkdir(dir.c_str(), 0700) < 0) {
     if (errno == EEXIST) return fail("container \"" + o.id + "\" already exists");
     return sys_error("mkdir " + dir);
@@ -934,6 +937,10 @@ Result<> kill(const Globals& g, const std::string& id, int sig, bool all) {
 
 Result<> remove(const Globals& g, const std::string& id, bool force) {
   TRY(check_id(id));
+  // A start prepared ahead (prepare_launch) by a process that died before
+  // the launch: its directory under its own name, which nobody holds.
+  if (std::string prep = prepared_state_dir(g.root, id); path_exists(prep) && !Lock::held_elsewhere(prep))
+    (void)remove_tree(prep);
   auto loaded = load_state(g.root, id);
   if (!loaded) {
     // A create that died before writing its state leaves only the directory.

@@ -96,6 +96,30 @@ class EngineTest : public ::testing::Test {
     while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
     return {::pclose(p), out};
   }
+  // berth with this test's roots, not waited for: its stdin /dev/null, its
+  // output to `out` (or /dev/null). Reap ends it however it is.
+  pid_t start_berth(const std::vector<std::string>& args, int out = -1) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      int null = ::open("/dev/null", O_RDWR);
+      if (out < 0) out = null;
+      ::dup2(null, 0), ::dup2(out, 1), ::dup2(out, 2);
+      std::vector<std::string> argv = {BERTH_CLI, "--root", root_, "--runroot", runroot_};
+      argv.insert(argv.end(), args.begin(), args.end());
+      std::vector<char*> a;
+      for (auto& x : argv) a.push_back(x.data());
+      a.push_back(nullptr);
+      ::execv(a[0], a.data());
+      _exit(127);
+    }
+    return pid;
+  }
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      if (::waitpid(pid, nullptr, WNOHANG) == 0) ::kill(pid, SIGKILL), ::kill(pid, SIGCONT), ::waitpid(pid, nullptr, 0);
+    }
+  };
   // The command lines of this store's monitors (they name --dir ROOT/containers/ID).
   std::vector<std::string> monitors() {
     std::vector<std::string> out;
@@ -616,26 +640,10 @@ TEST_F(EngineTest, RunWhoseContainerAnotherCommandStartedDoesNotHang) {
   int out = ::open((dir_ + "/raced.out").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   ASSERT_GE(out, 0);
   ::setenv("BERTH_FAILPOINT", "start-fresh:stop", 1);
-  pid_t run = ::fork();
-  if (run == 0) {
-    int null = ::open("/dev/null", O_RDWR);
-    ::dup2(null, 0), ::dup2(out, 1), ::dup2(out, 2);
-    std::vector<std::string> argv = {BERTH_CLI, "--root",  root_, "--runroot", runroot_, "run", "--name",
-                                     "raced",   "busybox", "sh",  "-c",        "sleep 1; exit 3"};
-    std::vector<char*> a;
-    for (auto& x : argv) a.push_back(x.data());
-    a.push_back(nullptr);
-    ::execv(a[0], a.data());
-    _exit(127);
-  }
+  pid_t run = start_berth({"run", "--name", "raced", "busybox", "sh", "-c", "sleep 1; exit 3"}, out);
   ::unsetenv("BERTH_FAILPOINT");
   ::close(out);
-  struct Reap {
-    pid_t pid;
-    ~Reap() {
-      if (::waitpid(pid, nullptr, WNOHANG) == 0) ::kill(pid, SIGKILL), ::kill(pid, SIGCONT), ::waitpid(pid, nullptr, 0);
-    }
-  } reap{run};
+  Reap reap{run};
   int st = 0;
   ASSERT_EQ(::waitpid(run, &st, WUNTRACED), run);
   ASSERT_TRUE(WIFSTOPPED(st)) << "run did not stop at its failpoint";
@@ -649,6 +657,61 @@ TEST_F(EngineTest, RunWhoseContainerAnotherCommandStartedDoesNotHang) {
   ASSERT_TRUE(ended) << "run hung after another command started its container";
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 3) << read_file(dir_ + "/raced.out").value_or("");
   EXPECT_EQ(berth({"rm", "-f", "raced"}).code, 0);
+}
+
+// A run's early monitor killed once it has prepared the start from the spec
+// (runtime::prepare_launch), before the command line came: a detached run
+// starts the container with a monitor of its own, and the state the dead one prepared
+// (under its own name, <runtime>/.prep-<id>) goes with the container.
+TEST_F(EngineTest, EarlyMonitorKilledAfterPreparingLeavesNothing) {
+  // (A whole run first: the image's passwd is kept, so the spec goes first.)
+  ASSERT_EQ(berth({"run", "--rm", "busybox", "true"}).code, 0);
+  ::setenv("BERTH_FAILPOINT", "start-fresh:stop", 1);
+  pid_t run = start_berth({"run", "-d", "--name", "prep", "busybox", "sh", "-c", "exit 4"});
+  ::unsetenv("BERTH_FAILPOINT");
+  Reap reap{run};
+  int st = 0;
+  ASSERT_EQ(::waitpid(run, &st, WUNTRACED), run);
+  ASSERT_TRUE(WIFSTOPPED(st)) << "run did not stop at its failpoint";
+  std::string id = inspect("prep")["Id"].get<std::string>();
+  std::string prep = runroot_ + "/runtime/.prep-" + id;
+  ASSERT_TRUE(eventually([&] { return fs::exists(prep); })) << "the early monitor prepared nothing";
+  pid_t monitor = 0;
+  for (auto& e : fs::directory_iterator("/proc")) {
+    std::string cmd = read_file(e.path().string() + "/cmdline").value_or("");
+    if (cmd.find("berth-monitor") != std::string::npos && cmd.find("--id") != std::string::npos &&
+        cmd.find(id) != std::string::npos)
+      monitor = std::atoi(e.path().filename().c_str());
+  }
+  ASSERT_GT(monitor, 0) << "no early monitor for " << id;
+  ASSERT_EQ(::kill(monitor, SIGKILL), 0);
+  // (A zombie until the stopped run reaps it.)
+  ASSERT_TRUE(eventually([&] {
+    auto stat = read_file("/proc/" + std::to_string(monitor) + "/stat").value_or("");
+    auto paren = stat.rfind(')');
+    return paren == std::string::npos || stat.compare(paren + 2, 1, "Z") == 0;
+  }));
+  ::kill(run, SIGCONT);
+  ASSERT_TRUE(eventually([&] {
+    pid_t r = ::waitpid(run, &st, WNOHANG);
+    return r == run && (WIFEXITED(st) || WIFSIGNALED(st));
+  }, 20)) << "run hung after its early monitor died";
+  // (Detached: a monitor of its own; a foreground run's early monitor holds its attach socket.)
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  auto waited = berth({"wait", "prep"});
+  EXPECT_EQ(waited.out, "4\n") << "the container did not run to its exit: " << waited.err;
+  EXPECT_EQ(berth({"rm", "-f", "prep"}).code, 0);
+  EXPECT_FALSE(fs::exists(prep)) << "the dead monitor's prepared state is left";
+  // The spare network namespace it had taken is unmounted by the next run's
+  // spare maker, as for any early monitor killed while it waited.
+  ASSERT_EQ(berth({"run", "--rm", "busybox", "true"}).code, 0);
+  EXPECT_TRUE(eventually([&] {
+    for (auto& line : split(read_file("/proc/self/mountinfo").value_or(""), '\n')) {
+      auto f = split(line, ' ');
+      if (f.size() > 4 && f[4].starts_with(runroot_ + "/netns/spare-") && !path_exists(f[4] + ".ready")) return false;
+    }
+    return true;
+  })) << "a taken spare network namespace is still kept";
 }
 
 TEST_F(EngineTest, AHealthCheckWithANulByteIsRefused) {
