@@ -58,6 +58,11 @@ C=(ctr --address "$run/docker/containerd/containerd.sock" -n berth-bench)
 # removed at the end when this run made them.
 docker_fixed=()
 for f in /run/containerd /run/docker /etc/docker/key.json; do [[ -e $f ]] || docker_fixed+=("$f"); done
+# podman's too: its lock file and image cache, and the state roots of the
+# runtimes it runs (crun's, runc's), each removed at the end if this run made
+# it (the runtimes' directories only while empty).
+podman_fixed=()
+for f in /dev/shm/libpod_lock /var/lib/containers /run/crun /run/runc; do [[ -e $f ]] || podman_fixed+=("$f"); done
 dockerd_pid=
 cleanup() {
     set +e
@@ -90,6 +95,12 @@ cleanup() {
             rmdir "$d/conmon" "$d" 2>/dev/null
         done
     fi
+    for f in "${podman_fixed[@]}"; do
+        case $f in
+            /run/*) [[ -d $f ]] && rmdir "$f" 2>/dev/null ;;
+            *) rm -rf "$f" ;;
+        esac
+    done
     for d in "$base" "$run"; do
         awk -v p="$d/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r |
             while read -r m; do umount -l "$m"; done
@@ -116,11 +127,15 @@ if command -v podman >/dev/null; then
     # With crun installed podman picks it, and crun refuses a host whose
     # cgroup2 mount holds a controller beside the v1 ones (this VM's hugetlb):
     # podman is then timed on runc, as it ran before crun was installed.
-    if ! podman_ok && command -v runc >/dev/null && grep -q crun "$base/podman.err"; then
+    podman_works=false
+    if podman_ok; then
+        podman_works=true
+    elif command -v runc >/dev/null && grep -q crun "$base/podman.err"; then
         note "podman on crun failed ($(head -1 "$base/podman.err")): timed with --runtime runc"
         P+=(--runtime runc)
+        podman_ok && podman_works=true
     fi
-    if podman_ok; then
+    if $podman_works; then
         cmds+=("${P[*]} run ${PR[*]} --rm --network none docker.io/library/busybox:latest /bin/true")
         names+=(podman)
     else

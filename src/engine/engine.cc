@@ -460,18 +460,6 @@ void Engine::prepare_for_exit() {
   Volumes(*db_, opt_.root).prepare_release();
 }
 
-namespace {
-// Whether Volumes::prepare would mount anything for this create body and
-// image config: what it reads (--volumes-from, -v, --mount, the image's VOLUMEs).
-bool wants_volumes(const json& body, const json& image_cfg) {
-  const json& host = member(body, "HostConfig");
-  for (const char* key : {"VolumesFrom", "Binds", "Mounts"})
-    if (host.contains(key) && host[key].is_array() && !host[key].empty()) return true;
-  const json& vols = member(member(image_cfg, "config"), "Volumes");
-  return vols.is_object() && !vols.empty();
-}
-}  // namespace
-
 std::string new_container_id() { return random_hex(32); }
 
 Result<Container> Engine::create(std::string_view name_in, std::string_view body_text,
@@ -601,12 +589,11 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   // sent to the early monitor at once: it makes the start's first steps
   // (runtime::prepare_launch) while this goes on, and is done by the time
   // the command line comes (it was not, with the spec sent after the mount).
+  if (etc) in.etc_passwd = std::move(etc->first), in.etc_group = std::move(etc->second);
   std::string spec;
   std::string workdir;
   bool spec_first = etc && early && early->id_ == c.id && !wants_volumes(body, image_cfg);
   if (spec_first) {
-    in.etc_passwd = std::move(etc->first);
-    in.etc_group = std::move(etc->second);
     in.workdir_to_make = &workdir;
     spec = TRY(make_spec(in));
     (void)early->send_spec(spec);
@@ -622,10 +609,7 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
     if (!workdir.empty()) TRY_CTX(mkdir_in_root(rootfd.get(), workdir, 0755), "--workdir " + workdir);
   } else {
     in.rootfs_fd = rootfd.get();
-    if (etc) {
-      in.etc_passwd = std::move(etc->first);
-      in.etc_group = std::move(etc->second);
-    } else {
+    if (!etc) {
       in.etc_passwd = TRY_CTX(read_etc(rootfd.get(), "/etc/passwd"), "--user");
       in.etc_group = TRY_CTX(read_etc(rootfd.get(), "/etc/group"), "--user");
       store_->save_etc_files(img, in.etc_passwd, in.etc_group);

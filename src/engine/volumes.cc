@@ -543,6 +543,18 @@ Result<> Volumes::release(const std::string& id, bool remove_anonymous) {
   return {};
 }
 
+bool wants_volumes(const json& body, const json& image_config) {
+  // What prepare() below reads: --volumes-from, -v, --mount, the image's VOLUMEs.
+  const json& none = json::object();
+  const json& host = body.is_object() && body.contains("HostConfig") ? body["HostConfig"] : none;
+  if (host.is_object())
+    for (const char* key : {"VolumesFrom", "Binds", "Mounts"})
+      if (host.contains(key) && host[key].is_array() && !host[key].empty()) return true;
+  if (!image_config.is_object() || !image_config.contains("config") || !image_config["config"].is_object()) return false;
+  const json& cfg = image_config["config"];
+  return cfg.contains("Volumes") && cfg["Volumes"].is_object() && !cfg["Volumes"].empty();
+}
+
 Result<std::vector<MountPoint>> Volumes::prepare(
     const std::string& id, const std::string& dir, std::string_view body_text, std::string_view image_config,
     int rootfs_fd, const std::function<Result<std::string>(const std::string&)>& container_dir) {

@@ -19,6 +19,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "util/error.h"
 
 namespace berth::image {
@@ -51,6 +53,11 @@ struct PruneResult {
   std::vector<std::string> removed;
   uint64_t bytes = 0;
 };
+
+// Whether Volumes::prepare would mount anything for this create body and
+// image config (both as parsed): false lets a create make its spec before
+// the rootfs is there, since nothing needs to be filled from it.
+bool wants_volumes(const nlohmann::json& body, const nlohmann::json& image_config);
 
 class Volumes {
  public:
