@@ -59,10 +59,13 @@ C=(ctr --address "$run/docker/containerd/containerd.sock" -n berth-bench)
 docker_fixed=()
 for f in /run/containerd /run/docker /etc/docker/key.json; do [[ -e $f ]] || docker_fixed+=("$f"); done
 # podman's too: its lock file and image cache, and the state roots of the
-# runtimes it runs (crun's, runc's), each removed at the end if this run made
-# it (the runtimes' directories only while empty).
+# runtimes it runs (crun's, runc's), and libmount's /run/mount (the engines'
+# and our own unmounts), each removed at the end if this run made it (those
+# under /run only while empty).
 podman_fixed=()
-for f in /dev/shm/libpod_lock /var/lib/containers /run/crun /run/runc; do [[ -e $f ]] || podman_fixed+=("$f"); done
+for f in /dev/shm/libpod_lock /var/lib/containers /run/crun /run/runc /run/mount; do
+    [[ -e $f ]] || podman_fixed+=("$f")
+done
 dockerd_pid=
 cleanup() {
     set +e
