@@ -98,17 +98,17 @@ cleanup() {
             rmdir "$d/conmon" "$d" 2>/dev/null
         done
     fi
+    for d in "$base" "$run"; do
+        awk -v p="$d/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+            while read -r m; do umount -l "$m"; done
+    done
+    rm -rf --one-file-system "$base" "$run"
     for f in "${podman_fixed[@]}"; do
         case $f in
             /run/*) [[ -d $f ]] && rmdir "$f" 2>/dev/null ;;
             *) rm -rf "$f" ;;
         esac
     done
-    for d in "$base" "$run"; do
-        awk -v p="$d/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r |
-            while read -r m; do umount -l "$m"; done
-    done
-    rm -rf --one-file-system "$base" "$run"
 }
 trap cleanup EXIT
 
