@@ -532,8 +532,8 @@ Result<Container> Engine::create(std::string_view name_in, std::string_view body
   std::string work = opt_.root + "/containers/.creating-" + c.id;
   std::string fresh = opt_.root + "/containers/.trash-new-" + c.id + "." + std::to_string(::time(nullptr)) + "." +
                       std::to_string(::getpid());
-  // A spare (engine/spare.h) when a monitor made one: its directories and
-  // files are there, empty.
+  // A spare (engine/spare.h) when a monitor made or recycled one: its
+  // directories are there, empty, and its files (written over below).
   if (!claim_spare(opt_.root + "/containers", fresh) && ::mkdir(fresh.c_str(), 0700) < 0)
     return sys_error("mkdir " + fresh);
   UniqueFd work_fd(::open(fresh.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

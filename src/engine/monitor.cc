@@ -737,30 +737,39 @@ bool Monitor::remove_client_trash() {
     pid_t child = ::fork();
     if (child != 0) return true;  // (or it failed: the next command's repair removes the trash)
     (void)::setpriority(PRIO_PROCESS, 0, 10);
-    // The next create's directory first (engine/spare.h): it may be starting
-    // now, and needs it more than this one needs to be gone.
-    if (c.trash.find(parent + "/" + prefix) != std::string::npos)
-      if (auto r = make_spare(parent); !r) log::debug("spare container directory: " + r.error().str());
+    // The next create's directory first (engine/spare.h) if none is ready:
+    // it may be starting now, and needs it more than this one needs to be
+    // gone.
+    bool ours = c.trash.find(parent + "/" + prefix) != std::string::npos;
+    if (ours)
+      if (auto r = make_spare(parent, true); !r) log::debug("spare container directory: " + r.error().str());
     // The rest waits for an idle CPU: at nice +10 it still took the CPU from
     // the next run's monitor as it started the container (for 0.1-1.2 ms,
     // traced, in one run in five). Never for long: a timer puts it back at
     // nice +10 in a quarter second, under any load (idle tasks still get a
     // sliver of the CPU, enough to take the signal).
     run_idle_for_a_while(250);
+    // An --rm container's runtime state and cgroup first (its row is gone);
+    // then its directory, which becomes the next spare if nothing of the
+    // container is left in it (engine/spare.h: fewer inodes to remove and
+    // to make), or goes, and a new spare is made in a free slot.
+    bool ended = false, recycled = false;
     for (auto& p : split(c.trash, '\n')) {
-      // An --rm container's runtime state and cgroup: its row is gone.
       if (p == "runtime") {
         runtime::Globals g;
         g.root = a_.runtime_root;
-        (void)runtime::remove(g, a_.id, true);
+        ended = runtime::remove(g, a_.id, true).has_value();
         continue;
       }
       auto slash = p.find_last_of('/');
       if (slash == std::string::npos || p.substr(0, slash) != parent) continue;
       std::string name = p.substr(slash + 1);
       if (!name.starts_with(prefix) || name.find('/') != std::string::npos) continue;
-      (void)remove_trash(p);
+      if (ended && !recycled && recycle_as_spare(parent, p)) recycled = true;
+      else (void)remove_trash(p);
     }
+    if (ours && !recycled)
+      if (auto r = make_spare(parent); !r) log::debug("spare container directory: " + r.error().str());
     ::_exit(0);
   }
   return false;
@@ -915,7 +924,9 @@ int Monitor::run() {
         // the next run's start on the other CPU.
         struct sched_param idle = {};
         (void)::pthread_setschedparam(::pthread_self(), SCHED_IDLE, &idle);
-        if (!parent.empty()) (void)make_spare(parent);
+        // (Only if none is ready: the container's directory is one once it
+        // is gone, when it is left as made.)
+        if (!parent.empty()) (void)make_spare(parent, true);
         if (netns.empty()) return;
         if (auto r = make_spare_netns(netns); !r) log::debug("spare network namespace: " + r.error().str());
       });

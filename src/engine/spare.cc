@@ -3,13 +3,18 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <stdio.h>
+#include <dirent.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <ctime>
 
+#include "oci/spec.h"
 #include "util/fd.h"
 #include "util/fs.h"
 
@@ -57,16 +62,14 @@ void spread_subdirectories(int dir) {
 
 }  // namespace
 
-Result<> make_spare(const std::string& containers) {
+Result<> make_spare(const std::string& containers, bool if_none) {
   UniqueFd dir(::open(containers.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir) return sys_error("open " + containers);
   spread_subdirectories(dir.get());
-  auto free_slot = [&] {
-    for (int n = 0; n < kSpareSlots; ++n)
-      if (::faccessat(dir.get(), slot_name(n).c_str(), F_OK, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT) return n;
-    return -1;
-  };
-  if (free_slot() < 0) return {};
+  int free = 0;
+  for (int n = 0; n < kSpareSlots; ++n)
+    if (::faccessat(dir.get(), slot_name(n).c_str(), F_OK, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT) ++free;
+  if (free == 0 || (if_none && free < kSpareSlots)) return {};
   if (::mkdirat(dir.get(), kSpareNursery, 0700) < 0 && errno != EEXIST)
     return sys_error("mkdir " + containers + "/" + kSpareNursery);
   UniqueFd nursery(::openat(dir.get(), kSpareNursery, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
@@ -97,6 +100,111 @@ Result<> make_spare(const std::string& containers) {
   return made;
 }
 
+namespace {
+
+const Entry* skeleton_entry(std::string_view name) {
+  for (auto& e : kSkeleton)
+    if (name == e.name) return &e;
+  return nullptr;
+}
+
+// The names in directory `fd` but . and .. (at most `max`+1 of them).
+std::vector<std::string> names_in(int fd, size_t max) {
+  std::vector<std::string> out;
+  DIR* d = ::fdopendir(::dup(fd));
+  if (!d) return {"?"};
+  while (auto* e = ::readdir(d)) {
+    std::string_view n = e->d_name;
+    if (n == "." || n == "..") continue;
+    out.emplace_back(n);
+    if (out.size() > max) break;
+  }
+  ::closedir(d);
+  return out;
+}
+
+bool mount_root(int dirfd, const char* name) {
+  struct statx stx {};
+  return ::statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 &&
+         (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+}
+
+// An inode kept from a container's directory as create made it: its kind,
+// mode and owner, one link, no extended attribute.
+bool as_made(int fd, const Entry& e) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || st.st_uid != 0 || st.st_gid != 0 || (st.st_mode & 07777) != e.mode) return false;
+  if (e.dir ? !S_ISDIR(st.st_mode) : (!S_ISREG(st.st_mode) || st.st_nlink != 1)) return false;
+  char list[64];
+  return ::flistxattr(fd, list, sizeof list) == 0;
+}
+
+// The files a container saw (bind-mounted into it) are kept only if no
+// one holds one open for writing: the kernel grants a write lease only then
+// (an unlinked one and a new inode otherwise).
+bool open_for_writing(int fd) {
+  if (::fcntl(fd, F_SETLEASE, F_WRLCK) != 0) return true;
+  (void)::fcntl(fd, F_SETLEASE, F_UNLCK);
+  return false;
+}
+
+}  // namespace
+
+bool recycle_as_spare(const std::string& containers, const std::string& trash) {
+  UniqueFd dir(::open(containers.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd d(::open(trash.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir || !d) return false;
+  struct stat st;
+  if (::fstat(d.get(), &st) != 0 || st.st_uid != 0 || (st.st_mode & 07777) != 0700) return false;
+  // Its rootfs's overlay first (the directory under it is a spare's).
+  if (mount_root(d.get(), "rootfs") &&
+      ::umount2(("/proc/self/fd/" + std::to_string(d.get()) + "/rootfs").c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
+    return false;
+  auto names = names_in(d.get(), std::size(kSkeleton));
+  if (names.size() != std::size(kSkeleton)) return false;
+  // Only a container whose processes all ended with it: one with a pid
+  // namespace of its own (its end killed the rest; the caller removed its
+  // cgroup first).
+  UniqueFd cfg(::openat(d.get(), "config.json", O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!cfg) return false;
+  auto text = read_fd(cfg.get());
+  auto spec = text ? oci::parse_spec(*text) : Result<oci::Spec>(std::unexpected(std::move(text).error()));
+  if (!spec || !spec->linux ||
+      std::none_of(spec->linux->namespaces.begin(), spec->linux->namespaces.end(),
+                   [](const oci::Namespace& ns) { return ns.type == "pid" && ns.path.empty(); }))
+    return false;
+  for (auto& n : names) {
+    const Entry* e = skeleton_entry(n);
+    if (!e) return false;
+    std::string_view name = e->name;
+    if (name == "upper") {
+      // A new one: the old overlay lives on while a descriptor into it is
+      // open anywhere (an unmount only detaches it), and what it writes
+      // goes to the old upper/, removed here (only if empty), where nothing
+      // can be made any more.
+      if (::unlinkat(d.get(), e->name, AT_REMOVEDIR) != 0 || ::mkdirat(d.get(), e->name, e->mode) != 0) return false;
+      continue;
+    }
+    // work/: the overlay's own work/work goes (the old overlay's copy-ups
+    // and whiteouts are made there, so that it can make none now); the
+    // mount makes it anew.
+    if (name == "work" && !remove_trash(trash + "/work/work")) return false;
+    UniqueFd f(::openat(d.get(), e->name, (e->dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC));
+    if (!f || !as_made(f.get(), *e)) return false;
+    if (e->dir) {
+      if (mount_root(f.get(), "") || !names_in(f.get(), 0).empty()) return false;
+    } else if (name != "config.json" && open_for_writing(f.get())) {
+      f.reset();
+      if (::unlinkat(d.get(), e->name, 0) != 0) return false;
+      UniqueFd made(::openat(d.get(), e->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, e->mode));
+      if (!made) return false;
+    }
+  }
+  for (int n = 0; n < kSpareSlots; ++n)
+    if (::renameat2(AT_FDCWD, trash.c_str(), dir.get(), slot_name(n).c_str(), RENAME_NOREPLACE) == 0) return true;
+  return false;
+}
+
 bool claim_spare(const std::string& containers, const std::string& to) {
   for (int n = 0; n < kSpareSlots; ++n)
     if (::renameat2(AT_FDCWD, (containers + "/" + slot_name(n)).c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0)
@@ -105,17 +213,20 @@ bool claim_spare(const std::string& containers, const std::string& to) {
 }
 
 Result<> write_container_file(const std::string& path, std::string_view data, mode_t mode) {
-  // A spare's file is empty and ours: written as it is (no O_TRUNC, which
-  // on a file with blocks would free them, a discard here).
+  // A spare's file is ours: written over (no O_TRUNC, which on a file with
+  // blocks would free them, a discard here, and the write take new ones),
+  // then cut to the new length.
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) {
     if (errno != ENOENT) return sys_error("open " + path);
     return write_new_file(path, data, mode);
   }
   struct stat st;
-  if (::fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode) || st.st_size != 0)
+  if (::fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1)
     return fail("create " + path + ": a file of another kind is in the way");
   TRY_CTX(write_fd(fd.get(), data), "write " + path);
+  if (st.st_size > static_cast<off_t>(data.size()) && ::ftruncate(fd.get(), static_cast<off_t>(data.size())) != 0)
+    return sys_error("truncate " + path);
   return {};
 }
 

@@ -1,14 +1,16 @@
 // Spare container directories: what Engine::create makes before a rootfs is
-// mounted (the directory, upper/, work/, rootfs/, and its four small files,
-// empty), made ahead of the next create and off every command's path.
+// mounted (the directory, upper/, work/, rootfs/, and its four small files),
+// made ahead of the next create and off every command's path, or recycled
+// from a `run --rm` container's (recycle_as_spare).
 //
 // Each of those is a new inode, and on an ext4 like this VM's (no journal,
 // online discard, thousands of recently freed inodes to step over) a new
 // inode cost 60-120 us: eight of them sat on every `run`'s path before its
 // container could start. A monitor that removes a `run --rm` container's
-// files (kRemoveTrash) first makes a spare in containers/, where the next
-// create renames it to its own name instead of making the directory, and
-// writes into the empty files.
+// files (kRemoveTrash) leaves a spare in containers/ (that container's own
+// directory when nothing of it is left in it, else a new one), where the
+// next create renames it to its own name instead of making the directory,
+// and writes over its files.
 //
 // A spare is made under a trash name in containers/.spare-nursery (removed by
 // Engine::repair if its maker dies) and published complete by a rename to
@@ -35,8 +37,18 @@ inline constexpr int kSpareSlots = 2;
 inline constexpr const char* kSpareNursery = ".spare-nursery";
 
 // Makes one spare in `containers` (the store's containers/) if a slot is
-// free; nothing if they are all taken.
-Result<> make_spare(const std::string& containers);
+// free (`if_none`: if every slot is); nothing if they are all taken.
+Result<> make_spare(const std::string& containers, bool if_none = false);
+
+// Turns `trash`, the directory of a container that ran and is gone (a
+// `run --rm`'s, renamed to trash in `containers`, its processes all ended),
+// into a spare: its rootfs unmounted, work/ emptied of the overlay's own, a
+// new upper/ (the old one only if empty), and its other inodes kept if they
+// are as create made them; the files the container saw only if no one holds
+// them open for writing (else new ones). Their old contents are written over
+// by the next create. False if it is not that (the caller removes it,
+// whatever was done to it) or every slot is taken.
+bool recycle_as_spare(const std::string& containers, const std::string& trash);
 
 // Renames a spare of `containers` to `to` (a new path in it): false if there
 // was none.
@@ -68,7 +80,8 @@ UniqueFd claim_spare_netns(const std::string& dir, int* slot);
 void release_spare_netns(const std::string& dir, int slot, bool unused);
 
 // Writes `data` to `path`, a file of a container directory being made and
-// seen by no other process: into a spare's empty file, or a new one (as
+// seen by no other process: over a spare's file (empty, or a recycled
+// one's old contents, cut to the new length), or into a new one (as
 // write_new_file, no symlink followed).
 Result<> write_container_file(const std::string& path, std::string_view data, mode_t mode);
 

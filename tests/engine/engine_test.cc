@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -1073,20 +1074,25 @@ TEST_F(EngineTest, KilledCliLeavesATruthfulStoreThatRmCleans) {
 }
 
 // A foreground `run --rm` leaves its monitor to make the next create's
-// directory (engine/spare.h): complete and empty when it shows, then taken
-// whole by the next create, which writes its own files into it.
+// directory (engine/spare.h), or its own directory becomes one: complete,
+// its directories empty, when it shows, then taken whole by the next
+// create, which writes its own files over what they hold.
 TEST_F(EngineTest, RunRmLeavesASpareDirectoryTheNextCreateTakes) {
   ASSERT_EQ(berth({"run", "--rm", "busybox", "true"}).code, 0);
   ASSERT_TRUE(test::wait_for_trash(root_));  // the spare is made under a trash name
+  // The run's own directory when it was recycled (its files hold its
+  // contents: the longer hostname is cut below), else a made one.
   std::string spare;
-  for (int n = 0; n < engine::kSpareSlots; ++n)
-    if (fs::exists(root_ + "/containers/.spare-" + std::to_string(n))) spare = root_ + "/containers/.spare-" + std::to_string(n);
+  for (int n = 0; n < engine::kSpareSlots; ++n) {
+    std::string slot = root_ + "/containers/.spare-" + std::to_string(n);
+    if (fs::exists(slot) && (spare.empty() || fs::file_size(slot + "/hostname") > 0)) spare = slot;
+  }
   ASSERT_FALSE(spare.empty()) << "no spare directory";
   std::set<std::string> names;
   for (auto& e : fs::directory_iterator(spare)) {
     names.insert(e.path().filename().string());
     if (e.is_directory()) EXPECT_TRUE(fs::is_empty(e.path())) << e.path();
-    else EXPECT_EQ(fs::file_size(e.path()), 0u) << e.path();
+    else EXPECT_TRUE(e.is_regular_file()) << e.path();
   }
   EXPECT_EQ(names, (std::set<std::string>{"config.json", "hostname", "hosts", "resolv.conf", "rootfs", "upper", "work"}));
   struct stat before;
@@ -1111,6 +1117,89 @@ TEST_F(EngineTest, RunRmLeavesASpareDirectoryTheNextCreateTakes) {
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "spare-host\nx\n");
   EXPECT_EQ(berth({"rm", id}).code, 0);
+}
+
+// A `run --rm`'s directory becomes the next spare only when nothing of its
+// container is left in it (engine/spare.h, recycle_as_spare): a new upper/
+// (the old overlay may live on through a descriptor open anywhere), the
+// overlay's work/work gone, and a file the container saw that someone still
+// holds open for writing replaced; a written upper/, a changed inode, or a
+// container without a pid namespace of its own is not recycled at all.
+TEST_F(EngineTest, RecycledSpareKeepsNothingOfItsContainer) {
+  auto made = berth({"create", "busybox", "true"});
+  ASSERT_EQ(made.code, 0) << made.err;
+  std::string id = made.out.substr(0, made.out.find('\n'));
+  std::string config = read_file(root_ + "/containers/" + id + "/config.json").value_or("");
+  ASSERT_EQ(berth({"rm", id}).code, 0);
+  ASSERT_TRUE(test::wait_for_trash(root_));
+  std::string containers = root_ + "/containers";
+  for (int n = 0; n < engine::kSpareSlots; ++n) fs::remove_all(containers + "/.spare-" + std::to_string(n));
+  mode_t old_umask = ::umask(022);
+  auto trash = [&](const std::string& name, const std::string& cfg) {
+    std::string d = containers + "/.trash-" + name + ".1.1";
+    EXPECT_EQ(::mkdir(d.c_str(), 0700), 0);
+    for (auto* sub : {"/upper", "/work", "/work/work", "/work/work/incompat", "/rootfs"})
+      EXPECT_EQ(::mkdir((d + sub).c_str(), 0755), 0) << sub;
+    for (auto* f : {"hostname", "hosts", "resolv.conf"})
+      EXPECT_TRUE(write_new_file(d + "/" + f, "old " + std::string(f) + "\n", 0644));
+    EXPECT_TRUE(write_new_file(d + "/config.json", cfg, 0600));
+    return d;
+  };
+  auto ino = [](const std::string& p) {
+    struct stat st {};
+    return ::lstat(p.c_str(), &st) == 0 ? st.st_ino : 0;
+  };
+  auto spares = [&] {
+    std::set<ino_t> s;
+    for (int n = 0; n < engine::kSpareSlots; ++n)
+      if (ino_t i = ino(containers + "/.spare-" + std::to_string(n))) s.insert(i);
+    return s;
+  };
+
+  // As made, but for its hosts, which someone holds open for writing.
+  std::string d = trash("clean", config);
+  ino_t dir = ino(d), hosts = ino(d + "/hosts"), hostname = ino(d + "/hostname");
+  UniqueFd writer(::open((d + "/hosts").c_str(), O_WRONLY | O_CLOEXEC));
+  ASSERT_TRUE(writer);
+  // (What a live old overlay writes through: its upper dir.)
+  UniqueFd old_upper(::open((d + "/upper").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(old_upper);
+  ASSERT_TRUE(engine::recycle_as_spare(containers, d));
+  EXPECT_FALSE(fs::exists(d));
+  ASSERT_EQ(spares(), std::set<ino_t>{dir});
+  std::string spare = containers + "/.spare-0";
+  if (ino(spare) != dir) spare = containers + "/.spare-1";
+  EXPECT_LT(::openat(old_upper.get(), "late", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644), 0)
+      << "the container's upper dir was kept";
+  EXPECT_TRUE(fs::is_empty(spare + "/upper"));
+  EXPECT_TRUE(fs::is_empty(spare + "/work")) << "the overlay's work/work was kept";
+  EXPECT_EQ(ino(spare + "/hostname"), hostname);  // nobody holds it: kept, written over by the next create
+  EXPECT_NE(ino(spare + "/hosts"), hosts) << "a file open for writing elsewhere was kept";
+  ASSERT_EQ(::write(writer.get(), "evil\n", 5), 5);
+  EXPECT_EQ(read_file(spare + "/hosts").value_or("?"), "");
+
+  // Not recycled (the caller removes them): something written in upper/, a
+  // mode changed, an extended attribute, no pid namespace of its own.
+  std::string written = trash("written", config);
+  EXPECT_TRUE(write_new_file(written + "/upper/f", "x", 0644));
+  std::string chmodded = trash("chmodded", config);
+  ::chmod((chmodded + "/hosts").c_str(), 0600);
+  std::string xattr = trash("xattr", config);
+  ASSERT_EQ(::setxattr((xattr + "/work").c_str(), "user.x", "1", 1, 0), 0);
+  json spec = json::parse(config);
+  auto& nss = spec["linux"]["namespaces"];
+  for (auto it = nss.begin(); it != nss.end(); ++it)
+    if ((*it)["type"] == "pid") {
+      nss.erase(it);
+      break;
+    }
+  std::string hostpid = trash("hostpid", spec.dump());
+  for (auto& t : {written, chmodded, xattr, hostpid}) {
+    EXPECT_FALSE(engine::recycle_as_spare(containers, t)) << t;
+    EXPECT_EQ(spares(), std::set<ino_t>{dir}) << t;
+    EXPECT_TRUE(remove_trash(t)) << t;
+  }
+  ::umask(old_umask);
 }
 
 // The container's signals are at their defaults, as Docker's are, whatever
