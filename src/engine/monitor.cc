@@ -233,6 +233,15 @@ class Monitor {
   std::vector<std::string> health_log_;  // JSON objects, the last 5
 };
 
+// A monitor outlives its terminal and its clients: SIGPIPE, SIGHUP and
+// SIGINT are nothing to it. (Set before an early preparation, which reads
+// the dispositions its container's process will reset: they must be these.)
+void ignore_monitor_signals() {
+  ::signal(SIGPIPE, SIG_IGN);
+  ::signal(SIGHUP, SIG_IGN);
+  ::signal(SIGINT, SIG_IGN);
+}
+
 int64_t now_ms() {
   struct timespec ts;
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -845,9 +854,7 @@ void Monitor::relaunch() {
 // attach clients and sync socket handed over at start taken.
 void Monitor::setup_process() {
   log::init_lazy(a_.dir + "/monitor.log", log::Format::text, false);
-  ::signal(SIGPIPE, SIG_IGN);
-  ::signal(SIGHUP, SIG_IGN);
-  ::signal(SIGINT, SIG_IGN);
+  ignore_monitor_signals();
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
@@ -1165,6 +1172,7 @@ int monitor_main(int argc, char** argv) {
     // Yielding to it here also gave this CPU to the last run's remover, for
     // 0.15-0.75 ms in half the runs.)
     std::vector<std::string> opts(argv + 2, argv + argc);
+    ignore_monitor_signals();
     // --early-on-sync: spawned before the CLI had parsed its command line,
     // the rest of the early options come first on the socket (an "erly"
     // frame); fd 4 is the starting client's socket only if they say so.

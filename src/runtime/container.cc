@@ -310,6 +310,7 @@ struct Prepared {
   std::shared_ptr<cgroup::Manager> cg;
   cgroup::Layout layout;  // (the init context's plan points at it)
   bool adopt = false, v2 = false, self_join = false;
+  bool signals_asked = false;  // ic.reset_signals already (ahead)
   oci::Resources late_devices;
   NsPlan ns;
   UniqueFd parent_sock, child_sock, listener, console;
@@ -440,6 +441,16 @@ Result<std::unique_ptr<Prepared>> prepare_create(const Globals& g, const CreateO
   if (self_join) ic.cgroup_tasks = cg->self_join_files();
   self_join = self_join && !ic.cgroup_tasks.empty();
   ic.seccomp = filter ? &*filter : nullptr;
+  if (ahead) {
+    // What the launch would ask of the kernel before its clone, asked now
+    // (~0.1 ms less between the command line and the clone): the signals'
+    // dispositions (the caller changes none before its launch) and the
+    // host's time zone (the launch's own tzset then only finds the file
+    // unchanged).
+    ic.reset_signals = signals_not_default();
+    p.signals_asked = true;
+    ::tzset();
+  }
   return prepared;
 }
 
@@ -483,8 +494,9 @@ Result<Created> finish_create(Prepared& p, const CreateOptions& o, Cleanup& clea
     if (::stat(rootfs.c_str(), &st) < 0) return sys_error("root.path " + rootfs);
     if (!S_ISDIR(st.st_mode)) return fail("root.path " + rootfs + ": not a directory");
   }
-  // Asked here: the child inherits exactly these dispositions.
-  ic.reset_signals = signals_not_default();
+  // Asked here (or by an early preparation, whose caller then changes
+  // none): the child inherits exactly these dispositions.
+  if (!p.signals_asked) ic.reset_signals = signals_not_default();
 
   // Bind-mount sources given as relative paths are relative to the bundle.
   if (::chdir(bundle.c_str()) < 0) return sys_error("chdir " + bundle);

@@ -100,7 +100,8 @@ struct Launched {
 // directory and its lock, the cgroup taken over, the namespaces planned, the
 // sync socket. None of the bundle's files is looked at (its rootfs, its bind
 // mounts' sources): launch() does, as it goes on from there with the same
-// options. Dropped unused, what it made is undone.
+// options. The caller's signal dispositions are read now: it changes none
+// before the launch. Dropped unused, what it made is undone.
 struct LaunchPrep;
 struct LaunchPrepDeleter {
   void operator()(LaunchPrep* p) const;
