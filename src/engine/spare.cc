@@ -36,6 +36,20 @@ constexpr Entry kSkeleton[] = {
 
 std::string slot_name(int n) { return ".spare-" + std::to_string(n); }
 
+// One of them, with its mode exactly (not the caller's umask's: a CLI run
+// under umask 077 gave the container a root directory of mode 0700, and
+// /etc/hosts of 0600).
+Result<> make_entry(int dir, const Entry& e) {
+  if (e.dir) {
+    if (::mkdirat(dir, e.name, e.mode) < 0 || ::fchmodat(dir, e.name, e.mode, 0) < 0)
+      return sys_error(std::string("mkdir ") + e.name);
+    return {};
+  }
+  UniqueFd f(::openat(dir, e.name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, e.mode));
+  if (!f || ::fchmod(f.get(), e.mode) < 0) return sys_error(std::string("create ") + e.name);
+  return {};
+}
+
 // ext4 without a journal (this VM's) skips, for every new inode, each free
 // one of its block group deleted in the last minute (longer while its inode
 // table block is not yet written): a scan from the group's first inode,
@@ -82,14 +96,7 @@ Result<> make_spare(const std::string& containers, bool if_none) {
   auto made = [&]() -> Result<> {
     UniqueFd d(::openat(nursery.get(), tmp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!d) return sys_error("open " + tmp);
-    for (auto& e : kSkeleton) {
-      if (e.dir) {
-        if (::mkdirat(d.get(), e.name, e.mode) < 0) return sys_error(std::string("mkdir ") + e.name);
-        continue;
-      }
-      UniqueFd f(::openat(d.get(), e.name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, e.mode));
-      if (!f) return sys_error(std::string("create ") + e.name);
-    }
+    for (auto& e : kSkeleton) TRY(make_entry(d.get(), e));
     // Published complete, in a slot still free (another monitor's may have
     // taken the one we saw).
     for (int n = 0; n < kSpareSlots; ++n)
@@ -182,7 +189,7 @@ bool recycle_as_spare(const std::string& containers, const std::string& trash) {
       // open anywhere (an unmount only detaches it), and what it writes
       // goes to the old upper/, removed here (only if empty), where nothing
       // can be made any more.
-      if (::unlinkat(d.get(), e->name, AT_REMOVEDIR) != 0 || ::mkdirat(d.get(), e->name, e->mode) != 0) return false;
+      if (::unlinkat(d.get(), e->name, AT_REMOVEDIR) != 0 || !make_entry(d.get(), *e)) return false;
       continue;
     }
     // work/: the overlay's own work/work goes (the old overlay's copy-ups
@@ -195,9 +202,7 @@ bool recycle_as_spare(const std::string& containers, const std::string& trash) {
       if (mount_root(f.get(), "") || !names_in(f.get(), 0).empty()) return false;
     } else if (name != "config.json" && open_for_writing(f.get())) {
       f.reset();
-      if (::unlinkat(d.get(), e->name, 0) != 0) return false;
-      UniqueFd made(::openat(d.get(), e->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, e->mode));
-      if (!made) return false;
+      if (::unlinkat(d.get(), e->name, 0) != 0 || !make_entry(d.get(), *e)) return false;
     }
   }
   for (int n = 0; n < kSpareSlots; ++n)
@@ -219,7 +224,11 @@ Result<> write_container_file(const std::string& path, std::string_view data, mo
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) {
     if (errno != ENOENT) return sys_error("open " + path);
-    return write_new_file(path, data, mode);
+    // (Its mode exactly, whatever the caller's umask.)
+    fd.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
+    if (!fd || ::fchmod(fd.get(), mode) < 0) return sys_error("create " + path);
+    TRY_CTX(write_fd(fd.get(), data), "write " + path);
+    return {};
   }
   struct stat st;
   if (::fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1)

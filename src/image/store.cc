@@ -1050,7 +1050,15 @@ Result<std::string> ImageStore::create_rootfs(const std::string& user, const Ima
   bool made_dir = !path_exists(dir);
   bool mounted = false;
   auto made = [&]() -> Result<> {
-    for (auto* sub : {"/upper", "/work", "/rootfs"}) TRY(mkdir_p(dir + sub, 0755));
+    for (auto* sub : {"/work", "/rootfs"}) TRY(mkdir_p(dir + sub, 0755));
+    // The container's root directory is the upper dir's: 0755, not what the
+    // caller's umask left of it (a spare's is made so, engine/spare.h).
+    std::string upper = dir + "/upper";
+    if (::mkdir(upper.c_str(), 0755) == 0) {
+      if (::chmod(upper.c_str(), 0755) != 0) return sys_error("chmod " + upper);
+    } else if (errno != EEXIST) {
+      return sys_error("mkdir " + upper);
+    }
     TRY(mount_layers(image));
     auto lowers = layer_dirs(image);
     if (lowers.empty()) {

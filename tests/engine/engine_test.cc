@@ -1234,6 +1234,26 @@ TEST_F(EngineTest, ContainerUmaskIsDockersNotTheCallers) {
   EXPECT_EQ(out, "0022\n666\n666\n755\n644\n");
 }
 
+// Neither is the container's root directory nor are its /etc/hosts,
+// /etc/hostname and /etc/resolv.conf the caller's umask's: whether the
+// container's directory was made by its create, by a monitor ahead of it
+// (a spare), or recycled from the last `run --rm`'s (engine/spare.h), a
+// user other than root can read them (under umask 077 the root directory
+// was 0700, and `-u nobody` could exec nothing).
+TEST_F(EngineTest, ContainerRootAndEtcFilesKeepTheirModesWhateverTheCallersUmask) {
+  std::string cli = "umask 077; exec " + std::string(BERTH_CLI) + " --root " + root_ + " --runroot " + runroot_;
+  for (int i = 0; i < 4; ++i) {
+    auto [status, out] =
+        shell(cli + " run --rm busybox stat -c %a / /etc/hosts /etc/hostname /etc/resolv.conf");
+    EXPECT_EQ(status, 0);
+    EXPECT_EQ(out, "755\n644\n644\n644\n") << "run " << i;
+    ASSERT_TRUE(test::wait_for_trash(root_));
+  }
+  auto [status, out] = shell(cli + " run --rm -u nobody busybox sh -c 'ls / >/dev/null && cat /etc/hostname >/dev/null && echo ok'");
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(out, "ok\n");
+}
+
 // The store's log is checkpointed by a child a command leaves behind
 // (image/db.h), not by the committing command and not only at the forced
 // size: after many `run --rm`s (~15 pages each) it stays short.
