@@ -17,6 +17,7 @@
 
 #include "image/layer_writer.h"
 #include "image/manifest.h"
+#include "peer_tools.h"
 #include "image/template.h"
 #include "util/fs.h"
 
@@ -170,6 +171,7 @@ TEST_F(ArchiveTest, RoundTripsThroughBothFormats) {
 TEST_F(ArchiveTest, InteroperatesWithSkopeoAndUmoci) {
   if (sh("command -v skopeo >/dev/null && command -v umoci >/dev/null") != 0)
     GTEST_SKIP() << "skopeo and umoci are not installed";
+  berth::test::PeerToolFiles peer_files;
   ImageRecord img = busybox();
   ASSERT_TRUE(save_to(dir_ + "/d.tar", img, ArchiveFormat::kDockerArchive));
   ASSERT_TRUE(save_to(dir_ + "/o.tar", img, ArchiveFormat::kOciArchive));

@@ -20,6 +20,7 @@
 #include "image/pull.h"
 #include "image/registry.h"
 #include "image/store.h"
+#include "peer_tools.h"
 #include "registry_fixture.h"
 #include "util/fs.h"
 #include "tree.h"
@@ -325,6 +326,7 @@ TEST_F(CliTest, ManifestOfAnUnknownMediaTypeIsRefused) {
 
 TEST_F(CliTest, InteroperatesWithSkopeoThroughTheRegistry) {
   if (std::system("command -v skopeo >/dev/null") != 0) GTEST_SKIP() << "skopeo is not installed";
+  berth::test::PeerToolFiles peer_files;
   auto reg = LocalRegistry::start({});
   ASSERT_TRUE(reg) << reg.error().str();
   std::string d = (*reg)->domain();
@@ -434,6 +436,7 @@ TEST_F(CliTest, FullDiskFailsCleanly) {
 
 TEST_F(CliTest, InteroperatesWithPodman) {
   if (std::system("command -v podman >/dev/null") != 0) GTEST_SKIP() << "podman is not installed";
+  berth::test::PeerToolFiles peer_files;
   auto reg = LocalRegistry::start({});
   ASSERT_TRUE(reg) << reg.error().str();
   std::string d = (*reg)->domain();
