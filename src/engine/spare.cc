@@ -224,11 +224,7 @@ Result<> write_container_file(const std::string& path, std::string_view data, mo
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) {
     if (errno != ENOENT) return sys_error("open " + path);
-    // (Its mode exactly, whatever the caller's umask.)
-    fd.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
-    if (!fd || ::fchmod(fd.get(), mode) < 0) return sys_error("create " + path);
-    TRY_CTX(write_fd(fd.get(), data), "write " + path);
-    return {};
+    return write_new_file(path, data, mode);  // (its mode exactly, whatever the caller's umask)
   }
   struct stat st;
   if (::fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1)

@@ -310,7 +310,7 @@ struct Prepared {
   std::shared_ptr<cgroup::Manager> cg;
   cgroup::Layout layout;  // (the init context's plan points at it)
   bool adopt = false, v2 = false, self_join = false;
-  bool signals_asked = false;  // ic.reset_signals already (ahead)
+  bool asked_early = false;  // ic.reset_signals and the time zone already (ahead)
   oci::Resources late_devices;
   NsPlan ns;
   UniqueFd parent_sock, child_sock, listener, console;
@@ -445,10 +445,9 @@ Result<std::unique_ptr<Prepared>> prepare_create(const Globals& g, const CreateO
     // What the launch would ask of the kernel before its clone, asked now
     // (~0.1 ms less between the command line and the clone): the signals'
     // dispositions (the caller changes none before its launch) and the
-    // host's time zone (the launch's own tzset then only finds the file
-    // unchanged).
+    // host's time zone.
     ic.reset_signals = signals_not_default();
-    p.signals_asked = true;
+    p.asked_early = true;
     ::tzset();
   }
   return prepared;
@@ -496,7 +495,7 @@ Result<Created> finish_create(Prepared& p, const CreateOptions& o, Cleanup& clea
   }
   // Asked here (or by an early preparation, whose caller then changes
   // none): the child inherits exactly these dispositions.
-  if (!p.signals_asked) ic.reset_signals = signals_not_default();
+  if (!p.asked_early) ic.reset_signals = signals_not_default();
 
   // Bind-mount sources given as relative paths are relative to the bundle.
   if (::chdir(bundle.c_str()) < 0) return sys_error("chdir " + bundle);
@@ -552,8 +551,9 @@ Result<Created> finish_create(Prepared& p, const CreateOptions& o, Cleanup& clea
     }
     TRY(direct.prepare(&ic, parent_sock.get()));
     // The child may log (gmtime_r): glibc's time zone is read once, into
-    // memory we share, and must be the host's, not the container's.
-    ::tzset();
+    // memory we share, and must be the host's, not the container's (read
+    // already by an early preparation).
+    if (!p.asked_early) ::tzset();
     ca.flags |= CLONE_VM | CLONE_VFORK;
     ca.stack = direct.stack();
     ca.stack_size = direct.stack_size();

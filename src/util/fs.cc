@@ -42,7 +42,7 @@ Result<std::string> read_file(const std::string& path) {
 
 Result<> write_new_file(const std::string& path, std::string_view data, mode_t mode) {
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
-  if (!fd) return sys_error("create " + path);
+  if (!fd || ::fchmod(fd.get(), mode) < 0) return sys_error("create " + path);
   TRY_CTX(write_fd(fd.get(), data), "write " + path);
   return {};
 }

@@ -22,8 +22,9 @@ Result<> write_file(const std::string& path, std::string_view data);
 Result<> write_fd(int fd, std::string_view data);
 // Writes via a temp file in the same directory and a rename (atomic, not durable).
 Result<> atomic_write_file(const std::string& path, std::string_view data, mode_t mode = 0600);
-// Makes `path` (O_EXCL, no symlink followed) with `data`: for a directory
-// no other process sees yet, where a rename buys nothing.
+// Makes `path` (O_EXCL, no symlink followed) with `data` and exactly `mode`
+// (not narrowed by the caller's umask): for a directory no other process
+// sees yet, where a rename buys nothing.
 Result<> write_new_file(const std::string& path, std::string_view data, mode_t mode = 0600);
 Result<> mkdir_p(const std::string& path, mode_t mode = 0755);
 // Removes a directory tree without following symlinks or descending into

@@ -1078,16 +1078,19 @@ TEST_F(EngineTest, KilledCliLeavesATruthfulStoreThatRmCleans) {
 // its directories empty, when it shows, then taken whole by the next
 // create, which writes its own files over what they hold.
 TEST_F(EngineTest, RunRmLeavesASpareDirectoryTheNextCreateTakes) {
-  ASSERT_EQ(berth({"run", "--rm", "busybox", "true"}).code, 0);
+  ASSERT_EQ(berth({"run", "--rm", "--hostname", "recycled-host", "busybox", "true"}).code, 0);
   ASSERT_TRUE(test::wait_for_trash(root_));  // the spare is made under a trash name
-  // The run's own directory when it was recycled (its files hold its
-  // contents: the longer hostname is cut below), else a made one.
-  std::string spare;
+  // The run's own directory, recycled (a slot was free: the run's monitor
+  // made one spare only), its files holding its contents: the longer
+  // hostname is cut below.
+  std::string spare, seen;
   for (int n = 0; n < engine::kSpareSlots; ++n) {
     std::string slot = root_ + "/containers/.spare-" + std::to_string(n);
-    if (fs::exists(slot) && (spare.empty() || fs::file_size(slot + "/hostname") > 0)) spare = slot;
+    std::string h = read_file(slot + "/hostname").value_or("(none)");
+    seen += " " + slot.substr(slot.rfind('/') + 1) + ": " + h;
+    if (h == "recycled-host\n") spare = slot;
   }
-  ASSERT_FALSE(spare.empty()) << "no spare directory";
+  ASSERT_FALSE(spare.empty()) << "the run's directory was not recycled; spares' hostnames:" << seen;
   std::set<std::string> names;
   for (auto& e : fs::directory_iterator(spare)) {
     names.insert(e.path().filename().string());
