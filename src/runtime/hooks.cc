@@ -1,6 +1,8 @@
 #include "runtime/hooks.h"
 
+#include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -19,6 +21,26 @@ std::vector<char*> cstrs(std::vector<std::string>& v) {
   for (auto& s : v) out.push_back(s.data());
   out.push_back(nullptr);
   return out;
+}
+
+// Writes the state with SIGPIPE held back: a hook may exit without reading
+// its stdin (runc's hooks may too), and its end closing must cost the write an
+// EPIPE, not this process its life. A SIGPIPE the write raised is taken off
+// the pending set before the mask is restored; one already pending stays.
+void write_state(int fd, const std::string& state) {
+  sigset_t pipe_only, old, pending;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  ::pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+  sigpending(&pending);
+  bool was_pending = sigismember(&pending, SIGPIPE);
+  (void)write_fd(fd, state);
+  if (!was_pending) {
+    struct timespec now = {};
+    while (::sigtimedwait(&pipe_only, nullptr, &now) < 0 && errno == EINTR) {
+    }
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 Result<> run_hook(const oci::Hook& h, const std::string& state, const char* kind) {
@@ -49,7 +71,7 @@ Result<> run_hook(const oci::Hook& h, const std::string& state, const char* kind
   UniqueFd pfd(pidfd);
   rd.reset();
   // A hook that does not read its stdin must not fail the write.
-  (void)write_fd(wr.get(), state);
+  write_state(wr.get(), state);
   wr.reset();
 
   struct pollfd p = {pfd.get(), POLLIN, 0};

@@ -595,6 +595,25 @@ TEST_F(Hooks, FailingPoststartFailsRunAndStart) {
   EXPECT_TRUE(st2 == "" || st2 == "stopped") << st2;
 }
 
+// A hook need not read the state on its stdin. One that exits first closes
+// the pipe's only reader; with a state larger than a pipe holds (a big
+// annotation) the runtime's write then always meets the closed end, and must
+// get EPIPE, not die of SIGPIPE (the CI once saw `start` exit 141 on the race
+// that a small state leaves).
+TEST_F(Hooks, HookThatLeavesTheStateUnreadDoesNotKillTheRuntime) {
+  json quiet = {{"path", "/bin/true"}, {"args", {"true"}}};
+  auto& b = make_bundle("unread", {kHelper, "pause"}, false);
+  b.config["annotations"] = {{"org.example.big", std::string(256 * 1024, 'x')}};
+  b.config["hooks"] = {{"prestart", {quiet}}, {"poststart", {quiet}}};
+  b.save();
+  ASSERT_OK(create(b));
+  ASSERT_OK(rt({"start", "unread"}));
+  EXPECT_EQ(status("unread"), "running");
+  ASSERT_OK(rt({"kill", "unread", "KILL"}));
+  ASSERT_TRUE(wait_status("unread", "stopped"));
+  ASSERT_OK(rt({"delete", "unread"}));
+}
+
 TEST_F(Hooks, HookTimeoutFailsQuickly) {
   auto& b = make_bundle("slow", {kHelper, "true"}, false);
   b.config["hooks"] = {{"prestart", {{{"path", "/bin/sleep"}, {"args", {"sleep", "5"}}, {"timeout", 1}}}}};
