@@ -1185,6 +1185,7 @@ bool should_restart(const json& host, int code, int restart_count, bool stopped_
 std::string Engine::stopped_marker(const Container& c) const { return c.dir + "/stopped-by-user"; }
 
 Result<> Engine::cleanup(const std::string& id, bool* runtime_left, const Exit* exit) {
+  failpoint("cleanup");
   int64_t delay_ms = 0;
   {
     auto locked = DirLock::take(container_dir(id));

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <sys/mount.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -474,6 +475,15 @@ void Monitor::on_client(Client& c, short revents) {
         break;
       case Frame::kCleanupByClient:
         c.cleans_up = c.initial;
+        // An --rm container's client removes it now: its rootfs goes at
+        // once (from our cwd, its directory, whatever the client renames
+        // it to), while the client records the exit on the other CPU.
+        // Left mounted, it was in the copy of the host's mounts that the
+        // next container's mount namespace starts from, and when our
+        // unmount came later, that container's unmount of its old root
+        // was the overlay's last: the evicted work directories' discards
+        // (~0.7 ms, in one run in four) were waited for on its set-up.
+        if (c.cleans_up && exited_ && payload == "rm") (void)::umount2("rootfs", MNT_DETACH | UMOUNT_NOFOLLOW);
         break;
       case Frame::kRemoveTrash:
         if (c.cleans_up) c.trash = payload.empty() ? "\n" : payload;

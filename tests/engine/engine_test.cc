@@ -1077,6 +1077,60 @@ TEST_F(EngineTest, KilledCliLeavesATruthfulStoreThatRmCleans) {
 // directory (engine/spare.h), or its own directory becomes one: complete,
 // its directories empty, when it shows, then taken whole by the next
 // create, which writes its own files over what they hold.
+// A foreground `run --rm` tells the monitor, as it takes the cleanup over
+// from it, that the container goes: the monitor unmounts its rootfs then,
+// while the command records the exit, rather than after the command is
+// gone (a rootfs still mounted then was in the next container's copy of the
+// host's mounts, and its last unmount, with the discards of its work
+// directories, fell on that container's set-up). A container that stays
+// keeps its rootfs. Stopped where the command's cleanup begins:
+TEST_F(EngineTest, RunRmsRootfsIsUnmountedAsItsCleanupBegins) {
+  auto mounted = [](const std::string& path) {
+    for (auto& line : split(read_file("/proc/self/mountinfo").value_or(""), '\n')) {
+      auto f = split(line, ' ');
+      if (f.size() > 4 && f[4] == path) return true;
+    }
+    return false;
+  };
+  auto stopped_run = [&](const std::vector<std::string>& args) {
+    ::setenv("BERTH_FAILPOINT", "cleanup:stop", 1);
+    pid_t pid = start_berth(args);
+    ::unsetenv("BERTH_FAILPOINT");
+    return pid;
+  };
+  for (bool rm : {true, false}) {
+    SCOPED_TRACE(rm ? "--rm" : "kept");
+    std::string name = rm ? "goes" : "stays";
+    std::vector<std::string> args = {"run", "--name", name, "busybox", "true"};
+    if (rm) args.insert(args.begin() + 1, "--rm");
+    pid_t run = stopped_run(args);
+    Reap reap{run};
+    int st = 0;
+    ASSERT_EQ(::waitpid(run, &st, WUNTRACED), run);
+    ASSERT_TRUE(WIFSTOPPED(st)) << "run did not stop at its failpoint";
+    std::string id = inspect(name)["Id"].get<std::string>();
+    std::string rootfs = root_ + "/containers/" + id + "/rootfs";
+    ASSERT_TRUE(fs::exists(root_ + "/containers/" + id + "/upper"));
+    if (rm) {
+      EXPECT_TRUE(eventually([&] { return !mounted(rootfs); })) << rootfs << " still mounted";
+    } else {
+      ::usleep(200000);
+      EXPECT_TRUE(mounted(rootfs)) << "the rootfs of a container that stays was unmounted";
+    }
+    ::kill(run, SIGCONT);
+    ASSERT_TRUE(eventually([&] {
+      pid_t r = ::waitpid(run, &st, WNOHANG);
+      return r == run && (WIFEXITED(st) || WIFSIGNALED(st));
+    }, 20)) << "run hung after its cleanup resumed";
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    EXPECT_EQ(berth({"inspect", name}).code, rm ? 1 : 0);
+  }
+  // The container that stays starts again on its rootfs.
+  auto again = berth({"start", "-a", "stays"});
+  EXPECT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(berth({"rm", "stays"}).code, 0);
+}
+
 TEST_F(EngineTest, RunRmLeavesASpareDirectoryTheNextCreateTakes) {
   ASSERT_EQ(berth({"run", "--rm", "--hostname", "recycled-host", "busybox", "true"}).code, 0);
   ASSERT_TRUE(test::wait_for_trash(root_));  // the spare is made under a trash name

@@ -488,7 +488,7 @@ std::string detach_keys(const Context& ctx, std::string spec) {
 // keys), and in `exit_ns` when the container ended (0 if not said). Signals
 // go to the container (Docker's sig-proxy).
 int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bool tty, bool* cleanup_self,
-                const std::string& keys, int64_t* exit_ns = nullptr) {
+                const std::string& keys, int64_t* exit_ns = nullptr, bool removes = false) {
   // Without a tty, signals go to the container (Docker's sig-proxy); with
   // one, keys reach it through the pty and a signal ends only us, as Docker's.
   sigset_t sigs, old;
@@ -574,8 +574,10 @@ int attach_loop(Context& ctx, const std::string& id, int sock, bool stdin_on, bo
           code = static_cast<int>(std::strtol(payload.c_str(), &end, 10));
           if (exit_ns) *exit_ns = end && *end == ' ' ? std::strtoll(end + 1, nullptr, 10) : 0;
           // We record the exit (and remove a --rm container) ourselves: one
-          // process fewer than the monitor's exit command.
-          if (cleanup_self) *cleanup_self = send_all(sock, engine::frame(Frame::kCleanupByClient, ""));
+          // process fewer than the monitor's exit command. Saying that it
+          // goes lets the monitor unmount its rootfs as we record it.
+          if (cleanup_self)
+            *cleanup_self = send_all(sock, engine::frame(Frame::kCleanupByClient, removes ? "rm" : ""));
           // The exit is the last frame, and the container is reaped: the
           // monitor's last steps (closing up, its own exit) are not ours
           // to wait for.
@@ -599,10 +601,17 @@ int start_failure_status(const Error& e) {
   return 125;
 }
 
-bool restart_policy_none(const Container& c) {
+// What a foreground start's cleanup depends on: whether the container
+// restarts (then the monitor's exit command does it), and whether it goes
+// with its exit (--rm).
+struct ExitPolicy {
+  bool restarts = false, removed = false;
+};
+ExitPolicy exit_policy(const Container& c) {
   json body = json::parse(c.config, nullptr, false);
-  if (!body.is_object()) return true;
-  return body.value("HostConfig", json::object()).value("RestartPolicy", json::object()).value("Name", "no") == "no";
+  if (!body.is_object()) return {};
+  const json host = body.value("HostConfig", json::object());
+  return {host.value("RestartPolicy", json::object()).value("Name", "no") != "no", host.value("AutoRemove", false)};
 }
 
 // The attach socket of a foreground start: ours, and the end the monitor gets.
@@ -679,8 +688,9 @@ int start_attached(Context& ctx, const Container& c, bool stdin_on, bool tty, co
   // Docker's daemon would; we only report the exit.
   bool cleanup_self = false;
   int64_t exit_ns = 0;
-  int code = attach_loop(ctx, c.id, ours.get(), stdin_on, tty, restart_policy_none(c) ? &cleanup_self : nullptr, keys,
-                         &exit_ns);
+  ExitPolicy policy = exit_policy(c);
+  int code = attach_loop(ctx, c.id, ours.get(), stdin_on, tty, policy.restarts ? nullptr : &cleanup_self, keys,
+                         &exit_ns, policy.removed);
   if (code == -2) return 0;
   // The monitor has sent the exit, so the container is reaped: the cleanup is ours.
   if (cleanup_self) {
