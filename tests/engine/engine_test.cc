@@ -605,6 +605,14 @@ bool eventually(const std::function<bool()>& pred, double seconds = 10) {
   return pred();
 }
 
+// Whether `pid` (our child) ended within `seconds`; its status in *st.
+bool ended_within(pid_t pid, int* st, double seconds) {
+  return eventually([&] {
+    pid_t r = ::waitpid(pid, st, WNOHANG);
+    return r == pid && (WIFEXITED(*st) || WIFSIGNALED(*st));
+  }, seconds);
+}
+
 TEST_F(EngineTest, RestartPoliciesAsDocker) {
   // on-failure:2: the first run and two restarts, then it stays exited.
   run_d({"--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 1"});
@@ -651,10 +659,7 @@ TEST_F(EngineTest, RunWhoseContainerAnotherCommandStartedDoesNotHang) {
   auto started = berth({"start", "raced"});
   EXPECT_EQ(started.code, 0) << started.err;
   ::kill(run, SIGCONT);
-  bool ended = eventually([&] {
-    pid_t r = ::waitpid(run, &st, WNOHANG);
-    return r == run && (WIFEXITED(st) || WIFSIGNALED(st));
-  }, 20);
+  bool ended = ended_within(run, &st, 20);
   ASSERT_TRUE(ended) << "run hung after another command started its container";
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 3) << read_file(dir_ + "/raced.out").value_or("");
   EXPECT_EQ(berth({"rm", "-f", "raced"}).code, 0);
@@ -693,10 +698,7 @@ TEST_F(EngineTest, EarlyMonitorKilledAfterPreparingLeavesNothing) {
     return paren == std::string::npos || stat.compare(paren + 2, 1, "Z") == 0;
   }));
   ::kill(run, SIGCONT);
-  ASSERT_TRUE(eventually([&] {
-    pid_t r = ::waitpid(run, &st, WNOHANG);
-    return r == run && (WIFEXITED(st) || WIFSIGNALED(st));
-  }, 20)) << "run hung after its early monitor died";
+  ASSERT_TRUE(ended_within(run, &st, 20)) << "run hung after its early monitor died";
   // (Detached: a monitor of its own; a foreground run's early monitor holds its attach socket.)
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
   auto waited = berth({"wait", "prep"});
@@ -1118,10 +1120,7 @@ TEST_F(EngineTest, RunRmsRootfsIsUnmountedAsItsCleanupBegins) {
       EXPECT_TRUE(mounted(rootfs)) << "the rootfs of a container that stays was unmounted";
     }
     ::kill(run, SIGCONT);
-    ASSERT_TRUE(eventually([&] {
-      pid_t r = ::waitpid(run, &st, WNOHANG);
-      return r == run && (WIFEXITED(st) || WIFSIGNALED(st));
-    }, 20)) << "run hung after its cleanup resumed";
+    ASSERT_TRUE(ended_within(run, &st, 20)) << "run hung after its cleanup resumed";
     EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     EXPECT_EQ(berth({"inspect", name}).code, rm ? 1 : 0);
   }
