@@ -8,7 +8,9 @@
 //   client -> monitor: kStdin, kCloseStdin (the client's stdin ended),
 //                      kResize ("<rows> <cols>"), kCleanupByClient (after
 //                      kExit: the client records the exit itself, so the
-//                      monitor exits without running its exit command),
+//                      monitor exits without running its exit command;
+//                      "rm": and removes the container, whose rootfs the
+//                      monitor unmounts at once),
 //                      kRemoveTrash (after kCleanupByClient: the container's
 //                      removed files, renamed to .trash-<id>.* beside its
 //                      directory, one path a line, for the monitor to remove
