@@ -752,8 +752,8 @@ Result<> copy_in(const std::string& host_src, const std::string& rootfs_dir, std
   return pipe_copy(src, -1, dst, xo);
 }
 
-Result<> export_rootfs(const std::string& rootfs_dir, int out_fd) {
-  UniqueFd root = TRY(open_rootfs(rootfs_dir));
+Result<> export_rootfs(const std::string& rootfs_dir, int out_fd, std::string_view container) {
+  UniqueFd root = TRY(open_rootfs(rootfs_dir, container));
   TarWriter w(out_fd, root.get());
   TRY(w.add_children(root.get(), ""));
   return w.finish();

@@ -91,6 +91,6 @@ Result<std::vector<std::pair<char, std::string>>> diff(const std::string& upper_
 // Docker's `export`: a tar (pax) of the whole merged rootfs on `out_fd`, entries
 // named relative to the root ("bin/busybox"), owners, modes, times, xattrs and
 // hardlinks as they are.
-Result<> export_rootfs(const std::string& rootfs_dir, int out_fd);
+Result<> export_rootfs(const std::string& rootfs_dir, int out_fd, std::string_view container);
 
 }  // namespace berth::engine

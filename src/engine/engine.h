@@ -156,6 +156,11 @@ class Engine {
   Result<Container> start(const std::string& name_or_id, int attach_fd = -1, bool fresh = false,
                           EarlyMonitor* early = nullptr);
   Result<> kill(const std::string& name_or_id, int sig);
+  // The container's rootfs, mounted again if it is not: a reboot unmounts
+  // the rootfs of every container that is not running, and an `--rm`
+  // container whose removal was cut short has had it unmounted. cp and
+  // export read a stopped container's files, as Docker's do.
+  Result<std::string> rootfs(const Container& c);
   // SIGTERM (or the container's stop signal), then SIGKILL after `timeout_s`.
   Result<> stop(const std::string& name_or_id, int timeout_s);
   Result<> remove(const std::string& name_or_id, bool force, bool volumes);

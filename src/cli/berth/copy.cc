@@ -67,7 +67,7 @@ void cp(Context& ctx, const std::vector<std::string>& args, engine::CopyOptions 
   if (src.empty() || dst.empty()) die("empty path: " + (src.empty() ? args[0] : args[1]), 125);
   o.container = src_ctr.empty() ? dst_ctr : src_ctr;
   engine::Container c = container(ctx, o.container);
-  std::string rootfs = c.dir + "/rootfs";
+  std::string rootfs = check(check(ctx.engine())->rootfs(c));
   o.mounted_files = mounted_files(c);
   add_mounts(c, o);
   // Docker's rule: a --read-only container takes no files, whether it runs or not.
@@ -106,12 +106,12 @@ void export_container(Context& ctx, const std::string& name, const std::string& 
   engine::Container c = container(ctx, name);
   if (output.empty() || output == "-") {
     if (::isatty(1)) die("cowardly refusing to save to a terminal. Use the -o flag or redirect");
-    check(engine::export_rootfs(c.dir + "/rootfs", 1));
+    check(engine::export_rootfs(check(check(ctx.engine())->rootfs(c)), 1, name));
     return;
   }
   UniqueFd fd(::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!fd) throw Failure{Error{errno, "export: " + output}};
-  auto r = engine::export_rootfs(c.dir + "/rootfs", fd.get());
+  auto r = engine::export_rootfs(check(check(ctx.engine())->rootfs(c)), fd.get(), name);
   if (!r) ::unlink(output.c_str());  // no partial archive left
   check(std::move(r));
 }
