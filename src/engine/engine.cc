@@ -1199,7 +1199,9 @@ bool should_restart(const json& host, int code, int restart_count, bool stopped_
 std::string Engine::stopped_marker(const Container& c) const { return c.dir + "/stopped-by-user"; }
 
 Result<> Engine::cleanup(const std::string& id, bool* runtime_left, const Exit* exit) {
-  failpoint("cleanup");
+  // (A foreground run's cleanup only, which is given the exit: the exit
+  // command, started with the run's environment, is not stopped there.)
+  if (exit) failpoint("cleanup-by-client");
   int64_t delay_ms = 0;
   {
     auto locked = DirLock::take(container_dir(id));

@@ -163,6 +163,7 @@ struct Client {
   bool dead = false;
   bool initial = false;       // handed over at start (the foreground `run`)
   bool cleans_up = false;     // sent kCleanupByClient
+  bool removes = false;       // and said the container goes with it ("rm")
   std::string trash;          // sent kRemoveTrash: its paths, one a line
 };
 
@@ -483,7 +484,8 @@ void Monitor::on_client(Client& c, short revents) {
         // unmount came later, that container's unmount of its old root
         // was the overlay's last: the evicted work directories' discards
         // (~0.7 ms, in one run in four) were waited for on its set-up.
-        if (c.cleans_up && exited_ && payload == "rm") (void)::umount2("rootfs", MNT_DETACH | UMOUNT_NOFOLLOW);
+        c.removes = c.cleans_up && payload == "rm";
+        if (c.removes && exited_) (void)::umount2("rootfs", MNT_DETACH | UMOUNT_NOFOLLOW);
         break;
       case Frame::kRemoveTrash:
         if (c.cleans_up) c.trash = payload.empty() ? "\n" : payload;
@@ -653,7 +655,7 @@ void Monitor::finish() {
   // path of every `run --rm`): it answers kExit with kCleanupByClient. A
   // client that says nothing within a second, or goes away, leaves it to the
   // exit command.
-  bool client_cleans = false;
+  bool client_cleans = false, client_removes = false;
   for (auto& c : clients_) {
     if (!c.initial) continue;
     // Its last stdin frames may come before the answer.
@@ -663,6 +665,7 @@ void Monitor::finish() {
       on_client(c, p.revents);
     }
     client_cleans |= c.cleans_up;
+    client_removes |= c.removes;
   }
   // The engine records the start before we may record the end.
   char b;
@@ -679,7 +682,11 @@ void Monitor::finish() {
   if (!removed)
     if (auto r = atomic_write_file(a_.dir + "/exit", exit + "\n"); !r) log::error("record exit: " + r.error().str());
   join_spare_maker();
-  if (a_.exit_command.empty() || client_cleans) ::_exit(0);
+  // A client that said it removes an --rm container and then went away
+  // (killed) before handing its files over leaves the removal to the exit
+  // command, as if it had never taken the cleanup over: its row is gone
+  // (then the command finds nothing to do) or still there (then it goes).
+  if (a_.exit_command.empty() || (client_cleans && (removed || !client_removes))) ::_exit(0);
   // Attached clients stay connected through the exit command: a foreground
   // `run --rm` returns once their socket closes, when the removal is done.
   for (auto& c : clients_) {

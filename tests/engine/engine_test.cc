@@ -1095,7 +1095,7 @@ TEST_F(EngineTest, RunRmsRootfsIsUnmountedAsItsCleanupBegins) {
     return false;
   };
   auto stopped_run = [&](const std::vector<std::string>& args) {
-    ::setenv("BERTH_FAILPOINT", "cleanup:stop", 1);
+    ::setenv("BERTH_FAILPOINT", "cleanup-by-client:stop", 1);
     pid_t pid = start_berth(args);
     ::unsetenv("BERTH_FAILPOINT");
     return pid;
@@ -1128,6 +1128,19 @@ TEST_F(EngineTest, RunRmsRootfsIsUnmountedAsItsCleanupBegins) {
   auto again = berth({"start", "-a", "stays"});
   EXPECT_EQ(again.code, 0) << again.err;
   EXPECT_EQ(berth({"rm", "stays"}).code, 0);
+}
+
+// A foreground `run --rm` killed as its cleanup begins (after it told the
+// monitor it removes the container, before it handed the files over): the
+// monitor's exit command removes the container, as Docker's daemon would.
+TEST_F(EngineTest, RunRmKilledInItsCleanupIsRemovedAnyway) {
+  ::setenv("BERTH_FAILPOINT", "cleanup-by-client", 1);
+  auto r = berth({"run", "--rm", "--name", "orphan", "busybox", "sh", "-c", "echo hi > /made"});
+  ::unsetenv("BERTH_FAILPOINT");
+  ASSERT_EQ(r.code, 137) << "the run was not killed at its failpoint: " << r.err;
+  EXPECT_TRUE(eventually([&] { return berth({"inspect", "orphan"}).code != 0; }))
+      << "the --rm container stayed: " << berth({"ps", "-a"}).out;
+  EXPECT_TRUE(berth({"ps", "-aq"}).out.empty());
 }
 
 TEST_F(EngineTest, RunRmLeavesASpareDirectoryTheNextCreateTakes) {
