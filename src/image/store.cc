@@ -125,9 +125,10 @@ Result<> mount_overlay(const std::vector<std::string>& lowers, const std::string
     // gives one device and unique inode numbers, as a single filesystem has.
     if (ok && xino) ::syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "xino", "on", 0);
     if (ok) {
-      if (!ro && (::syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "upperdir", upper.c_str(), 0) != 0 ||
-                  ::syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "workdir", work.c_str(), 0) != 0))
-        return sys_error("overlay upper/work dirs for " + target);
+      if (!ro && ::syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "upperdir", upper.c_str(), 0) != 0)
+        return sys_error("overlay upper dir " + upper);
+      if (!ro && ::syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "workdir", work.c_str(), 0) != 0)
+        return sys_error("overlay work dir " + work);
       // Best effort: a kernel without it (before 5.10) syncs as before.
       if (!ro && volatile_upper) ::syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "volatile", nullptr, 0);
       // Before 6.5 overlayfs parsed options only at create, so an unknown

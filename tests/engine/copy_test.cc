@@ -367,6 +367,26 @@ TEST_F(CopyTest, AStoppedContainersUnmountedRootfsIsMountedAgain) {
   EXPECT_FALSE(mounted());
 }
 
+// A rootfs that cannot be mounted again (its upper directory gone) is a
+// one-line error naming it, and export leaves no file.
+TEST_F(CopyTest, ARootfsThatCannotBeMountedIsAClearError) {
+  auto r = berth({"create", "--name", "c", "busybox", "true"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::string dir = root_ + "/containers/" + r.out.substr(0, r.out.find('\n'));
+  ASSERT_EQ(::umount2((dir + "/rootfs").c_str(), MNT_DETACH), 0);
+  ASSERT_EQ(::rmdir((dir + "/upper").c_str()), 0);
+  r = berth({"export", "-o", host_ + "/x.tar", "c"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find(dir + "/upper"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_FALSE(fs::exists(host_ + "/x.tar"));
+  r = berth({"cp", "c:/etc/passwd", host_ + "/passwd"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_FALSE(fs::exists(host_ + "/passwd"));
+  // Removable as it is.
+  EXPECT_EQ(berth({"rm", "c"}).code, 0);
+}
+
 TEST_F(CopyTest, ReadOnlyContainersTakeNoFiles) {
   ASSERT_EQ(berth({"run", "-d", "--name", "ro", "--read-only", "busybox", "sleep", "60"}).code, 0);
   ASSERT_TRUE(atomic_write_file(host_ + "/f", "x\n", 0644));

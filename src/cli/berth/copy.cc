@@ -104,14 +104,17 @@ void diff(Context& ctx, const std::string& name) {
 
 void export_container(Context& ctx, const std::string& name, const std::string& output) {
   engine::Container c = container(ctx, name);
-  if (output.empty() || output == "-") {
-    if (::isatty(1)) die("cowardly refusing to save to a terminal. Use the -o flag or redirect");
-    check(engine::export_rootfs(check(check(ctx.engine())->rootfs(c)), 1, name));
+  bool to_stdout = output.empty() || output == "-";
+  if (to_stdout && ::isatty(1)) die("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+  // (Before the output is made: a rootfs that cannot be mounted leaves no file.)
+  std::string rootfs = check(check(ctx.engine())->rootfs(c));
+  if (to_stdout) {
+    check(engine::export_rootfs(rootfs, 1, name));
     return;
   }
   UniqueFd fd(::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!fd) throw Failure{Error{errno, "export: " + output}};
-  auto r = engine::export_rootfs(check(check(ctx.engine())->rootfs(c)), fd.get(), name);
+  auto r = engine::export_rootfs(rootfs, fd.get(), name);
   if (!r) ::unlink(output.c_str());  // no partial archive left
   check(std::move(r));
 }
