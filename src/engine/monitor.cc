@@ -789,7 +789,16 @@ bool Monitor::remove_client_trash() {
     // then its directory, which becomes the next spare if nothing of the
     // container is left in it (engine/spare.h: fewer inodes to remove and
     // to make), or goes, and a new spare is made in a free slot.
-    bool ended = false, recycled = false;
+    // A new spare (when the directory is not recycled) is made before the
+    // trash goes: while this work is pending there is always a trash name
+    // (the container's, or the spare's in the nursery), which is how
+    // `test::wait_for_trash`, and a command's repair, tell it is done.
+    bool ended = false, recycled = false, made = false;
+    auto make_new_spare = [&] {
+      if (!ours || recycled || made) return;
+      made = true;
+      if (auto r = make_spare(parent); !r) log::debug("spare container directory: " + r.error().str());
+    };
     for (auto& p : split(c.trash, '\n')) {
       if (p == "runtime") {
         runtime::Globals g;
@@ -801,11 +810,14 @@ bool Monitor::remove_client_trash() {
       if (slash == std::string::npos || p.substr(0, slash) != parent) continue;
       std::string name = p.substr(slash + 1);
       if (!name.starts_with(prefix) || name.find('/') != std::string::npos) continue;
-      if (ended && !recycled && recycle_as_spare(parent, p)) recycled = true;
-      else (void)remove_trash(p);
+      if (ended && !recycled && recycle_as_spare(parent, p)) {
+        recycled = true;
+        continue;
+      }
+      make_new_spare();
+      (void)remove_trash(p);
     }
-    if (ours && !recycled)
-      if (auto r = make_spare(parent); !r) log::debug("spare container directory: " + r.error().str());
+    make_new_spare();
     if (gone) return true;
     ::_exit(0);
   }
