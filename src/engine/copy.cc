@@ -691,11 +691,9 @@ Result<> pipe_copy(const Source& src, int one_fs_root, const Dest& dst, const Ex
 Result<UniqueFd> open_rootfs(const std::string& rootfs_dir, std::string_view container) {
   UniqueFd fd(::open(rootfs_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!fd) return sys_error("open " + rootfs_dir);
-  struct statx stx {};
-  if (::statx(fd.get(), "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) < 0) return sys_error("statx " + rootfs_dir);
-  if (!(stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) || !(stx.stx_attributes & STATX_ATTR_MOUNT_ROOT))
-    return fail("the filesystem of container " + std::string(container) +
-                " is not mounted (after a reboot it is mounted again when the container starts)");
+  // (Engine::rootfs mounts a stopped container's again first.)
+  if (!is_mount_root(fd.get(), ""))
+    return fail("the filesystem of container " + std::string(container) + " is not mounted at " + rootfs_dir);
   return fd;
 }
 

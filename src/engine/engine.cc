@@ -1088,10 +1088,7 @@ Result<> Engine::remove_locked(Container& c, bool volumes, bool keep_runtime) {
 
 Result<std::string> Engine::rootfs(const Container& c) {
   std::string path = c.dir + "/rootfs";
-  struct statx stx {};
-  if (::statx(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &stx) == 0 &&
-      (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT))
-    return path;
+  if (is_mount_root(path)) return path;
   // Mounted as `start` mounts it, under the container's lock: a start or
   // rm meanwhile comes first, and then it is mounted or gone.
   DirLock lock = TRY(DirLock::take(container_dir(c.id)));

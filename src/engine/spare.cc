@@ -130,12 +130,6 @@ std::vector<std::string> names_in(int fd, size_t max) {
   return out;
 }
 
-bool mount_root(int dirfd, const char* name) {
-  struct statx stx {};
-  return ::statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 &&
-         (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
-}
-
 // An inode kept from a container's directory as create made it: its kind,
 // mode and owner, one link, no extended attribute.
 bool as_made(int fd, const Entry& e) {
@@ -164,7 +158,7 @@ bool recycle_as_spare(const std::string& containers, const std::string& trash) {
   struct stat st;
   if (::fstat(d.get(), &st) != 0 || st.st_uid != 0 || (st.st_mode & 07777) != 0700) return false;
   // Its rootfs's overlay first (the directory under it is a spare's).
-  if (mount_root(d.get(), "rootfs") &&
+  if (is_mount_root(d.get(), "rootfs") &&
       ::umount2(("/proc/self/fd/" + std::to_string(d.get()) + "/rootfs").c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
     return false;
   auto names = names_in(d.get(), std::size(kSkeleton));
@@ -199,7 +193,7 @@ bool recycle_as_spare(const std::string& containers, const std::string& trash) {
     UniqueFd f(::openat(d.get(), e->name, (e->dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC));
     if (!f || !as_made(f.get(), *e)) return false;
     if (e->dir) {
-      if (mount_root(f.get(), "") || !names_in(f.get(), 0).empty()) return false;
+      if (is_mount_root(f.get(), "") || !names_in(f.get(), 0).empty()) return false;
     } else if (name != "config.json" && open_for_writing(f.get())) {
       f.reset();
       if (::unlinkat(d.get(), e->name, 0) != 0 || !make_entry(d.get(), *e)) return false;

@@ -86,12 +86,6 @@ Result<UniqueFd> lock_dir(const std::string& path) {
   return fd;
 }
 
-bool is_mount_root(const std::string& path) {
-  struct statx stx {};
-  return ::statx(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &stx) == 0 &&
-         (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
-}
-
 // A volume made with --opt type=...,device=...: its filesystem, mounted on
 // _data when a container first takes it; it stays until the volume goes.
 Result<> mount_options(const Volume& v) {

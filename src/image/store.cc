@@ -90,13 +90,6 @@ std::vector<std::string> list_dir(const std::string& dir) {
   return out;
 }
 
-// A bind mount from the same filesystem has the parent's st_dev: ask statx.
-bool is_mountpoint(const std::string& path) {
-  struct statx stx {};
-  if (::statx(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &stx) != 0) return false;
-  return (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
-}
-
 // Mounts an overlay of `lowers` (top first) on `target`: read-only without
 // `upper`, else with upper and work dirs. The new mount API's "lowerdir+"
 // takes one layer per call (no page-size limit on the option string, so
@@ -223,7 +216,7 @@ std::vector<const Digest*> unmounted_layers(const std::string& root, const Image
   std::vector<const Digest*> out;
   for (auto& c : image.layers) {
     std::string dir = root + "/layers/" + c.hex;
-    if (path_exists(dir + "/layer.erofs") && !is_mountpoint(dir + "/diff")) out.push_back(&c);
+    if (path_exists(dir + "/layer.erofs") && !is_mount_root(dir + "/diff")) out.push_back(&c);
   }
   return out;
 }
@@ -385,7 +378,7 @@ Result<> ImageStore::collect_garbage() {
   TRY(drop_unreferenced());
   for (auto& n : list_dir(root_ + "/image-mounts")) {
     std::string p = root_ + "/image-mounts/" + n;
-    if (!is_mountpoint(p)) ::rmdir(p.c_str());
+    if (!is_mount_root(p)) ::rmdir(p.c_str());
   }
   for (auto& p : dead) ::unlink(p.c_str());
   return {};
@@ -873,7 +866,7 @@ Result<RemoveResult> ImageStore::remove(std::string_view name, bool force) {
   if (force) {
     // A forced removal of a mounted image unmounts it first.
     std::string mp = root_ + "/image-mounts/" + rec.id.hex;
-    if (is_mountpoint(mp)) ::umount2(mp.c_str(), MNT_DETACH);
+    if (is_mount_root(mp)) ::umount2(mp.c_str(), MNT_DETACH);
     ::rmdir(mp.c_str());
   }
   for (auto& t : rec.tags) out.untagged.push_back(t.familiar());
@@ -929,7 +922,7 @@ Result<DiskUsage> ImageStore::disk_usage() const {
 Result<> ImageStore::remove_layer_dir(const std::string& name) {
   std::string dir = root_ + "/layers/" + name;
   // An EROFS layer still mounted (in use by nothing: its rows are gone).
-  if (is_mountpoint(dir + "/diff") && ::umount2((dir + "/diff").c_str(), MNT_DETACH) != 0)
+  if (is_mount_root(dir + "/diff") && ::umount2((dir + "/diff").c_str(), MNT_DETACH) != 0)
     return sys_error("umount " + dir + "/diff");
   return remove_tree(dir);
 }
@@ -966,7 +959,7 @@ std::vector<std::string> ImageStore::layer_dirs(const ImageRecord& image) const 
 Result<std::string> ImageStore::mount(const ImageRecord& image) {
   UniqueFd held = TRY(lock());
   std::string mp = root_ + "/image-mounts/" + image.id.hex;
-  if (is_mountpoint(mp)) {
+  if (is_mount_root(mp)) {
     TRY(db_->exec("INSERT INTO image_mounts (image, count) VALUES (?1, 1) "
                   "ON CONFLICT(image) DO UPDATE SET count = count + 1",
                   image.id.str()));
@@ -990,7 +983,7 @@ Result<std::string> ImageStore::mount(const ImageRecord& image) {
     return db_->exec("INSERT OR REPLACE INTO image_mounts (image, count) VALUES (?1, 1)", image.id.str());
   }();
   if (!made) {
-    if (is_mountpoint(mp)) ::umount2(mp.c_str(), MNT_DETACH);
+    if (is_mount_root(mp)) ::umount2(mp.c_str(), MNT_DETACH);
     ::rmdir(mp.c_str());
     return std::unexpected(std::move(made).error());
   }
@@ -1001,7 +994,7 @@ Result<bool> ImageStore::umount(const ImageRecord& image, bool all) {
   UniqueFd held = TRY(lock());
   std::string mp = root_ + "/image-mounts/" + image.id.hex;
   int64_t n = TRY(db_->count("SELECT coalesce(max(count), 0) FROM image_mounts WHERE image = ?1", image.id.str()));
-  bool mounted = is_mountpoint(mp);
+  bool mounted = is_mount_root(mp);
   if (n <= 0 && !mounted) return false;
   if (n > 1 && !all) {
     TRY(db_->exec("UPDATE image_mounts SET count = count - 1 WHERE image = ?1", image.id.str()));
@@ -1125,7 +1118,7 @@ void ImageStore::save_etc_files(const ImageRecord& image, std::string_view passw
 
 Result<std::string> ImageStore::mount_rootfs(const ImageRecord& image, const std::string& dir) {
   std::string rootfs = dir + "/rootfs";
-  if (is_mountpoint(rootfs)) return rootfs;
+  if (is_mount_root(rootfs)) return rootfs;
   auto lowers = TRY(mounted_layer_dirs(image));
   // A volatile mount leaves work/work/incompat/volatile, and overlayfs refuses
   // that work dir until it goes: the rootfs of a transient container, which

@@ -98,6 +98,15 @@ Result<> mkdir_p(const std::string& path, mode_t mode) {
   return {};
 }
 
+bool is_mount_root(int dirfd, const char* path) {
+  struct statx stx {};
+  int flags = AT_SYMLINK_NOFOLLOW | (*path ? 0 : AT_EMPTY_PATH);
+  return ::statx(dirfd, path, flags, STATX_BASIC_STATS, &stx) == 0 &&
+         (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+}
+
+bool is_mount_root(const std::string& path) { return is_mount_root(AT_FDCWD, path.c_str()); }
+
 static Result<> remove_at(int dirfd, const char* name, bool detach) {
   if (::unlinkat(dirfd, name, 0) == 0 || errno == ENOENT) return {};
   if (errno != EISDIR) return sys_error(std::string("unlink ") + name);
@@ -107,9 +116,7 @@ static Result<> remove_at(int dirfd, const char* name, bool detach) {
   // /proc, a volume) would have its contents deleted. Trash (`detach`) is
   // ours whole: what is mounted in it is detached, and the directory under
   // it removed.
-  struct statx stx {};
-  if (::statx(fd.get(), "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 &&
-      (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT)) {
+  if (is_mount_root(fd.get(), "")) {
     if (!detach) return sys_error(EBUSY, std::string("remove ") + name + ": a mount point");
     fd.reset();
     std::string at = dirfd == AT_FDCWD ? name : "/proc/self/fd/" + std::to_string(dirfd) + "/" + name;

@@ -27,6 +27,11 @@ Result<> atomic_write_file(const std::string& path, std::string_view data, mode_
 // sees yet, where a rename buys nothing.
 Result<> write_new_file(const std::string& path, std::string_view data, mode_t mode = 0600);
 Result<> mkdir_p(const std::string& path, mode_t mode = 0755);
+// Whether `path` under `dirfd` ("" for `dirfd` itself) is the root of a mount,
+// no symlink followed: statx's STATX_ATTR_MOUNT_ROOT (a bind mount from the same
+// filesystem has its parent's st_dev). False if it cannot be looked at.
+bool is_mount_root(int dirfd, const char* path);
+bool is_mount_root(const std::string& path);
 // Removes a directory tree without following symlinks or descending into
 // another mount (EBUSY: whatever is mounted inside is left alone).
 Result<> remove_tree(const std::string& path);

@@ -336,35 +336,28 @@ TEST_F(CopyTest, AStoppedContainersUnmountedRootfsIsMountedAgain) {
   auto id = berth({"inspect", "-f", "{{.Id}}", "c"});
   ASSERT_EQ(id.code, 0) << id.err;
   std::string rootfs = root_ + "/containers/" + id.out.substr(0, id.out.find('\n')) + "/rootfs";
-  auto mounted = [&] {
-    for (auto& line : split(read_file("/proc/self/mountinfo").value_or(""), '\n')) {
-      auto f = split(line, ' ');
-      if (f.size() > 4 && f[4] == rootfs) return true;
-    }
-    return false;
-  };
-  ASSERT_TRUE(mounted());
+  ASSERT_TRUE(is_mount_root(rootfs));
   ASSERT_EQ(::umount2(rootfs.c_str(), MNT_DETACH), 0);
   r = berth({"cp", "c:/mine", host_ + "/mine"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(read(host_ + "/mine"), "mine\n");
-  EXPECT_TRUE(mounted());
+  EXPECT_TRUE(is_mount_root(rootfs));
   ASSERT_EQ(::umount2(rootfs.c_str(), MNT_DETACH), 0);
   r = berth({"export", "-o", host_ + "/x.tar", "c"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(tar_files(read(host_ + "/x.tar"))["mine"], "mine\n");
-  EXPECT_TRUE(mounted());
+  EXPECT_TRUE(is_mount_root(rootfs));
   // diff reads the upper dir: no mount needed.
   ASSERT_EQ(::umount2(rootfs.c_str(), MNT_DETACH), 0);
   r = berth({"diff", "c"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("A /mine"), std::string::npos) << r.out;
-  EXPECT_FALSE(mounted());
+  EXPECT_FALSE(is_mount_root(rootfs));
   // And it starts again on it.
   r = berth({"start", "-a", "c"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(berth({"rm", "c"}).code, 0);
-  EXPECT_FALSE(mounted());
+  EXPECT_FALSE(is_mount_root(rootfs));
 }
 
 // A rootfs that cannot be mounted again (its upper directory gone) is a

@@ -1087,13 +1087,6 @@ TEST_F(EngineTest, KilledCliLeavesATruthfulStoreThatRmCleans) {
 // directories, fell on that container's set-up). A container that stays
 // keeps its rootfs. Stopped where the command's cleanup begins:
 TEST_F(EngineTest, RunRmsRootfsIsUnmountedAsItsCleanupBegins) {
-  auto mounted = [](const std::string& path) {
-    for (auto& line : split(read_file("/proc/self/mountinfo").value_or(""), '\n')) {
-      auto f = split(line, ' ');
-      if (f.size() > 4 && f[4] == path) return true;
-    }
-    return false;
-  };
   auto stopped_run = [&](const std::vector<std::string>& args) {
     ::setenv("BERTH_FAILPOINT", "cleanup-by-client:stop", 1);
     pid_t pid = start_berth(args);
@@ -1114,10 +1107,10 @@ TEST_F(EngineTest, RunRmsRootfsIsUnmountedAsItsCleanupBegins) {
     std::string rootfs = root_ + "/containers/" + id + "/rootfs";
     ASSERT_TRUE(fs::exists(root_ + "/containers/" + id + "/upper"));
     if (rm) {
-      EXPECT_TRUE(eventually([&] { return !mounted(rootfs); })) << rootfs << " still mounted";
+      EXPECT_TRUE(eventually([&] { return !is_mount_root(rootfs); })) << rootfs << " still mounted";
     } else {
       ::usleep(200000);
-      EXPECT_TRUE(mounted(rootfs)) << "the rootfs of a container that stays was unmounted";
+      EXPECT_TRUE(is_mount_root(rootfs)) << "the rootfs of a container that stays was unmounted";
     }
     ::kill(run, SIGCONT);
     ASSERT_TRUE(ended_within(run, &st, 20)) << "run hung after its cleanup resumed";
