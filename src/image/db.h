@@ -97,11 +97,16 @@ class Db {
   // it still checkpoints inline at kCheckpointForcePages.
   static constexpr int kCheckpointPages = 128;
   static constexpr int kCheckpointForcePages = 1000;
+  static constexpr int kCheckpointAttempts = 8;
   static void checkpoint_detached();
+  // The checkpoint that child makes (and starts the log over), made here
+  // with a connection of its own.
+  static void checkpoint(const std::string& path);
 
  private:
   explicit Db(sqlite3* db) : db_(db) {}
   bool close();  // false if SQLite kept it open
+  static void checkpoint_and_restart(sqlite3* db);
   std::string path_;
   static DbValue to_value(std::nullptr_t) { return nullptr; }
   static DbValue to_value(const std::string& s) { return s; }
