@@ -59,6 +59,7 @@ struct Args {
   // these are its fds and pid.
   bool loop = false;
   pid_t pid = 0;
+  bool own_pid_ns = false;  // --own-pid-ns: Launched::own_pid_ns (for recycle_as_spare)
   // Health check (Docker's Healthcheck): Test is ["CMD", args...] or ["CMD-SHELL", cmd].
   std::vector<std::string> health_test;
   int64_t health_interval_ms = 30000, health_timeout_ms = 30000, health_start_ms = 0;
@@ -126,6 +127,7 @@ Result<Args> parse_args(int argc, char** argv) {
     else if (f == "--started-ms") a.started_ms = TRY(number("--started-ms"));
     else if (f == "--next-probe-ms") a.next_probe_ms = TRY(number("--next-probe-ms"));
     else if (f == "--loop") a.loop = true;
+    else if (f == "--own-pid-ns") a.own_pid_ns = true;
     else if (f == "--health-test") a.health_test.push_back(TRY(value("--health-test")));
     else if (f == "--health-interval-ms") a.health_interval_ms = TRY(number("--health-interval-ms"));
     else if (f == "--health-timeout-ms") a.health_timeout_ms = TRY(number("--health-timeout-ms"));
@@ -403,6 +405,7 @@ Result<> Monitor::start_container() {
   for (int fd = 0; fd <= 2; ++fd) ::dup2(null.get(), fd);
   if (!launched) return std::unexpected(std::move(launched).error());
   pid_ = launched->pid;
+  a_.own_pid_ns = launched->own_pid_ns;
   mount_ns_ = std::move(launched->mount_ns);
   if (launched->console) {
     // A terminal: the pty is the container's stdio; the pipes are unused.
@@ -810,7 +813,7 @@ bool Monitor::remove_client_trash() {
       if (slash == std::string::npos || p.substr(0, slash) != parent) continue;
       std::string name = p.substr(slash + 1);
       if (!name.starts_with(prefix) || name.find('/') != std::string::npos) continue;
-      if (ended && !recycled && recycle_as_spare(parent, p)) {
+      if (ended && !recycled && recycle_as_spare(parent, p, a_.own_pid_ns)) {
         recycled = true;
         continue;
       }
@@ -842,6 +845,7 @@ void Monitor::relaunch() {
     args.insert(args.end(), {"--log", a_.log_path, "--log-max-size", std::to_string(a_.log_max_size),
                              "--log-max-files", std::to_string(a_.log_max_files)});
   if (a_.log_lazy) args.push_back("--log-lazy");
+  if (a_.own_pid_ns) args.push_back("--own-pid-ns");
   auto pass = [&](const char* flag, const UniqueFd& fd) {
     if (!fd) return;
     ::fcntl(fd.get(), F_SETFD, 0);

@@ -23,6 +23,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -47,8 +48,12 @@ Result<> make_spare(const std::string& containers, bool if_none = false);
 // are as create made them; the files the container saw only if no one holds
 // them open for writing (else new ones). Their old contents are written over
 // by the next create. False if it is not that (the caller removes it,
-// whatever was done to it) or every slot is taken.
-bool recycle_as_spare(const std::string& containers, const std::string& trash);
+// whatever was done to it) or every slot is taken. `own_pid_ns`: the
+// container's first process had a pid namespace of its own, so that every
+// process of it ended with it (Launched::own_pid_ns, as its monitor knows it;
+// without it the config.json in `trash` is read for it).
+bool recycle_as_spare(const std::string& containers, const std::string& trash,
+                      std::optional<bool> own_pid_ns = std::nullopt);
 
 // Renames a spare of `containers` to `to` (a new path in it): false if there
 // was none.

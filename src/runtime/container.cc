@@ -882,6 +882,8 @@ Result<Launched> launch(const Globals& global, const CreateOptions& o, PreparedL
   l.pidfd = std::move(c.pidfd);
   l.mount_ns = std::move(c.mount_ns);
   l.cgroup_adopted = c.cgroup_adopted;
+  const oci::Namespace* pid_ns = c.spec.ns("pid");
+  l.own_pid_ns = pid_ns && pid_ns->path.empty();
   return l;
 }
 

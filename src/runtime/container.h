@@ -92,6 +92,9 @@ struct Launched {
   UniqueFd console;  // the pty master (process.terminal), else empty
   UniqueFd mount_ns;  // CreateOptions::keep_mount_ns, when it could be had
   bool cgroup_adopted = false;  // CreateOptions::cgroup_made was taken over
+  // It is the first process of a pid namespace of its own: its end ended
+  // every process of the container.
+  bool own_pid_ns = false;
 };
 // launch()'s first steps, for a caller that has the config before it may
 // start the container (berth's early monitor: the CLI sends the spec while

@@ -1186,7 +1186,8 @@ TEST_F(EngineTest, RunRmLeavesASpareDirectoryTheNextCreateTakes) {
 // (the old overlay may live on through a descriptor open anywhere), the
 // overlay's work/work gone, and a file the container saw that someone still
 // holds open for writing replaced; a written upper/, a changed inode, or a
-// container without a pid namespace of its own is not recycled at all.
+// container without a pid namespace of its own (its config.json's, or as
+// its monitor says) is not recycled at all.
 TEST_F(EngineTest, RecycledSpareKeepsNothingOfItsContainer) {
   auto made = berth({"create", "busybox", "true"});
   ASSERT_EQ(made.code, 0) << made.err;
@@ -1256,8 +1257,10 @@ TEST_F(EngineTest, RecycledSpareKeepsNothingOfItsContainer) {
       break;
     }
   std::string hostpid = trash("hostpid", spec.dump());
-  for (auto& t : {written, chmodded, xattr, hostpid}) {
-    EXPECT_FALSE(engine::recycle_as_spare(containers, t)) << t;
+  // Nor one whose monitor says it had none, whatever its config.json says.
+  std::string joined = trash("joined", config);
+  for (auto& t : {written, chmodded, xattr, hostpid, joined}) {
+    EXPECT_FALSE(engine::recycle_as_spare(containers, t, t == joined ? std::optional<bool>(false) : std::nullopt)) << t;
     EXPECT_EQ(spares(), std::set<ino_t>{dir}) << t;
     EXPECT_TRUE(remove_trash(t)) << t;
   }
