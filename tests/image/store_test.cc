@@ -315,6 +315,12 @@ TEST_F(StoreTest, RemoveTreeNeverDescendsIntoAMount) {
   EXPECT_EQ(r.error().err, EBUSY);
   EXPECT_TRUE(fs::exists(dir + "/mnt/precious"));
   ASSERT_EQ(::umount2((dir + "/mnt").c_str(), 0), 0);
+  // An empty mount too (a directory that rmdir would refuse as busy).
+  ASSERT_EQ(::mount("tmpfs", (dir + "/mnt").c_str(), "tmpfs", 0, "size=1m"), 0);
+  r = remove_tree(dir);
+  EXPECT_TRUE(!r && r.error().err == EBUSY);
+  EXPECT_TRUE(is_mount_root(dir + "/mnt"));
+  ASSERT_EQ(::umount2((dir + "/mnt").c_str(), 0), 0);
   ASSERT_TRUE(remove_tree(dir));
   EXPECT_FALSE(fs::exists(dir));
 }
