@@ -1075,9 +1075,13 @@ Result<> Engine::remove_locked(Container& c, bool volumes, bool keep_runtime) {
     // killed): empty, and no runtime state names it.
     if (!opt_.systemd_cgroup && c.started == 0) cgroup::remove_if_empty(container_cgroup_path(c.id, false));
   }
-  TRY(store_->remove_rootfs(c.id, c.dir, opt_.defer_removal));
-  failpoint("remove-after-rootfs");
-  TRY(db_->exec(kDeleteContainer, c.id));
+  // Its row goes in the transaction that lets its image go (a commit fewer);
+  // killed after its directory went to the trash, both rows stay, and the
+  // next rm removes them.
+  TRY(store_->remove_rootfs(c.id, c.dir, opt_.defer_removal, [&]() -> Result<> {
+    failpoint("remove-after-rootfs");
+    return db_->exec(kDeleteContainer, c.id);
+  }));
   // Its anonymous volumes go with rm -v, and always with --rm (Docker).
   if (!volumes) {
     json body = json::parse(c.config, nullptr, false);

@@ -1137,7 +1137,8 @@ Result<std::string> ImageStore::mount_rootfs(const ImageRecord& image, const std
 
 void ImageStore::prepare_remove_rootfs() { db_->prepare(kDropImageUser); }
 
-Result<> ImageStore::remove_rootfs(const std::string& user, const std::string& dir, bool later) {
+Result<> ImageStore::remove_rootfs(const std::string& user, const std::string& dir, bool later,
+                                   const std::function<Result<>()>& with) {
   UniqueFd held = TRY(lock());
   std::string rootfs = dir + "/rootfs";
   // Not mounted (EINVAL) or never made (ENOENT) is fine: reading mountinfo to
@@ -1146,7 +1147,11 @@ Result<> ImageStore::remove_rootfs(const std::string& user, const std::string& d
   if (!later && ::umount2(rootfs.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
     return sys_error("umount " + rootfs);
   TRY(later ? trash_tree(dir) : remove_tree(dir));
-  return db_->exec(kDropImageUser, user);
+  if (!with) return db_->exec(kDropImageUser, user);
+  return db_->transaction([&]() -> Result<> {
+    TRY(db_->exec(kDropImageUser, user));
+    return with();
+  });
 }
 
 Result<std::string> ImageStore::read_config(const ImageRecord& image) const { return content_->read(image.id); }

@@ -239,8 +239,11 @@ class ImageStore {
   // unless it is mounted, volatile again if it was; returns dir/rootfs.
   Result<std::string> mount_rootfs(const ImageRecord& image, const std::string& dir);
   // Unmounts and removes `dir`, and lets the image go. `later`: `dir` goes to
-  // the trash (trash_tree), removed by whoever empties it.
-  Result<> remove_rootfs(const std::string& user, const std::string& dir, bool later = false);
+  // the trash (trash_tree), removed by whoever empties it. `with`: the
+  // caller's own change to the database, made in the same transaction as the
+  // image's release (the container's row going with it: a commit fewer).
+  Result<> remove_rootfs(const std::string& user, const std::string& dir, bool later = false,
+                         const std::function<Result<>()>& with = {});
   // What remove_rootfs will ask of the database, parsed now (Db::prepare).
   void prepare_remove_rootfs();
 
