@@ -1,6 +1,7 @@
 #include "util/exit.h"
 
 #include <linux/sched.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -26,6 +27,10 @@ int keeper(void*) {
   // Copies of our stdio (the only fds left): a reader of our stdout sees its
   // end when we exit, not when the keeper does. Nor does it pin our cwd.
   ::syscall(SYS_close_range, 0U, ~0U, 0U);
+  // The unmapping waits for an idle CPU: at our priority it took one from
+  // whatever the caller started next (back to back, the next `run`'s exec).
+  struct sched_param idle = {};
+  ::syscall(SYS_sched_setscheduler, 0, SCHED_IDLE, &idle);
   ::syscall(SYS_chdir, "/");
   ::syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   // A parent gone before the death signal was armed: nothing to wait for.
