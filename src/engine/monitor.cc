@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <algorithm>
+#include <atomic>
 #include <functional>
 #include <system_error>
 #include <thread>
@@ -157,6 +158,9 @@ constexpr size_t kHighWater = 256 << 10;
 // How long the monitor serves a new container from the image that started
 // it before it re-execs itself into the small one (see relaunch()).
 constexpr int64_t kRelaunchAfterMs = 250;
+// How long the spare maker waits for a foreground run's container to end
+// before it makes the next run's network namespace (else finish() does).
+constexpr int kSpareNetnsAfterMs = 20;
 
 struct Client {
   UniqueFd fd;
@@ -215,6 +219,10 @@ class Monitor {
   // Makes the next create's spare while a foreground container runs
   // (engine/spare.h); joined before we fork or exec.
   std::thread spare_maker_;
+  // The spare maker left the next network namespace to finish(): the
+  // container was over within kSpareNetnsAfterMs.
+  std::atomic<bool> netns_left_{false};
+  UniqueFd pidfd_;  // the container's (runtime::Launched)
   void join_spare_maker() {
     if (spare_maker_.joinable()) spare_maker_.join();
   }
@@ -405,6 +413,7 @@ Result<> Monitor::start_container() {
   for (int fd = 0; fd <= 2; ++fd) ::dup2(null.get(), fd);
   if (!launched) return std::unexpected(std::move(launched).error());
   pid_ = launched->pid;
+  pidfd_ = std::move(launched->pidfd);
   a_.own_pid_ns = launched->own_pid_ns;
   mount_ns_ = std::move(launched->mount_ns);
   if (launched->console) {
@@ -685,6 +694,8 @@ void Monitor::finish() {
   if (!removed)
     if (auto r = atomic_write_file(a_.dir + "/exit", exit + "\n"); !r) log::error("record exit: " + r.error().str());
   join_spare_maker();
+  if (netns_left_.exchange(false))
+    if (auto r = make_spare_netns(a_.netns_spares); !r) log::debug("spare network namespace: " + r.error().str());
   // A client that said it removes an --rm container and then went away
   // (killed) before handing its files over leaves the removal to the exit
   // command, as if it had never taken the cleanup over: its row is gone
@@ -970,7 +981,7 @@ int Monitor::run() {
   if (!a_.attach_fds.empty() || !a_.netns_spares.empty()) {
     std::string parent = a_.attach_fds.empty() ? "" : a_.dir.substr(0, a_.dir.find_last_of('/'));
     try {
-      spare_maker_ = std::thread([parent, netns = a_.netns_spares] {
+      spare_maker_ = std::thread([this, parent, netns = a_.netns_spares, pidfd = pidfd_.get()] {
         // Work for a later run: never in the way of this one's exit, nor of
         // the next run's start on the other CPU.
         struct sched_param idle = {};
@@ -979,6 +990,17 @@ int Monitor::run() {
         // is gone, when it is left as made.)
         if (!parent.empty()) (void)make_spare(parent, true);
         if (netns.empty()) return;
+        // A foreground run that is over within moments (`run --rm IMAGE
+        // true`) has it made once its client is done (finish()): made here,
+        // it ran through the container's exit and the client's cleanup, and
+        // took the CPU from them (A/B: -0.06 and -0.15 ms a `run --rm`).
+        if (!parent.empty() && pidfd >= 0) {
+          struct pollfd p = {pidfd, POLLIN, 0};
+          if (::poll(&p, 1, kSpareNetnsAfterMs) > 0) {
+            netns_left_ = true;
+            return;
+          }
+        }
         if (auto r = make_spare_netns(netns); !r) log::debug("spare network namespace: " + r.error().str());
       });
     } catch (const std::system_error&) {

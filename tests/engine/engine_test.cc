@@ -1400,7 +1400,8 @@ TEST_F(EngineTest, RunTakesASpareNetworkNamespaceMadeByTheRunBefore) {
   auto r = berth({"run", "--rm", "busybox", "readlink", "/proc/self/ns/net"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "net:[" + spare + "]\n") << "the container is not in the spare namespace";
-  // Its mount goes as it runs; the next one is another, fresh namespace.
+  // Its mount goes at the next maker's visit (this run's monitor's, once the
+  // container is over); the next one is another, fresh namespace.
   ASSERT_TRUE(eventually([&] {
     std::string mounts = read_file("/proc/self/mountinfo").value_or("");
     return mounts.find("net:[" + spare + "]") == std::string::npos && !ready_inode().empty();
