@@ -43,6 +43,14 @@ UniqueFd open_netns(const std::string& path) {
 
 Result<> make_spare_netns(const std::string& dir) {
   TRY(mkdir_p(dir, 0700));
+  // Made before the lock is taken: a maker runs at SCHED_IDLE, and a
+  // starting monitor that takes a spare (claim_spare_netns) waited on the
+  // lock for as long as the maker, on a busy CPU, took to make one.
+  // (None if every slot holds one: looked at again under the lock.)
+  bool wanted = false;
+  for (int n = 0; n < kSpareSlots && !wanted; ++n) wanted = ::access(ready_path(dir, n).c_str(), F_OK) != 0;
+  if (!wanted) return {};
+  UniqueFd made = TRY(runtime::make_netns());
   UniqueFd lock = lock_dir(dir);
   if (!lock) return sys_error("lock " + dir);
   // Taken ones' mounts, left by their takers (an unmount waits for an RCU
@@ -60,7 +68,6 @@ Result<> make_spare_netns(const std::string& dir) {
   std::string slot = slot_path(dir, free_slot);
   UniqueFd file(::open(slot.c_str(), O_RDONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!file) return sys_error("create " + slot);
-  UniqueFd made = TRY(runtime::make_netns());
   std::string src = "/proc/self/fd/" + std::to_string(made.get());
   if (::mount(src.c_str(), slot.c_str(), nullptr, MS_BIND, nullptr) < 0) return sys_error("mount " + slot);
   UniqueFd ready(::open(ready_path(dir, free_slot).c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
