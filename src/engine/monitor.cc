@@ -222,6 +222,10 @@ class Monitor {
   // The spare maker left the next network namespace to finish(): the
   // container was over within kSpareNetnsAfterMs.
   std::atomic<bool> netns_left_{false};
+  void make_left_netns() {
+    if (netns_left_.exchange(false))
+      if (auto r = make_spare_netns(a_.netns_spares); !r) log::debug("spare network namespace: " + r.error().str());
+  }
   UniqueFd pidfd_;  // the container's (runtime::Launched)
   void join_spare_maker() {
     if (spare_maker_.joinable()) spare_maker_.join();
@@ -694,8 +698,7 @@ void Monitor::finish() {
   if (!removed)
     if (auto r = atomic_write_file(a_.dir + "/exit", exit + "\n"); !r) log::error("record exit: " + r.error().str());
   join_spare_maker();
-  if (netns_left_.exchange(false))
-    if (auto r = make_spare_netns(a_.netns_spares); !r) log::debug("spare network namespace: " + r.error().str());
+  make_left_netns();
   // A client that said it removes an --rm container and then went away
   // (killed) before handing its files over leaves the removal to the exit
   // command, as if it had never taken the cleanup over: its row is gone
@@ -780,7 +783,10 @@ bool Monitor::remove_client_trash() {
     // `run --rm`, traced, that the next run met), its clients let go first.
     bool gone = c.trash.starts_with("runtime\n");
     pid_t child = gone ? 0 : ::fork();
-    if (child != 0) return true;  // (or it failed: the next command's repair removes the trash)
+    if (child != 0) {
+      netns_left_ = false;  // (the child makes it)
+      return true;  // (or it failed: the next command's repair removes the trash)
+    }
     if (gone) {
       for (auto& other : clients_) other.fd.reset();
       listener_.reset();
@@ -799,6 +805,11 @@ bool Monitor::remove_client_trash() {
     // nice +10 in a quarter second, under any load (idle tasks still get a
     // sliver of the CPU, enough to take the signal).
     run_idle_for_a_while(250);
+    // The next run's network namespace, if the spare maker left it to us,
+    // while this container's trash still has its name (what a command's
+    // repair and the tests' wait_for_trash look for): made after it, it came
+    // after a test's teardown had unmounted everything.
+    make_left_netns();
     // An --rm container's runtime state and cgroup first (its row is gone);
     // then its directory, which becomes the next spare if nothing of the
     // container is left in it (engine/spare.h: fewer inodes to remove and
