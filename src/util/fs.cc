@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <memory>
 #include <utility>
 #include <cctype>
 #include <cstdio>
@@ -128,23 +127,16 @@ static Result<> remove_at(int dirfd, const char* name, bool detach) {
       return sys_error(std::string("umount ") + name);
     return remove_at(dirfd, name, detach);
   }
-  // Read with getdents64 on that fd (opendir's dup and its fstat and two
-  // fcntls were half of the system calls of removing a small tree); the
-  // buffer on the heap, as a deep tree recurses.
-  constexpr size_t kBuf = 4096;
-  std::unique_ptr<char[]> buf(new char[kBuf]);
-  for (;;) {
-    ssize_t n = ::getdents64(fd.get(), buf.get(), kBuf);
-    if (n < 0) return sys_error(std::string("read directory ") + name);
-    if (n == 0) break;
-    for (ssize_t off = 0; off < n;) {
-      auto* e = reinterpret_cast<struct dirent64*>(buf.get() + off);
-      off += e->d_reclen;
-      std::string_view entry(e->d_name);
-      if (entry == "." || entry == "..") continue;
-      TRY(remove_at(fd.get(), e->d_name, detach));
+  DIR* d = ::fdopendir(::dup(fd.get()));
+  if (!d) return sys_error(std::string("opendir ") + name);
+  while (auto* e = ::readdir(d)) {
+    if (std::string_view(e->d_name) == "." || std::string_view(e->d_name) == "..") continue;
+    if (auto r = remove_at(fd.get(), e->d_name, detach); !r) {
+      ::closedir(d);
+      return r;
     }
   }
+  ::closedir(d);
   if (::unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
     return sys_error(std::string("rmdir ") + name);
   return {};
